@@ -1,0 +1,1 @@
+"""Settings, Celery configuration and the default model catalog."""

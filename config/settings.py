@@ -1,0 +1,96 @@
+"""The one typed settings object, read from the environment.
+
+Variable names and defaults of the provider contract (``MODEL_PATH``,
+``SERVER_PORT``, ...) are kept; the rest are this platform's own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of every process; each field is read from the env var of its upper-cased name."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    mongodb_url: str = "mongodb://127.0.0.1:27017/mlx_fusion"
+    data_dir: Path = Path(".data")
+    models_file: Path = Path(__file__).with_name("models.json")
+
+    # Provider-contract variables (seed 000): one extra model given by path.
+    model_path: str = ""
+    model_type: str = "lm"
+    server_host: str = "0.0.0.0"
+    server_port: int = 8000
+    max_concurrency: int = 1
+    context_length: int = 32768
+    mlx_warmup: bool = True
+
+    default_chat_model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    default_embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+
+    request_timeout_seconds: float = 300.0
+    """Deadline of a synchronous or streamed OpenAI call, queue wait included."""
+    worker_heartbeat_seconds: float = 1.0
+    worker_heartbeat_ttl_seconds: float = 6.0
+    """A worker not heard from for this long is taken as gone."""
+    stream_maxlen: int = 10000
+    stream_ttl_seconds: int = 600
+    web_threads: int = 32
+    log_level: str = "INFO"
+    openblas_library: str = ""
+    """Path of OpenBLAS to preload into model workers on Linux; empty means look in the usual places."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); ``overrides`` win over both."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for spec in fields(cls):
+            raw = env.get(spec.name.upper())
+            if raw is None:
+                continue
+            values[spec.name] = _coerce(spec.name.upper(), spec.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def database_name(self) -> str:
+        tail = self.mongodb_url.rsplit("/", 1)[-1].split("?", 1)[0]
+        return tail or "mlx_fusion"
+
+
+def _coerce(name: str, type_name: object, raw: str) -> object:
+    kind = str(type_name)
+    try:
+        if kind == "bool":
+            return _parse_bool(name, raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if kind == "Path":
+        return Path(raw)
+    return raw

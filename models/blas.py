@@ -1,0 +1,45 @@
+"""Preloads OpenBLAS into a model worker on Linux: the mlx-cpu wheel's bundled reference BLAS is ~60x slower.
+
+``LD_PRELOAD`` only takes effect at process start, so the worker re-executes
+itself once with it set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+OPENBLAS_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib64/libopenblas.so.0",
+)
+_MARK = "MLXF_BLAS_CHECKED"
+
+
+def find_openblas(configured: str = "") -> str | None:
+    for candidate in (configured, *OPENBLAS_CANDIDATES):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def reexec_with_openblas(configured: str = "") -> None:
+    """On Linux, restarts this process with OpenBLAS preloaded unless it already is (or none is installed)."""
+    if not sys.platform.startswith("linux") or os.environ.get(_MARK):
+        return
+    library = find_openblas(configured)
+    env = {**os.environ, _MARK: "1"}
+    if library is None:
+        log.warning("OpenBLAS not found: float32 matmuls use the slow reference BLAS of the mlx-cpu wheel")
+        os.environ[_MARK] = "1"
+        return
+    if library in os.environ.get("LD_PRELOAD", ""):
+        os.environ[_MARK] = "1"
+        return
+    env["LD_PRELOAD"] = ":".join(filter(None, [library, os.environ.get("LD_PRELOAD", "")]))
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

@@ -1,0 +1,109 @@
+"""The models this installation knows: the catalog file in ``config/`` plus the ``MODEL_PATH`` model."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings
+
+_FAMILIES = (
+    "qwen",
+    "llama",
+    "gemma",
+    "mistral",
+    "mixtral",
+    "phi",
+    "smollm",
+    "deepseek",
+    "granite",
+    "olmo",
+    "minilm",
+    "bert",
+    "bge",
+    "e5",
+    "whisper",
+    "flux",
+    "stable-diffusion",
+    "llava",
+    "pixtral",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to obtain and serve one model."""
+
+    model_id: str
+    model_type: str
+    source: dict[str, Any]
+    context_length: int | None = None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    weights: dict[str, str] = field(default_factory=dict)
+    autostart: bool = False
+
+    @property
+    def weights_format(self) -> str | None:
+        """The weights format prepared for this platform (``float32`` on Linux CPU, ``q4`` on macOS)."""
+        return self.weights.get("darwin" if sys.platform == "darwin" else "linux")
+
+    @property
+    def family(self) -> str:
+        return family_of(self.model_id)
+
+
+def family_of(model_id: str) -> str:
+    """The model family named in ``model_id`` (e.g. ``qwen``, ``llama``, ``smollm``), else ``unknown``."""
+    name = model_id.rsplit("/", 1)[-1].lower()
+    for family in _FAMILIES:
+        if family in name:
+            return family
+    return "unknown"
+
+
+def slug(model_id: str) -> str:
+    """A file- and hostname-safe form of ``model_id``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", model_id).strip("-") or "model"
+
+
+def _from_entry(entry: dict[str, Any]) -> ModelSpec:
+    return ModelSpec(
+        model_id=entry["id"],
+        model_type=entry["type"],
+        source=entry["source"],
+        context_length=entry.get("context_length"),
+        description=entry.get("description", ""),
+        tags=tuple(entry.get("tags", ())),
+        weights=entry.get("weights", {}),
+        autostart=bool(entry.get("autostart", False)),
+    )
+
+
+def load_catalog(settings: Settings) -> dict[str, ModelSpec]:
+    """Every known model by id: the catalog file first, then the provider-contract ``MODEL_PATH`` model."""
+    entries = json.loads(Path(settings.models_file).read_text())["models"]
+    specs = {spec.model_id: spec for spec in map(_from_entry, entries)}
+    if settings.model_path:
+        path = Path(settings.model_path)
+        model_id = path.name if path.exists() else settings.model_path
+        specs[model_id] = ModelSpec(
+            model_id=model_id,
+            model_type=settings.model_type,
+            source={"kind": "local-dir", "path": str(path)},
+            context_length=settings.context_length,
+            tags=("local",),
+            autostart=True,
+        )
+    return specs
+
+
+def served_path(settings: Settings, spec: ModelSpec) -> Path:
+    """Where the worker loads the model from: the prepared copy, or the local folder as given."""
+    if spec.source.get("kind") == "local-dir":
+        return Path(spec.source["path"])
+    return settings.models_dir / slug(spec.model_id)

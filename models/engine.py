@@ -1,0 +1,115 @@
+"""The engine thread: the one thread of a worker process that owns the model (MLX state is per thread).
+
+Celery's pool threads hand requests over with ``submit`` and wait on the
+returned future; the engine runs them one at a time today. Keeping this shape
+is what later lets concurrent requests share a batch without a new worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.handlers.base import Cancelled, Emit, ModelHandler
+from tasks.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Work:
+    operation: str
+    payload: dict[str, Any]
+    emit: Emit
+    cancelled: Cancelled
+    request_id: str
+    future: Future = field(default_factory=Future)
+
+
+class Engine:
+    def __init__(self, load: Callable[[], ModelHandler], warmup: bool = True) -> None:
+        self._load = load
+        self._warmup = warmup
+        self._inbox: queue.Queue[Work | None] = queue.Queue()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
+        self.handler: ModelHandler | None = None
+        self.load_error: BaseException | None = None
+        self.load_seconds = 0.0
+        self.warmup_completed = False
+        self.memory_bytes = 0
+        self.active = 0
+        self.served = 0
+        self.on_change: Callable[[], None] = lambda: None
+
+    @property
+    def queued(self) -> int:
+        return self._inbox.qsize()
+
+    def start(self) -> None:
+        """Loads (and warms) the model on the engine thread; raises what loading raised."""
+        self._thread.start()
+        self._ready.wait()
+        if self.load_error is not None:
+            raise self.load_error
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+
+    def submit(
+        self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled, request_id: str = "-"
+    ) -> Future:
+        assert self.handler is not None, "engine not started"
+        work = Work(operation, payload, emit, cancelled, request_id)
+        self._inbox.put(work)
+        self.on_change()
+        return work.future
+
+    def _run(self) -> None:
+        import mlx.core as mx
+
+        started = time.perf_counter()
+        try:
+            self.handler = self._load()
+            if self._warmup:
+                self.handler.warmup()
+                self.warmup_completed = True
+            self.memory_bytes = int(mx.get_active_memory())
+        except BaseException as exc:  # noqa: BLE001 - reported to the starter, which exits
+            self.load_error = exc
+            self._ready.set()
+            return
+        self.load_seconds = time.perf_counter() - started
+        self._ready.set()
+        while (work := self._inbox.get()) is not None:
+            self._serve(work)
+
+    def _serve(self, work: Work) -> None:
+        if not work.future.set_running_or_notify_cancel():
+            return
+        token = request_id_var.set(work.request_id)
+        self.active += 1
+        self.on_change()
+        started = time.perf_counter()
+        try:
+            result = self.handler.run(work.operation, work.payload, work.emit, work.cancelled)
+            log.info(
+                "%s finished in %.0f ms (%s)",
+                work.operation,
+                (time.perf_counter() - started) * 1000,
+                result.get("finish_reason", "ok"),
+            )
+            work.future.set_result(result)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
+            work.future.set_exception(exc)
+        finally:
+            self.active -= 1
+            self.served += 1
+            request_id_var.reset(token)
+            self.on_change()

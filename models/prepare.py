@@ -1,0 +1,102 @@
+"""Prepares the catalog's models into the data directory, once: ``python -m models.prepare``.
+
+A ``prepared.json`` marker records what each folder was made from; a second
+run with the same source and format does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from config.settings import Settings
+from models.catalog import ModelSpec, load_catalog, served_path
+
+MARKER = "prepared.json"
+
+
+def package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the package {package!r} that ships this model is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def source_file(spec: ModelSpec) -> Path:
+    """The file or folder the model is made from."""
+    source = spec.source
+    if source["kind"] == "gguf-package":
+        matches = sorted(package_dir(source["package"]).glob(source.get("glob", "*.gguf")))
+        if not matches:
+            raise FileNotFoundError(f"no GGUF file in the package {source['package']!r}")
+        return matches[0]
+    if source["kind"] == "hf-package":
+        return package_dir(source["package"]) / source.get("subdir", "model")
+    raise ValueError(f"source kind {source['kind']!r} is not prepared ahead of time")
+
+
+def fingerprint(spec: ModelSpec, source: Path) -> dict[str, object]:
+    stat = source.stat()
+    return {"source": str(source), "size": stat.st_size, "mtime": int(stat.st_mtime), "weights": spec.weights_format}
+
+
+def is_prepared(target: Path, expected: dict[str, object]) -> bool:
+    marker = target / MARKER
+    return marker.exists() and json.loads(marker.read_text()) == expected
+
+
+def prepare(spec: ModelSpec, settings: Settings, progress=print) -> Path:
+    """Makes the served folder of ``spec`` if it is missing or stale; returns its path."""
+    target = served_path(settings, spec)
+    if spec.source["kind"] == "local-dir":
+        return target
+    source = source_file(spec)
+    expected = fingerprint(spec, source)
+    if is_prepared(target, expected):
+        progress(f"[prepare] {spec.model_id}: ready in {target}")
+        return target
+    started = time.monotonic()
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    if spec.source["kind"] == "gguf-package":
+        from models.gguf import convert_gguf
+
+        convert_gguf(
+            source,
+            staging,
+            spec.weights_format or "float32",
+            progress=lambda step: progress(f"[prepare] {spec.model_id}: {step}"),
+        )
+    else:
+        progress(f"[prepare] {spec.model_id}: copying {source}")
+        shutil.copytree(source, staging)
+    (staging / MARKER).write_text(json.dumps(expected))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    progress(f"[prepare] {spec.model_id}: prepared in {target} ({time.monotonic() - started:.1f}s)")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Prepare the catalog's models into the data directory.")
+    parser.add_argument("model_ids", nargs="*", help="models to prepare (default: every autostart model)")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    catalog = load_catalog(settings)
+    wanted = args.model_ids or [spec.model_id for spec in catalog.values() if spec.autostart]
+    unknown = [m for m in wanted if m not in catalog]
+    if unknown:
+        print(f"unknown model ids: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    for model_id in wanted:
+        prepare(catalog[model_id], settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""A model worker: loads one model, keeps it warm, and consumes its queue ``model.<id>``.
+
+``python -m models.worker --model-id ID`` loads and validates the model before
+consuming anything; a model that fails to load is recorded as failed and the
+process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+
+import redis
+from celery.signals import task_postrun, task_prerun
+
+from config.settings import Settings
+from models import registry
+from models.blas import reexec_with_openblas
+from models.catalog import load_catalog, served_path, slug
+from models.engine import Engine
+from models.handlers import load_handler
+from models.runtime import Runtime, install
+from tasks.celery_app import create_celery, model_queue
+from tasks.liveness import Liveness
+from tasks.logs import configure_logging, request_id_var
+
+log = logging.getLogger("models.worker")
+
+
+@task_prerun.connect
+def _adopt_request_id(task=None, **_kwargs) -> None:
+    headers = getattr(task.request, "headers", None) or {}
+    request_id = getattr(task.request, "request_id", None) or headers.get("request_id") or "-"
+    request_id_var.set(request_id)
+    log.info("task %s %s received", task.name, task.request.id)
+
+
+@task_postrun.connect
+def _forget_request_id(**_kwargs) -> None:
+    request_id_var.set("-")
+
+
+def _beat_forever(runtime: Runtime, liveness: Liveness, wake: threading.Event) -> None:
+    engine = runtime.engine
+    while True:
+        report = {
+            "model_type": runtime.model_type,
+            "status": "loaded",
+            "warmup_completed": engine.warmup_completed,
+            "active": engine.active,
+            "queued": engine.queued,
+            "served": engine.served,
+            "memory_bytes": engine.memory_bytes,
+            "pid": os.getpid(),
+        }
+        try:
+            liveness.beat(runtime.model_id, runtime.hostname, report)
+        except redis.RedisError as exc:
+            log.warning("heartbeat failed: %s", exc)
+        wake.wait(runtime.settings.worker_heartbeat_seconds)
+        wake.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve one model from its Celery queue.")
+    parser.add_argument("--model-id", required=True)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="Celery pool threads handing requests to the engine (default: MAX_CONCURRENCY + 3)",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    reexec_with_openblas(settings.openblas_library)
+    configure_logging(settings.log_level)
+
+    catalog = load_catalog(settings)
+    if args.model_id not in catalog:
+        log.error("unknown model %r; known: %s", args.model_id, ", ".join(catalog))
+        return 2
+    spec = catalog[args.model_id]
+    path = served_path(settings, spec)
+    registry.connect(settings)
+    registry.record_loading(spec)
+    log.info("loading %s (%s) from %s", spec.model_id, spec.model_type, path)
+    engine = Engine(lambda: load_handler(spec.model_type, path, spec.context_length), warmup=settings.mlx_warmup)
+    try:
+        engine.start()
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        log.error("model %s failed to load: %s", spec.model_id, message)
+        registry.record_failed(spec.model_id, message)
+        return 1
+    context_length = engine.handler.context_length
+    registry.record_loaded(spec.model_id, engine.memory_bytes, engine.load_seconds * 1000, context_length)
+    log.info("loaded %s in %.1fs, %.1f MB", spec.model_id, engine.load_seconds, engine.memory_bytes / 1e6)
+
+    hostname = f"{slug(spec.model_id)}.{os.getpid()}@{socket.gethostname()}"
+    client = redis.Redis.from_url(settings.redis_url)
+    runtime = Runtime(settings, spec.model_id, spec.model_type, hostname, engine, client)
+    install(runtime)
+    liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
+    wake = threading.Event()
+    engine.on_change = wake.set
+    threading.Thread(target=_beat_forever, args=(runtime, liveness, wake), name="heartbeat", daemon=True).start()
+
+    celery = create_celery(settings, include=("tasks.inference",))
+    concurrency = args.concurrency or settings.max_concurrency + 3
+    try:
+        celery.worker_main(
+            [
+                "worker",
+                "--queues",
+                model_queue(spec.model_id),
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                hostname,
+                "--loglevel",
+                settings.log_level,
+                "--without-gossip",
+                "--without-mingle",
+                "--events",
+            ]
+        )
+    finally:
+        liveness.leave(spec.model_id, hostname)
+        engine.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

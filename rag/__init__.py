@@ -1,0 +1,1 @@
+"""Retrieval-augmented generation: extraction, chunking, vector stores, ingest and query (to come)."""

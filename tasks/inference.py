@@ -1,0 +1,20 @@
+"""Interactive inference tasks, consumed by model workers on ``model.<id>`` queues.
+
+They are acknowledged on receipt (not ``acks_late``): a request whose worker
+died is answered with an error by the waiting view, never replayed into a
+second stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from models.runtime import serve_interactive
+from tasks.logs import request_id_var
+
+
+@shared_task(name="mlxf.infer", bind=True, ignore_result=True, acks_late=False)
+def infer(self, operation: str, payload: dict[str, Any]) -> None:
+    serve_interactive(self.request.id, operation, payload, request_id_var.get())

@@ -1,0 +1,65 @@
+"""Which model workers are alive: each worker beats into Redis, readers take silence as death.
+
+A sorted set per model holds worker hostnames scored by their last beat; a
+key per worker, expiring after the TTL, holds what the worker reports of itself
+(model type, warm-up state, active and queued requests, memory).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+_MODELS_KEY = "mlxf:models-with-workers"
+
+
+def _workers_key(model_id: str) -> str:
+    return f"mlxf:workers:{model_id}"
+
+
+def _worker_key(hostname: str) -> str:
+    return f"mlxf:worker:{hostname}"
+
+
+class Liveness:
+    def __init__(self, client: redis.Redis, ttl_seconds: float) -> None:
+        self.client = client
+        self.ttl_seconds = ttl_seconds
+
+    def beat(self, model_id: str, hostname: str, report: dict[str, Any]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(_MODELS_KEY, model_id)
+        pipe.zadd(_workers_key(model_id), {hostname: time.time()})
+        pipe.set(
+            _worker_key(hostname),
+            json.dumps({**report, "model_id": model_id, "hostname": hostname}),
+            px=int(self.ttl_seconds * 1000),
+        )
+        pipe.execute()
+
+    def leave(self, model_id: str, hostname: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(_workers_key(model_id), hostname)
+        pipe.delete(_worker_key(hostname))
+        pipe.execute()
+
+    def is_alive(self, hostname: str) -> bool:
+        return bool(self.client.exists(_worker_key(hostname)))
+
+    def workers(self, model_id: str) -> list[dict[str, Any]]:
+        """Reports of the live workers of ``model_id``."""
+        since = time.time() - self.ttl_seconds
+        hostnames = self.client.zrangebyscore(_workers_key(model_id), since, "+inf")
+        if not hostnames:
+            return []
+        reports = self.client.mget([_worker_key(h.decode()) for h in hostnames])
+        return [json.loads(r) for r in reports if r is not None]
+
+    def models(self) -> dict[str, list[dict[str, Any]]]:
+        """Live workers' reports for every model that has one."""
+        model_ids = sorted(m.decode() for m in self.client.smembers(_MODELS_KEY))
+        live = {model_id: self.workers(model_id) for model_id in model_ids}
+        return {model_id: reports for model_id, reports in live.items() if reports}

@@ -1,0 +1,50 @@
+"""The Flask app: OpenAI and platform APIs in front of Celery. Never imports mlx (a test checks)."""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask
+
+from config.settings import Settings
+from models import registry
+from tasks.celery_app import create_celery
+from tasks.liveness import Liveness
+from tasks.logs import configure_logging
+from web import chat, embeddings, health, models
+from web.api import Api
+from web.dispatch import Dispatcher
+from web.errors import register_error_handlers
+from web.request_id import register_request_id
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="mlx-fusion",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+    )
+    registry.connect(settings)
+    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    celery = create_celery(settings)
+    liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
+    app.extensions.update(
+        settings=settings,
+        redis=client,
+        celery=celery,
+        liveness=liveness,
+        dispatcher=Dispatcher(settings, celery, client, liveness),
+    )
+    register_request_id(app)
+    api = Api(app)
+    for blueprint in (chat.blp, embeddings.blp, models.blp, health.blp):
+        api.register_blueprint(blueprint)
+    register_error_handlers(app)
+    return app

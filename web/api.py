@@ -1,0 +1,27 @@
+"""The flask-smorest ``Api`` and ``Blueprint`` of this app: 400 (not 422) for invalid bodies, shared services."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_smorest import Api as SmorestApi
+from flask_smorest import Blueprint as SmorestBlueprint
+from webargs.flaskparser import FlaskParser
+
+from web.dispatch import Dispatcher
+
+
+class OpenAIParser(FlaskParser):
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class Blueprint(SmorestBlueprint):
+    ARGUMENTS_PARSER = OpenAIParser()
+
+
+class Api(SmorestApi):
+    def _register_error_handlers(self) -> None:
+        """Errors are rendered by ``web.errors`` as the OpenAI envelope, not by flask-smorest."""
+
+
+def dispatcher() -> Dispatcher:
+    return current_app.extensions["dispatcher"]

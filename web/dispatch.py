@@ -1,0 +1,164 @@
+"""Hands OpenAI requests to model workers through Celery and waits for their events over Redis.
+
+The view only enqueues and waits: it never loads a model. A request ends with
+an error, never a hang, when its model has no worker (503), its worker dies
+mid-request (503), or its deadline passes (504, and the task is revoked).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+
+from config.settings import Settings
+from models import registry
+from tasks.celery_app import model_queue
+from tasks.errors import ApiError
+from tasks.liveness import Liveness
+from tasks.replies import ReplyChannel
+
+OPERATIONS_BY_TYPE = {"lm": {"chat"}, "multimodal": {"chat"}, "embeddings": {"embed"}}
+_POLL_MS = 500
+
+
+@dataclass
+class Call:
+    """One request in flight on a model worker."""
+
+    task_id: str
+    model_id: str
+    channel: ReplyChannel
+    deadline: float
+    refresh_seconds: float | None
+    worker: str | None = None
+    cursor: str = "0"
+    finished: bool = False
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, celery: Celery, client: redis.Redis, liveness: Liveness) -> None:
+        self.settings = settings
+        self.celery = celery
+        self.redis = client
+        self.liveness = liveness
+
+    def require_model(self, model_id: str, operation: str, param: str = "model") -> None:
+        """Raises the 404 of an unknown model, the 503 of one without a worker, the 400 of a wrong type."""
+        workers = self.liveness.workers(model_id)
+        if not workers:
+            record = registry.get_record(model_id)
+            if record is None:
+                raise ApiError(404, f"Model '{model_id}' not found", code="model_not_found", param=param)
+            reason = f" (last error: {record.error})" if record.status == "failed" and record.error else ""
+            raise ApiError(
+                503,
+                f"Model '{model_id}' has no running worker; its status is {record.status}{reason}",
+                code="model_unavailable",
+                param=param,
+            )
+        model_type = workers[0].get("model_type", "")
+        if operation not in OPERATIONS_BY_TYPE.get(model_type, set()):
+            raise ApiError(
+                400,
+                f"Model '{model_id}' is a {model_type} model and cannot serve {operation} requests",
+                code="unsupported_operation",
+                param=param,
+            )
+
+    def start(
+        self, model_id: str, operation: str, payload: dict[str, Any], request_id: str, streaming: bool = False
+    ) -> Call:
+        self.require_model(model_id, operation)
+        task_id = f"task-{uuid.uuid4().hex}"
+        timeout = self.settings.request_timeout_seconds
+        channel = ReplyChannel(self.redis, task_id, self.settings.stream_maxlen, self.settings.stream_ttl_seconds)
+        self.celery.send_task(
+            "mlxf.infer",
+            args=[operation, payload],
+            task_id=task_id,
+            queue=model_queue(model_id),
+            headers={"request_id": request_id},
+            expires=timeout,
+        )
+        return Call(task_id, model_id, channel, time.monotonic() + timeout, timeout if streaming else None)
+
+    def events(self, call: Call) -> Iterator[dict[str, Any]]:
+        """The worker's delta and done events; raises ``ApiError`` on error, deadline or a dead worker.
+
+        Closing the iterator before ``done`` (a client that went away) cancels the generation.
+        """
+        try:
+            while True:
+                remaining = call.deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ApiError(
+                        504,
+                        f"The model did not answer within {self.settings.request_timeout_seconds:g}s",
+                        code="timeout",
+                    )
+                batch = call.channel.read(call.cursor, block_ms=max(1, min(_POLL_MS, int(remaining * 1000))))
+                if not batch:
+                    self._check_worker(call)
+                    continue
+                for entry_id, event in batch:
+                    call.cursor = entry_id
+                    if call.refresh_seconds is not None:
+                        call.deadline = time.monotonic() + call.refresh_seconds
+                    kind = event.get("type")
+                    if kind == "started":
+                        call.worker = event.get("worker")
+                    elif kind == "error":
+                        call.finished = True
+                        raise ApiError.from_dict(event["error"])
+                    elif kind == "done":
+                        call.finished = True
+                        yield event
+                        return
+                    else:
+                        yield event
+        finally:
+            if not call.finished:
+                self.abandon(call)
+            else:
+                call.channel.discard()
+
+    def result(self, call: Call) -> dict[str, Any]:
+        for event in self.events(call):
+            if event.get("type") == "done":
+                return event["result"]
+        raise ApiError(500, "the worker ended without a result", code="internal_error")
+
+    def abandon(self, call: Call) -> None:
+        """Stops the request wherever it is: the cancel flag for a running one, revoke for a queued one."""
+        call.finished = True
+        call.channel.cancel()
+        self.celery.control.revoke(call.task_id)
+
+    def _check_worker(self, call: Call) -> None:
+        if call.worker is not None:
+            if not self.liveness.is_alive(call.worker):
+                raise ApiError(
+                    503, f"The worker serving model '{call.model_id}' stopped during this request", code="worker_lost"
+                )
+        elif not self.liveness.workers(call.model_id):
+            raise ApiError(
+                503,
+                f"Model '{call.model_id}' lost its last worker before this request started",
+                code="model_unavailable",
+                param="model",
+            )
+
+    def queue_depth(self, model_id: str) -> int:
+        """Requests waiting in the broker for ``model_id``'s workers, all priorities."""
+        queue = model_queue(model_id)
+        keys = [queue, *(f"{queue}:{priority}" for priority in range(1, 10))]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.llen(key)
+        return sum(pipe.execute())

@@ -1,0 +1,100 @@
+"""``GET /health`` (provider contract fields plus the specification's extension) and ``GET /v1/queue/stats``."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import mongoengine as me
+import redis
+from flask import current_app, g, jsonify
+from flask.views import MethodView
+from pymongo.errors import PyMongoError
+
+from models import registry
+from web.api import Blueprint, dispatcher
+
+blp = Blueprint("health", __name__, description="Health and queue statistics")
+
+
+def _redis_connected() -> bool:
+    try:
+        return bool(current_app.extensions["redis"].ping())
+    except redis.RedisError:
+        return False
+
+
+def _mongodb_connected() -> bool:
+    try:
+        me.get_db().client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+
+
+def health_report() -> tuple[dict[str, Any], bool]:
+    """The health body and whether the platform can serve its default chat model."""
+    started = time.perf_counter()
+    settings = current_app.extensions["settings"]
+    redis_ok = _redis_connected()
+    mongo_ok = _mongodb_connected()
+    live = current_app.extensions["liveness"].models() if redis_ok else {}
+    records = registry.list_records() if mongo_ok else []
+    failed = [record.model_id for record in records if record.status == "failed"]
+    default_workers = live.get(settings.default_chat_model, [])
+    default_record = next((r for r in records if r.model_id == settings.default_chat_model), None)
+    models = [
+        {
+            "id": record.model_id,
+            "status": "loaded" if live.get(record.model_id) else record.status,
+            "workers": len(live.get(record.model_id, [])),
+            "warmup_completed": any(w.get("warmup_completed") for w in live.get(record.model_id, [])),
+            "error": record.error,
+        }
+        for record in records
+    ]
+    models_healthy = bool(default_workers) and not failed
+    healthy = redis_ok and mongo_ok and models_healthy
+    body = {
+        "status": "ok" if healthy else "error",
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "model_id": settings.default_chat_model,
+        "model_status": "loaded" if default_workers else (default_record.status if default_record else "missing"),
+        "models_healthy": models_healthy,
+        "warmup_enabled": settings.mlx_warmup,
+        "warmup_completed": any(w.get("warmup_completed") for w in default_workers),
+        "models": {"loaded_count": len(live), "models_healthy": models_healthy, "failed": failed, "models": models},
+        "persistence": {"mongodb_connected": mongo_ok, "redis_connected": redis_ok, "vector_db_connected": False},
+        "services": {"fusion_enabled": False, "rag_enabled": False, "mcp_enabled": False},
+        "request_id": g.request_id,
+    }
+    body["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return body, healthy
+
+
+@blp.route("/health")
+class Health(MethodView):
+    @blp.doc(responses={"503": {"description": "Not healthy: same body, status 'error'"}})
+    def get(self):
+        body, healthy = health_report()
+        response = jsonify(body)
+        response.status_code = 200 if healthy else 503
+        return response
+
+
+@blp.route("/v1/queue/stats")
+class QueueStats(MethodView):
+    def get(self):
+        settings = current_app.extensions["settings"]
+        queues = {}
+        for model_id, workers in current_app.extensions["liveness"].models().items():
+            queues[model_id] = {
+                "workers": len(workers),
+                "active_requests": sum(w.get("active", 0) for w in workers),
+                "queued_in_workers": sum(w.get("queued", 0) for w in workers),
+                "pending_in_broker": dispatcher().queue_depth(model_id),
+                "served": sum(w.get("served", 0) for w in workers),
+                "max_concurrency": settings.max_concurrency * len(workers),
+            }
+        return jsonify({"queues": queues, "request_id": g.request_id})

@@ -1,0 +1,1 @@
+"""Marshmallow schemas: the single statement of each request and response body."""
