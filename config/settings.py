@@ -28,8 +28,8 @@ def _parse_bool(name: str, raw: str) -> bool:
 class Settings:
     """Every setting of every process; each field is read from the env var of its upper-cased name."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    mongodb_url: str = "mongodb://127.0.0.1:27017/mlx_fusion"
+    redis_url: str = "redis://127.0.0.1:6380/0"
+    mongodb_url: str = "mongodb://127.0.0.1:27018/mlx_fusion"
     data_dir: Path = Path(".data")
     models_file: Path = Path(__file__).with_name("models.json")
 

@@ -49,7 +49,13 @@ class ModelRecord(me.Document):
 def connect(settings: Settings) -> None:
     """Registers the default mongoengine connection (pymongo connects lazily, on first use)."""
     me.disconnect()
-    me.connect(host=settings.mongodb_url, db=settings.database_name, serverSelectionTimeoutMS=3000, tz_aware=True)
+    me.connect(
+        host=settings.mongodb_url,
+        db=settings.database_name,
+        serverSelectionTimeoutMS=3000,
+        tz_aware=True,
+        uuidRepresentation="standard",
+    )
 
 
 def record_loading(spec: ModelSpec, context_length: int | None = None) -> None:

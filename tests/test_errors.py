@@ -1,0 +1,106 @@
+"""Every error a user can meet arrives in the OpenAI envelope with the right status, type, code and param."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+import requests
+
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, active_requests, ask
+from tests.stack import wait_until
+
+
+def envelope(response: requests.Response) -> dict:
+    body = response.json()
+    assert set(body["error"]) == {"type", "message", "param", "code"}
+    return body["error"]
+
+
+def test_unknown_route_is_404_envelope(base_url):
+    response = requests.get(f"{base_url}/v1/no-such-thing", timeout=10)
+    assert response.status_code == 404
+    assert envelope(response)["type"] == "not_found_error"
+
+
+def test_wrong_method_is_405_envelope(base_url):
+    response = requests.delete(f"{base_url}/v1/chat/completions", timeout=10)
+    assert response.status_code == 405
+    assert envelope(response)["code"] == "method_not_allowed"
+
+
+def test_unknown_model_is_404_through_the_openai_client(client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no/such-model", messages=ask("Hi"))
+    assert caught.value.code == "model_not_found"
+    assert caught.value.body["param"] == "model"
+
+
+def test_malformed_json_is_400(base_url):
+    response = requests.post(
+        f"{base_url}/v1/chat/completions", data="{not json", headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert response.status_code == 400
+    assert envelope(response)["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "Hi"}]}, "model"),
+        ({"model": CHAT_MODEL}, "messages"),
+        ({"model": CHAT_MODEL, "messages": []}, "messages"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "wizard", "content": "Hi"}]}, "messages[0].role"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "temperature": 7}, "temperature"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 0}, "max_tokens"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "n": 2}, "n"),
+        (
+            {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "stop": ["a", "b", "c", "d", "e"]},
+            "stop",
+        ),
+    ],
+)
+def test_invalid_field_is_400_naming_the_field(base_url, body, param):
+    response = requests.post(f"{base_url}/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 400
+    error = envelope(response)
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error"
+    assert param.split("[")[0].split(".")[0] in error["message"]
+
+
+def test_context_length_exceeded_is_400_also_when_streaming(client):
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=CHAT_MODEL, messages=ask("Hi"), max_tokens=100_000, stream=stream)
+        assert caught.value.code == "context_length_exceeded"
+
+
+def test_chat_with_an_embedding_model_is_400(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=EMBEDDING_MODEL, messages=ask("Hi"))
+    assert caught.value.code == "unsupported_operation"
+
+
+def test_registered_model_without_worker_is_503(client, base_url):
+    from models import registry
+    from models.catalog import ModelSpec
+
+    registry.connect(__import__("config.settings", fromlist=["Settings"]).Settings.from_env())
+    registry.record_loading(ModelSpec(model_id="test/no-worker", model_type="lm", source={"kind": "local-dir"}))
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="test/no-worker", messages=ask("Hi"))
+    assert caught.value.status_code == 503
+    assert caught.value.code == "model_unavailable"
+
+
+def test_deadline_passed_is_504_and_frees_the_model(stack, base_url):
+    _service, impatient = stack.start_web("web-impatient", {"REQUEST_TIMEOUT_SECONDS": "1.5"})
+    response = requests.post(
+        f"{impatient}/v1/chat/completions",
+        json={"model": CHAT_MODEL, "messages": ask("Write a long story about a dragon."), "max_tokens": 400},
+        timeout=60,
+    )
+    assert response.status_code == 504
+    assert envelope(response)["code"] == "timeout"
+    wait_until(lambda: active_requests(base_url, CHAT_MODEL) == 0, 20, "the worker to drop the timed-out request")
