@@ -11,12 +11,11 @@ PACKAGES_STAMP := $(STAMPS)/packages-$(shell cat pyproject.toml Makefile | cksum
 NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
 PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control chat embed flower
 
-.PHONY: help setup system-packages python-packages models run test lint bench clean
+.PHONY: help setup system-packages python-packages models run test lint clean
 
 help:
 	@echo "make run    set up what is missing, then start the local stack (API on :8000)"
 	@echo "make test   set up what is missing, then run the whole test suite"
-	@echo "make bench  set up what is missing, then run the benchmarks under bench/"
 	@echo "make lint   ruff"
 
 setup: system-packages python-packages models
@@ -64,9 +63,6 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
-
-bench: setup
-	$(BIN)/python -m bench
 
 lint: python-packages
 	$(BIN)/ruff check .
