@@ -9,7 +9,7 @@ UNAME := $(shell uname -s)
 STAMPS := .setup-stamps
 PACKAGES_STAMP := $(STAMPS)/packages-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
-PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control chat embed flower
+PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control models flower
 
 .PHONY: help setup system-packages python-packages models run test lint clean
 

@@ -45,6 +45,12 @@ class Settings:
     default_chat_model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     default_embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
 
+    model_roots: str = ""
+    """Folders (separated by ':') under which the load API may read local models; empty means the data dir's models."""
+    model_memory_budget_gb: float = 0.0
+    """Memory all loaded models may hold together; 0 means no budget. Least-recently-used idle models make room."""
+    load_timeout_seconds: float = 180.0
+    unload_timeout_seconds: float = 90.0
     request_timeout_seconds: float = 300.0
     """Deadline of a synchronous or streamed OpenAI call, queue wait included."""
     worker_heartbeat_seconds: float = 1.0
@@ -73,6 +79,11 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def allowed_model_roots(self) -> list[Path]:
+        roots = [Path(p) for p in self.model_roots.split(":") if p] or [self.models_dir]
+        return [root.expanduser().resolve() for root in roots]
 
     @property
     def database_name(self) -> str:

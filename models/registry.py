@@ -1,31 +1,52 @@
-"""The model registry in MongoDB: each model's metadata, state and measured memory."""
+"""The model registry in MongoDB: each model's desired and actual state, metadata and measured memory.
+
+The API writes the desired state (``loaded`` / ``unloaded``); the supervisor and
+the workers move the actual ``status`` (loading -> loaded | failed, unloading).
+Updates are conditional on the current status where a race is possible, so a
+late writer cannot undo a newer decision.
+"""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import mongoengine as me
 
 from config.settings import Settings
-from models.catalog import ModelSpec
+from models.catalog import family_of
 
 TIER = "3A"
-STATUSES = ("loading", "loaded", "failed", "unloading", "stopped")
+STATUSES = ("loading", "loaded", "failed", "unloading")
+TAGS_BY_TYPE = {
+    "lm": ["chat"],
+    "multimodal": ["chat", "vision"],
+    "embeddings": ["embeddings"],
+    "whisper": ["audio"],
+    "image-generation": ["image"],
+    "image-edit": ["image"],
+}
 
 
 class ModelRecord(me.Document):
-    meta = {"collection": "models", "indexes": ["status"]}
+    meta = {"collection": "models", "indexes": ["status", "desired"]}
 
     model_id = me.StringField(primary_key=True)
     model_type = me.StringField(required=True)
+    path = me.StringField(required=True)
     family = me.StringField(default="unknown")
     tags = me.ListField(me.StringField())
     tier = me.StringField(default=TIER)
     context_length = me.IntField()
     description = me.StringField(default="")
+    priority = me.StringField(default="normal")
+    user_metadata = me.DictField()
+    origin = me.StringField(default="api")
     created = me.IntField(required=True)
+    desired = me.StringField(choices=("loaded", "unloaded"), default="loaded")
+    force_unload = me.BooleanField(default=False)
     status = me.StringField(choices=STATUSES, required=True)
     error = me.StringField()
     memory_bytes = me.IntField(default=0)
@@ -43,6 +64,7 @@ class ModelRecord(me.Document):
             "tier": self.tier,
             "description": self.description,
             "created_at": self.created,
+            **({"user": self.user_metadata} if self.user_metadata else {}),
         }
 
 
@@ -58,27 +80,66 @@ def connect(settings: Settings) -> None:
     )
 
 
-def record_loading(spec: ModelSpec, context_length: int | None = None) -> None:
+def tags_for(model_type: str, path: Path, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """``local``, the type's tags, ``quantized`` when the folder's config says so, then ``extra``."""
+    tags = ["local", *TAGS_BY_TYPE.get(model_type, [])]
+    config = path / "config.json"
+    if config.exists() and '"quantization"' in config.read_text(errors="replace"):
+        tags.append("quantized")
+    return list(dict.fromkeys([*tags, *extra]))
+
+
+def request_load(
+    model_id: str,
+    model_type: str,
+    path: Path,
+    *,
+    context_length: int | None = None,
+    description: str = "",
+    tags: list[str] | None = None,
+    priority: str = "normal",
+    user_metadata: dict | None = None,
+    origin: str = "api",
+) -> bool:
+    """Records the wish to serve ``model_id``; False when it is already loading, loaded or unloading.
+
+    A failed record is replaced, so a model can be loaded again after its files are fixed.
+    """
     now = datetime.now(UTC)
-    ModelRecord.objects(model_id=spec.model_id).update_one(
-        upsert=True,
-        set__model_type=spec.model_type,
-        set__family=spec.family,
-        set__tags=_tags(spec),
-        set__tier=TIER,
-        set__context_length=context_length or spec.context_length,
-        set__description=spec.description,
-        set__status="loading",
-        unset__error=True,
-        set__updated_at=now,
-        set_on_insert__created=int(time.time()),
+    fields = dict(
+        model_type=model_type,
+        path=str(path),
+        family=family_of(model_id),
+        tags=tags if tags is not None else tags_for(model_type, path),
+        tier=TIER,
+        context_length=context_length,
+        description=description,
+        priority=priority,
+        user_metadata=user_metadata or {},
+        origin=origin,
+        desired="loaded",
+        force_unload=False,
+        status="loading",
+        memory_bytes=0,
+        updated_at=now,
     )
+    replaced = ModelRecord.objects(model_id=model_id, status="failed").update_one(
+        unset__error=True, set__created=int(time.time()), **{f"set__{k}": v for k, v in fields.items()}
+    )
+    if replaced:
+        return True
+    try:
+        ModelRecord(model_id=model_id, created=int(time.time()), **fields).save(force_insert=True)
+    except me.NotUniqueError:
+        return False
+    return True
 
 
 def record_loaded(model_id: str, memory_bytes: int, load_time_ms: float, context_length: int) -> None:
     now = datetime.now(UTC)
-    ModelRecord.objects(model_id=model_id).update_one(
+    ModelRecord.objects(model_id=model_id, status__in=("loading", "loaded")).update_one(
         set__status="loaded",
+        unset__error=True,
         set__memory_bytes=memory_bytes,
         set__load_time_ms=load_time_ms,
         set__context_length=context_length,
@@ -87,10 +148,32 @@ def record_loaded(model_id: str, memory_bytes: int, load_time_ms: float, context
     )
 
 
+def record_restarting(model_id: str) -> None:
+    ModelRecord.objects(model_id=model_id, status="loaded", desired="loaded").update_one(
+        set__status="loading", set__updated_at=datetime.now(UTC)
+    )
+
+
 def record_failed(model_id: str, error: str) -> None:
-    ModelRecord.objects(model_id=model_id).update_one(
+    ModelRecord.objects(model_id=model_id, status__in=("loading", "loaded")).update_one(
         set__status="failed", set__error=error, set__updated_at=datetime.now(UTC)
     )
+
+
+def request_unload(model_id: str, force: bool) -> bool:
+    """Marks ``model_id`` to be stopped; False when it is not registered."""
+    return bool(
+        ModelRecord.objects(model_id=model_id).update_one(
+            set__desired="unloaded",
+            set__force_unload=force,
+            set__status="unloading",
+            set__updated_at=datetime.now(UTC),
+        )
+    )
+
+
+def forget(model_id: str) -> None:
+    ModelRecord.objects(model_id=model_id, desired="unloaded").delete()
 
 
 def get_record(model_id: str) -> ModelRecord | None:
@@ -99,10 +182,3 @@ def get_record(model_id: str) -> ModelRecord | None:
 
 def list_records() -> list[ModelRecord]:
     return list(ModelRecord.objects.order_by("created", "model_id"))
-
-
-def _tags(spec: ModelSpec) -> list[str]:
-    tags = list(spec.tags) or ["local"]
-    if spec.weights_format in ("q4", "q8") and "quantized" not in tags:
-        tags.append("quantized")
-    return tags

@@ -11,6 +11,7 @@ import redis
 
 from config.settings import Settings
 from models.engine import Engine
+from models.stats import ModelStats
 from tasks.errors import ApiError
 from tasks.replies import ReplyChannel
 
@@ -58,15 +59,26 @@ def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], req
         )
         channel.publish({"type": "error", "error": error.to_dict()})
         return
+    started = time.perf_counter()
     future = runtime.engine.submit(operation, payload, channel.publish, channel.cancelled, request_id)
     try:
         result = future.result()
     except ApiError as exc:
+        _record(runtime, started, 0, exc.message)
         channel.publish({"type": "error", "error": exc.to_dict()})
         return
     except Exception as exc:
         log.exception("%s %s failed", operation, task_id)
         error = ApiError(500, f"inference failed: {type(exc).__name__}: {exc}", code="inference_failed")
+        _record(runtime, started, 0, error.message)
         channel.publish({"type": "error", "error": error.to_dict()})
         return
+    _record(runtime, started, result.get("usage", {}).get("total_tokens", 0))
     channel.publish({"type": "done", "result": result})
+
+
+def _record(runtime: Runtime, started: float, tokens: int, error: str | None = None) -> None:
+    try:
+        ModelStats(runtime.redis).record(runtime.model_id, (time.perf_counter() - started) * 1000, tokens, error)
+    except redis.RedisError:
+        log.warning("could not record request statistics", exc_info=True)

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import threading
+from pathlib import Path
 
 import redis
 from celery.signals import task_postrun, task_prerun
@@ -29,6 +30,28 @@ from tasks.liveness import Liveness
 from tasks.logs import configure_logging, request_id_var
 
 log = logging.getLogger("models.worker")
+
+EXIT_LOAD_FAILED = 3
+"""Exit status of a worker whose model failed to load: the supervisor does not restart it."""
+EXIT_UNKNOWN_MODEL = 4
+
+
+def _register_from_catalog(settings: Settings, model_id: str) -> registry.ModelRecord | None:
+    """Registers a catalog model started directly (``python -m models.worker``), without the supervisor."""
+    spec = load_catalog(settings).get(model_id)
+    if spec is None:
+        return None
+    path = served_path(settings, spec)
+    registry.request_load(
+        model_id,
+        spec.model_type,
+        path,
+        context_length=spec.context_length,
+        description=spec.description,
+        tags=registry.tags_for(spec.model_type, path, spec.tags),
+        origin="catalog",
+    )
+    return registry.get_record(model_id)
 
 
 @task_prerun.connect
@@ -79,30 +102,28 @@ def main(argv: list[str] | None = None) -> int:
     reexec_with_openblas(settings.openblas_library)
     configure_logging(settings.log_level)
 
-    catalog = load_catalog(settings)
-    if args.model_id not in catalog:
-        log.error("unknown model %r; known: %s", args.model_id, ", ".join(catalog))
-        return 2
-    spec = catalog[args.model_id]
-    path = served_path(settings, spec)
     registry.connect(settings)
-    registry.record_loading(spec)
-    log.info("loading %s (%s) from %s", spec.model_id, spec.model_type, path)
-    engine = Engine(lambda: load_handler(spec.model_type, path, spec.context_length), warmup=settings.mlx_warmup)
+    record = registry.get_record(args.model_id) or _register_from_catalog(settings, args.model_id)
+    if record is None:
+        log.error("model %r is neither registered nor in the catalog", args.model_id)
+        return EXIT_UNKNOWN_MODEL
+    model_id, model_type, path = record.model_id, record.model_type, Path(record.path)
+    log.info("loading %s (%s) from %s", model_id, model_type, path)
+    engine = Engine(lambda: load_handler(model_type, path, record.context_length), warmup=settings.mlx_warmup)
     try:
         engine.start()
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
-        log.error("model %s failed to load: %s", spec.model_id, message)
-        registry.record_failed(spec.model_id, message)
-        return 1
+        log.error("model %s failed to load: %s", model_id, message)
+        registry.record_failed(model_id, message)
+        return EXIT_LOAD_FAILED
     context_length = engine.handler.context_length
-    registry.record_loaded(spec.model_id, engine.memory_bytes, engine.load_seconds * 1000, context_length)
-    log.info("loaded %s in %.1fs, %.1f MB", spec.model_id, engine.load_seconds, engine.memory_bytes / 1e6)
+    registry.record_loaded(model_id, engine.memory_bytes, engine.load_seconds * 1000, context_length)
+    log.info("loaded %s in %.1fs, %.1f MB", model_id, engine.load_seconds, engine.memory_bytes / 1e6)
 
-    hostname = f"{slug(spec.model_id)}.{os.getpid()}@{socket.gethostname()}"
+    hostname = f"{slug(model_id)}.{os.getpid()}@{socket.gethostname()}"
     client = redis.Redis.from_url(settings.redis_url)
-    runtime = Runtime(settings, spec.model_id, spec.model_type, hostname, engine, client)
+    runtime = Runtime(settings, model_id, model_type, hostname, engine, client)
     install(runtime)
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
     wake = threading.Event()
@@ -116,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 "worker",
                 "--queues",
-                model_queue(spec.model_id),
+                model_queue(model_id),
                 "--pool",
                 "threads",
                 "--concurrency",
@@ -131,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     finally:
-        liveness.leave(spec.model_id, hostname)
+        liveness.leave(model_id, hostname)
         engine.stop()
     return 0
 

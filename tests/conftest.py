@@ -5,8 +5,8 @@ Workers are started once per session; tests share them and keep prompts short.
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +16,11 @@ import pytest
 import redis
 import requests
 
-from tests.stack import ROOT, Stack, wait_until
+from tests.stack import ROOT, Service, Stack, wait_until
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+CHAT_MODEL_DIR = ROOT / ".data" / "models" / "HuggingFaceTB--SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="session")
@@ -27,26 +28,12 @@ def stack() -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="mlxf-test-"))
     env = {
         "DATA_DIR": str(ROOT / ".data"),
-        "MODELS_FILE": str(workdir / "models.json"),
+        "MODEL_ROOTS": f"{ROOT / '.data' / 'models'}:{workdir}",
         "LOG_LEVEL": "INFO",
         "REQUEST_TIMEOUT_SECONDS": "120",
         "WORKER_HEARTBEAT_TTL_SECONDS": "4",
         "PYTHONUNBUFFERED": "1",
     }
-    catalog = json.loads((ROOT / "config" / "models.json").read_text())
-    catalog["models"].append(
-        {
-            "id": "test/victim-lm",
-            "type": "lm",
-            "source": {
-                "kind": "local-dir",
-                "path": str(ROOT / ".data" / "models" / "HuggingFaceTB--SmolLM2-135M-Instruct"),
-            },
-            "context_length": 2048,
-            "description": "a copy to kill",
-        }
-    )
-    (workdir / "models.json").write_text(json.dumps(catalog))
     stack = Stack(workdir, env)
     os.environ.update(env)
     from models.prepare import main as prepare_models
@@ -74,23 +61,18 @@ def worker_is_live(client: redis.Redis, model_id: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def workers(stack: Stack, redis_client: redis.Redis) -> dict[str, object]:
-    chat = stack.start_worker(CHAT_MODEL, "worker-chat")
-    embed = stack.start_worker(EMBEDDING_MODEL, "worker-embed")
-    wait_until(lambda: worker_is_live(redis_client, CHAT_MODEL), 180, "the chat worker", chat.process)
-    wait_until(lambda: worker_is_live(redis_client, EMBEDDING_MODEL), 180, "the embedding worker", embed.process)
-    return {"chat": chat, "embed": embed}
+def supervisor(stack: Stack, redis_client: redis.Redis) -> Service:
+    """The model supervisor with the catalog's default models warm; worker logs go to its log."""
+    service = stack.start("supervisor", [sys.executable, "-m", "models.supervisor"])
+    for model_id in (CHAT_MODEL, EMBEDDING_MODEL):
+        wait_until(lambda m=model_id: worker_is_live(redis_client, m), 180, f"a worker for {model_id}", service.process)
+    return service
 
 
 @pytest.fixture(scope="session")
-def base_url(stack: Stack, workers) -> str:
+def base_url(stack: Stack, supervisor) -> str:
     _service, url = stack.start_web()
     return url
-
-
-@pytest.fixture(scope="session")
-def web_log(stack: Stack, base_url: str):
-    return next(s for s in stack.services if s.name == "web")
 
 
 @pytest.fixture()
@@ -105,3 +87,21 @@ def ask(text: str) -> list[dict[str, str]]:
 def active_requests(base_url: str, model_id: str) -> int:
     stats = requests.get(f"{base_url}/v1/queue/stats", timeout=5).json()["queues"].get(model_id, {})
     return stats.get("active_requests", 0) + stats.get("queued_in_workers", 0)
+
+
+def worker_pid(client: redis.Redis, model_id: str) -> int:
+    from tasks.liveness import Liveness
+
+    return Liveness(client, 4).workers(model_id)[0]["pid"]
+
+
+def load_model(base_url: str, model_path: str, model_id: str, model_type: str = "lm", **extra) -> requests.Response:
+    return requests.post(
+        f"{base_url}/v1/models/load",
+        timeout=200,
+        json={"model_path": model_path, "model_type": model_type, "model_id": model_id, **extra},
+    )
+
+
+def unload_model(base_url: str, model_id: str, force: bool = False) -> requests.Response:
+    return requests.delete(f"{base_url}/v1/models/{model_id}/unload", params={"force": str(force).lower()}, timeout=120)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openai
 import pytest
 import requests
@@ -83,11 +85,12 @@ def test_chat_with_an_embedding_model_is_400(client):
 
 
 def test_registered_model_without_worker_is_503(client, base_url):
+    from config.settings import Settings
     from models import registry
-    from models.catalog import ModelSpec
 
-    registry.connect(__import__("config.settings", fromlist=["Settings"]).Settings.from_env())
-    registry.record_loading(ModelSpec(model_id="test/no-worker", model_type="lm", source={"kind": "local-dir"}))
+    registry.connect(Settings.from_env())
+    registry.request_load("test/no-worker", "lm", Path("/nonexistent"))
+    registry.record_failed("test/no-worker", "made up by the test")  # failed: the supervisor leaves it alone
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="test/no-worker", messages=ask("Hi"))
     assert caught.value.status_code == 503

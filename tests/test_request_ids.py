@@ -11,7 +11,7 @@ from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, ask
 from tests.stack import wait_until
 
 
-def test_given_request_id_is_echoed_in_header_body_and_worker_log(base_url, workers):
+def test_given_request_id_is_echoed_in_header_body_and_worker_log(base_url, supervisor):
     request_id = f"trace-{uuid.uuid4().hex}"
     response = requests.post(
         f"{base_url}/v1/chat/completions",
@@ -22,7 +22,7 @@ def test_given_request_id_is_echoed_in_header_body_and_worker_log(base_url, work
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == request_id
     assert response.json()["request_id"] == request_id
-    wait_until(lambda: f"[request_id={request_id}]" in workers["chat"].log(), 10, "the worker's log line")
+    wait_until(lambda: f"[request_id={request_id}]" in supervisor.log(), 10, "the worker's log line")
 
 
 def test_request_id_is_generated_when_missing(base_url):

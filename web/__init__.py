@@ -7,10 +7,12 @@ from flask import Flask
 
 from config.settings import Settings
 from models import registry
+from models.lifecycle import ModelLifecycle
+from models.stats import ModelStats
 from tasks.celery_app import create_celery
 from tasks.liveness import Liveness
 from tasks.logs import configure_logging
-from web import chat, embeddings, health, models
+from web import capabilities, chat, embeddings, health, models
 from web.api import Api
 from web.dispatch import Dispatcher
 from web.errors import register_error_handlers
@@ -35,16 +37,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
     celery = create_celery(settings)
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
+    dispatcher = Dispatcher(settings, celery, client, liveness)
+    stats = ModelStats(client)
     app.extensions.update(
         settings=settings,
         redis=client,
         celery=celery,
         liveness=liveness,
-        dispatcher=Dispatcher(settings, celery, client, liveness),
+        dispatcher=dispatcher,
+        stats=stats,
+        lifecycle=ModelLifecycle(settings, liveness, stats, dispatcher.queue_depth),
     )
     register_request_id(app)
     api = Api(app)
-    for blueprint in (chat.blp, embeddings.blp, models.blp, health.blp):
+    for blueprint in (chat.blp, embeddings.blp, models.blp, health.blp, capabilities.blp):
         api.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

@@ -23,7 +23,7 @@ from tasks.errors import ApiError
 from tasks.liveness import Liveness
 from tasks.replies import ReplyChannel
 
-OPERATIONS_BY_TYPE = {"lm": {"chat"}, "multimodal": {"chat"}, "embeddings": {"embed"}}
+OPERATIONS_BY_TYPE = {"lm": {"chat", "warmup"}, "multimodal": {"chat", "warmup"}, "embeddings": {"embed", "warmup"}}
 _POLL_MS = 500
 
 

@@ -14,6 +14,7 @@ from pymongo.errors import PyMongoError
 
 from models import registry
 from web.api import Blueprint, dispatcher
+from web.models import live_status
 
 blp = Blueprint("health", __name__, description="Health and queue statistics")
 
@@ -47,14 +48,14 @@ def health_report() -> tuple[dict[str, Any], bool]:
     models = [
         {
             "id": record.model_id,
-            "status": "loaded" if live.get(record.model_id) else record.status,
+            "status": live_status(record, live.get(record.model_id, [])),
             "workers": len(live.get(record.model_id, [])),
             "warmup_completed": any(w.get("warmup_completed") for w in live.get(record.model_id, [])),
             "error": record.error,
         }
         for record in records
     ]
-    models_healthy = bool(default_workers) and not failed
+    models_healthy = bool(default_workers)
     healthy = redis_ok and mongo_ok and models_healthy
     body = {
         "status": "ok" if healthy else "error",

@@ -1,31 +1,72 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}`` (ids may contain ``/``, raw or percent-encoded)."""
+"""Model management (spec section 2): list, look up, load, unload, info, stats and warm-up.
+
+Model ids may contain ``/``, raw or percent-encoded.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import current_app, g
 from flask.views import MethodView
 
 from models import registry
+from models.lifecycle import ModelLifecycle
+from models.stats import ModelStats
 from tasks.errors import ApiError
-from web.api import Blueprint
-from web.schemas.models import ModelListSchema, ModelSchema
+from web.api import Blueprint, dispatcher
+from web.schemas.models import (
+    LoadModelRequestSchema,
+    LoadModelResponseSchema,
+    ModelInfoSchema,
+    ModelListSchema,
+    ModelSchema,
+    ModelStatsSchema,
+    UnloadQuerySchema,
+    UnloadResponseSchema,
+    WarmupRequestSchema,
+    WarmupResponseSchema,
+)
 
-blp = Blueprint("models", __name__, url_prefix="/v1", description="Models and their state")
+blp = Blueprint("models", __name__, url_prefix="/v1", description="Models: list, load, unload, observe")
 
 OWNER = "local-mlx"
 
 
-def describe(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The OpenAI model object of ``record``; ``status`` is ``loaded`` only while a worker is alive."""
-    if workers:
-        status = "loaded"
-    elif record.status == "loaded":
-        status = "unavailable"
-    else:
-        status = record.status
+def lifecycle() -> ModelLifecycle:
+    return current_app.extensions["lifecycle"]
+
+
+def stats() -> ModelStats:
+    return current_app.extensions["stats"]
+
+
+def live_workers(model_id: str) -> list[dict[str, Any]]:
+    return current_app.extensions["liveness"].workers(model_id)
+
+
+def find_record(model_id: str) -> registry.ModelRecord:
+    record = registry.get_record(model_id)
+    if record is None:
+        raise ApiError(404, f"Model '{model_id}' not found", code="model_not_found", param="model_id")
+    return record
+
+
+def live_status(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> str:
+    """``loaded`` only while a worker is alive; a loaded record without one is ``unavailable``."""
+    if workers and record.status in ("loaded", "loading"):
+        return "loaded"
+    return "unavailable" if record.status == "loaded" else record.status
+
+
+def memory_gb(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> float:
     memory = max((w.get("memory_bytes", 0) for w in workers), default=record.memory_bytes or 0)
+    return round(memory / 1e9, 3)
+
+
+def describe(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAI model object of ``record`` with the registry's metadata."""
     return {
         "id": record.model_id,
         "object": "model",
@@ -37,8 +78,8 @@ def describe(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> dic
         "tags": list(record.tags),
         "tier": record.tier,
         "description": record.description,
-        "vram_usage_gb": round(memory / 1e9, 3),
-        "status": status,
+        "vram_usage_gb": memory_gb(record, workers),
+        "status": live_status(record, workers),
         "workers": len(workers),
         "error": record.error,
     }
@@ -53,12 +94,82 @@ class ModelList(MethodView):
         return {"object": "list", "data": data, "request_id": g.request_id}
 
 
+@blp.route("/models/load")
+class ModelLoad(MethodView):
+    @blp.arguments(LoadModelRequestSchema)
+    @blp.response(200, LoadModelResponseSchema)
+    @blp.alt_response(400, description="Invalid model_path or model_type, or the model failed to load")
+    @blp.alt_response(409, description="Model ID already exists")
+    @blp.alt_response(503, description="Insufficient memory even after evicting idle models")
+    def post(self, body: dict[str, Any]):
+        return {**lifecycle().load(**body), "request_id": g.request_id}
+
+
+@blp.route("/models/<path:model_id>/unload")
+class ModelUnload(MethodView):
+    @blp.arguments(UnloadQuerySchema, location="query")
+    @blp.response(200, UnloadResponseSchema)
+    @blp.alt_response(404, description="Model ID not found")
+    @blp.alt_response(409, description="Model is in use (unless force=true)")
+    def delete(self, query: dict[str, Any], model_id: str):
+        return {**lifecycle().unload(model_id, force=query["force"]), "request_id": g.request_id}
+
+
+@blp.route("/models/<path:model_id>/info")
+class ModelInfo(MethodView):
+    @blp.response(200, ModelInfoSchema)
+    def get(self, model_id: str):
+        record = find_record(model_id)
+        workers = live_workers(model_id)
+        usage = stats().summary(model_id)
+        return {
+            "model_id": model_id,
+            "status": live_status(record, workers),
+            "metadata": record.metadata(),
+            "vram_usage_gb": memory_gb(record, workers),
+            "load_time": record.loaded_at.isoformat().replace("+00:00", "Z") if record.loaded_at else None,
+            "last_used": usage["last_used"],
+            "request_count": usage["request_count"],
+            "workers": len(workers),
+            "error": record.error,
+            "request_id": g.request_id,
+        }
+
+
+@blp.route("/models/<path:model_id>/stats")
+class ModelStatistics(MethodView):
+    @blp.response(200, ModelStatsSchema)
+    def get(self, model_id: str):
+        record = find_record(model_id)
+        return {
+            "model_id": model_id,
+            **stats().summary(model_id),
+            "vram_usage_gb": memory_gb(record, live_workers(model_id)),
+            "request_id": g.request_id,
+        }
+
+
+@blp.route("/models/<path:model_id>/warmup")
+class ModelWarmup(MethodView):
+    @blp.arguments(WarmupRequestSchema)
+    @blp.response(200, WarmupResponseSchema)
+    def post(self, body: dict[str, Any], model_id: str):
+        find_record(model_id)
+        started = time.monotonic()
+        call = dispatcher().start(model_id, "warmup", body, g.request_id)
+        result = dispatcher().result(call)
+        return {
+            "model_id": model_id,
+            "status": "warmed",
+            "prompt_tokens": result["prompt_tokens"],
+            "warmup_time_ms": round((time.monotonic() - started) * 1000, 1),
+            "request_id": g.request_id,
+        }
+
+
 @blp.route("/models/<path:model_id>")
 class ModelDetail(MethodView):
     @blp.response(200, ModelSchema)
     def get(self, model_id: str):
-        record = registry.get_record(model_id)
-        if record is None:
-            raise ApiError(404, f"Model '{model_id}' not found", code="model_not_found", param="model_id")
-        workers = current_app.extensions["liveness"].workers(model_id)
-        return {**describe(record, workers), "request_id": g.request_id}
+        record = find_record(model_id)
+        return {**describe(record, live_workers(model_id)), "request_id": g.request_id}

@@ -16,7 +16,7 @@ MAX_BATCH = 32
 
 class EmbeddingsHandler:
     model_type = "embeddings"
-    operations = frozenset({"embed"})
+    operations = frozenset({"embed", "warmup"})
 
     def __init__(self, model: Any, tokenizer: Any, context_length: int) -> None:
         self.model = model
@@ -41,6 +41,9 @@ class EmbeddingsHandler:
         return vectors, tokens
 
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
+        if operation == "warmup":
+            _vectors, tokens = self.embed([payload.get("prompt") or "warm-up"])
+            return {"prompt_tokens": tokens}
         texts = payload["input"]
         if any(not text for text in texts):
             raise ApiError(400, "input must not contain empty strings", code="invalid_value", param="input")

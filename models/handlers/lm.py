@@ -68,7 +68,7 @@ class StopScanner:
 
 class LanguageModelHandler:
     model_type = "lm"
-    operations = frozenset({"chat"})
+    operations = frozenset({"chat", "warmup"})
 
     def __init__(self, model: Any, tokenizer: Any, context_length: int) -> None:
         self.model = model
@@ -85,7 +85,16 @@ class LanguageModelHandler:
         text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def prefill(self, text: str, max_length: int) -> dict[str, Any]:
+        """Runs ``text`` (at most ``max_length`` tokens) through the model without generating an answer."""
+        prompt = self.tokenizer.encode(text or "Hello")[:max_length]
+        for _ in stream_generate(self.model, self.tokenizer, prompt, max_tokens=1, sampler=make_sampler(0.0)):
+            pass
+        return {"prompt_tokens": len(prompt)}
+
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
+        if operation == "warmup":
+            return self.prefill(payload.get("prompt", ""), payload.get("max_length") or self.context_length)
         prompt = self.prompt_tokens(payload["messages"])
         max_tokens = payload.get("max_tokens") or DEFAULT_MAX_TOKENS
         if len(prompt) + max_tokens > self.context_length:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+from models.lifecycle import MODEL_TYPES
 
 
 class ModelSchema(Schema):
@@ -26,4 +28,94 @@ class ModelSchema(Schema):
 class ModelListSchema(Schema):
     object = fields.String()
     data = fields.List(fields.Nested(ModelSchema))
+    request_id = fields.String()
+
+
+class LoadModelRequestSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    model_path = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    model_type = fields.String(required=True, validate=validate.OneOf(MODEL_TYPES))
+    model_id = fields.String(validate=validate.Length(min=1, max=200))
+    context_length = fields.Integer(validate=validate.Range(min=16, max=10_000_000))
+    priority = fields.String(load_default="normal", validate=validate.OneOf(("low", "normal", "high")))
+    metadata = fields.Dict(keys=fields.String())
+
+
+class ModelMetadataSchema(Schema):
+    id = fields.String()
+    family = fields.String()
+    type = fields.String()
+    context_length = fields.Integer(allow_none=True)
+    tags = fields.List(fields.String())
+    tier = fields.String()
+    description = fields.String()
+    created_at = fields.Integer()
+    user = fields.Dict()
+
+
+class LoadModelResponseSchema(Schema):
+    model_id = fields.String()
+    status = fields.String()
+    vram_usage_gb = fields.Float()
+    load_time_ms = fields.Float()
+    metadata = fields.Nested(ModelMetadataSchema)
+    request_id = fields.String()
+
+
+class UnloadQuerySchema(Schema):
+    force = fields.Boolean(load_default=False)
+
+
+class UnloadResponseSchema(Schema):
+    model_id = fields.String()
+    status = fields.String()
+    vram_freed_gb = fields.Float()
+    unload_time_ms = fields.Float()
+    request_id = fields.String()
+
+
+class ModelInfoSchema(Schema):
+    model_id = fields.String()
+    status = fields.String()
+    metadata = fields.Nested(ModelMetadataSchema)
+    vram_usage_gb = fields.Float()
+    load_time = fields.String(allow_none=True)
+    last_used = fields.String(allow_none=True)
+    request_count = fields.Integer()
+    workers = fields.Integer()
+    error = fields.String(allow_none=True)
+    request_id = fields.String()
+
+
+class ModelStatsSchema(Schema):
+    model_id = fields.String()
+    request_count = fields.Integer()
+    total_tokens_processed = fields.Integer()
+    avg_latency_ms = fields.Float()
+    p50_latency_ms = fields.Float()
+    p95_latency_ms = fields.Float()
+    p99_latency_ms = fields.Float()
+    error_count = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    last_error_message = fields.String(allow_none=True)
+    last_used = fields.String(allow_none=True)
+    vram_usage_gb = fields.Float()
+    request_id = fields.String()
+
+
+class WarmupRequestSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    prompt = fields.String(load_default="Hello world", validate=validate.Length(max=100_000))
+    max_length = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1_000_000))
+
+
+class WarmupResponseSchema(Schema):
+    model_id = fields.String()
+    status = fields.String()
+    warmup_time_ms = fields.Float()
+    prompt_tokens = fields.Integer()
     request_id = fields.String()

@@ -1,0 +1,229 @@
+"""Loading and unloading models at runtime, for the API: validate, make room, record the wish, wait for it.
+
+The API process never starts a worker itself: it writes the desired state to
+the registry and waits until the supervisor and the worker have made it true
+(or failed, or the deadline passed). Nothing here imports mlx.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings
+from models import registry
+from models.catalog import ModelSpec, load_catalog, served_path
+from models.stats import ModelStats
+from tasks.errors import ApiError
+from tasks.liveness import Liveness
+
+MODEL_TYPES = ("lm", "multimodal", "embeddings", "whisper", "image-generation", "image-edit")
+SERVED_TYPES = ("lm", "embeddings")
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+_WEIGHT_SUFFIXES = (".safetensors", ".npz", ".gguf")
+_POLL_SECONDS = 0.2
+
+
+def weights_bytes(path: Path) -> int:
+    """Bytes of weight files in ``path``: the memory a float model will take, near enough to plan with."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES))
+
+
+def _gb(size: int | float) -> float:
+    return round(size / 1e9, 3)
+
+
+class ModelLifecycle:
+    def __init__(
+        self, settings: Settings, liveness: Liveness, stats: ModelStats, queue_depth: Callable[[str], int]
+    ) -> None:
+        self.settings = settings
+        self.liveness = liveness
+        self.stats = stats
+        self.queue_depth = queue_depth
+
+    # --- load -------------------------------------------------------------------------------------------
+
+    def resolve_path(self, model_path: str) -> tuple[Path, ModelSpec | None]:
+        """The local folder ``model_path`` names: a catalog model's prepared folder, or a folder under the roots."""
+        catalog = load_catalog(self.settings)
+        if model_path in catalog and catalog[model_path].source.get("kind") != "local-dir":
+            spec = catalog[model_path]
+            return served_path(self.settings, spec), spec
+        candidate = Path(model_path).expanduser()
+        resolved = candidate.resolve()
+        if not any(resolved == root or root in resolved.parents for root in self.settings.allowed_model_roots):
+            roots = ", ".join(str(root) for root in self.settings.allowed_model_roots)
+            hint = (
+                "" if candidate.is_absolute() else " (no model hub is reachable: give a catalog id or a local folder)"
+            )
+            raise ApiError(
+                400,
+                f"model_path must be a catalog model or a folder under {roots}{hint}",
+                code="invalid_model_path",
+                param="model_path",
+            )
+        if not (resolved / "config.json").is_file():
+            raise ApiError(
+                400,
+                f"{model_path} is not a model folder (no config.json)",
+                code="invalid_model_path",
+                param="model_path",
+            )
+        return resolved, None
+
+    def load(
+        self,
+        model_path: str,
+        model_type: str,
+        model_id: str | None = None,
+        context_length: int | None = None,
+        priority: str = "normal",
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        if model_type not in MODEL_TYPES:
+            raise ApiError(
+                400,
+                f"model_type must be one of {', '.join(MODEL_TYPES)}",
+                code="invalid_model_type",
+                param="model_type",
+            )
+        if model_type not in SERVED_TYPES:
+            raise ApiError(
+                400,
+                f"model_type {model_type!r} has no handler on this platform yet (served: {', '.join(SERVED_TYPES)})",
+                code="unsupported_model_type",
+                param="model_type",
+            )
+        path, spec = self.resolve_path(model_path)
+        model_id = model_id or (spec.model_id if spec else path.name)
+        if not _MODEL_ID.match(model_id):
+            raise ApiError(
+                400,
+                "model_id may hold letters, digits and . _ : / @ + - (at most 200)",
+                code="invalid_model_id",
+                param="model_id",
+            )
+        existing = registry.get_record(model_id)
+        if existing is not None and existing.status != "failed":
+            raise ApiError(
+                409,
+                f"Model '{model_id}' already exists (status {existing.status})",
+                code="model_already_loaded",
+                param="model_id",
+            )
+        self.make_room(weights_bytes(path), exclude=model_id)
+        metadata = dict(metadata or {})
+        description = str(metadata.pop("description", "") or (spec.description if spec else ""))
+        registered = registry.request_load(
+            model_id,
+            model_type,
+            path,
+            context_length=context_length or (spec.context_length if spec else None),
+            description=description,
+            tags=registry.tags_for(model_type, path, spec.tags if spec else ()),
+            priority=priority,
+            user_metadata=metadata,
+        )
+        if not registered:
+            raise ApiError(409, f"Model '{model_id}' already exists", code="model_already_loaded", param="model_id")
+        record = self._wait_for_load(model_id, started + self.settings.load_timeout_seconds)
+        return {
+            "model_id": model_id,
+            "status": "loaded",
+            "vram_usage_gb": _gb(record.memory_bytes),
+            "load_time_ms": round((time.monotonic() - started) * 1000, 1),
+            "metadata": record.metadata(),
+        }
+
+    def _wait_for_load(self, model_id: str, deadline: float) -> registry.ModelRecord:
+        while time.monotonic() < deadline:
+            record = registry.get_record(model_id)
+            if record is None or record.desired != "loaded":
+                raise ApiError(409, f"Model '{model_id}' was unloaded while loading", code="conflict", param="model_id")
+            if record.status == "failed":
+                raise ApiError(
+                    400,
+                    f"Model '{model_id}' failed to load: {record.error}",
+                    code="model_load_failed",
+                    param="model_path",
+                )
+            if record.status == "loaded" and self.liveness.workers(model_id):
+                return record
+            time.sleep(_POLL_SECONDS)
+        raise ApiError(
+            504,
+            f"Model '{model_id}' did not finish loading within {self.settings.load_timeout_seconds:g}s"
+            " (it goes on loading)",
+            code="timeout",
+        )
+
+    # --- memory budget ----------------------------------------------------------------------------------
+
+    def held_bytes(self, record: registry.ModelRecord) -> int:
+        return record.memory_bytes or weights_bytes(Path(record.path))
+
+    def busy(self, model_id: str) -> bool:
+        workers = self.liveness.workers(model_id)
+        return any(w.get("active", 0) or w.get("queued", 0) for w in workers) or self.queue_depth(model_id) > 0
+
+    def make_room(self, need: int, exclude: str) -> None:
+        """Unloads least-recently-used idle models until ``need`` bytes fit the budget; 503 when they can't."""
+        budget = self.settings.model_memory_budget_gb * 1e9
+        if budget <= 0:
+            return
+        held = [r for r in registry.list_records() if r.status in ("loading", "loaded") and r.model_id != exclude]
+        used = sum(self.held_bytes(r) for r in held)
+        if used + need <= budget:
+            return
+        idle = [r for r in held if r.status == "loaded" and not self.busy(r.model_id)]
+        idle.sort(key=lambda r: self.stats.last_used(r.model_id) or (r.loaded_at.timestamp() if r.loaded_at else 0))
+        freeable = sum(self.held_bytes(r) for r in idle)
+        if need > budget or used - freeable + need > budget:
+            raise ApiError(
+                503,
+                f"Not enough memory: the model needs {_gb(need)} GB, the budget is {_gb(budget)} GB "
+                f"and {_gb(used)} GB are held ({_gb(freeable)} GB by idle models)",
+                code="insufficient_vram",
+            )
+        for record in idle:
+            if used + need <= budget:
+                break
+            self.unload(record.model_id, force=False)
+            used -= self.held_bytes(record)
+
+    # --- unload -----------------------------------------------------------------------------------------
+
+    def unload(self, model_id: str, force: bool = False) -> dict[str, Any]:
+        started = time.monotonic()
+        record = registry.get_record(model_id)
+        if record is None:
+            raise ApiError(404, f"Model '{model_id}' not found", code="model_not_found", param="model_id")
+        if not force and self.busy(model_id):
+            raise ApiError(
+                409,
+                f"Model '{model_id}' is serving requests; unload with force=true to stop them",
+                code="model_in_use",
+                param="model_id",
+            )
+        registry.request_unload(model_id, force)
+        deadline = started + self.settings.unload_timeout_seconds
+        while registry.get_record(model_id) is not None:
+            if time.monotonic() > deadline:
+                raise ApiError(
+                    504,
+                    f"Model '{model_id}' did not unload within {self.settings.unload_timeout_seconds:g}s",
+                    code="timeout",
+                )
+            time.sleep(_POLL_SECONDS)
+        self.stats.clear(model_id)
+        return {
+            "model_id": model_id,
+            "status": "unloaded",
+            "vram_freed_gb": _gb(record.memory_bytes),
+            "unload_time_ms": round((time.monotonic() - started) * 1000, 1),
+        }

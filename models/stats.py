@@ -1,0 +1,79 @@
+"""Per-model request statistics in Redis: counts, tokens, errors and a window of recent latencies.
+
+Workers record each finished request; the API reads them for ``/stats``, the
+model list and least-recently-used eviction.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+LATENCY_WINDOW = 1000
+
+
+def _key(model_id: str) -> str:
+    return f"mlxf:stats:{model_id}"
+
+
+def _latencies_key(model_id: str) -> str:
+    return f"mlxf:latencies:{model_id}"
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, round(fraction * len(sorted_values) + 0.5 - 1e-9))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+class ModelStats:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def record(self, model_id: str, latency_ms: float, tokens: int, error: str | None = None) -> None:
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(_key(model_id), "request_count", 1)
+        pipe.hincrby(_key(model_id), "total_tokens_processed", tokens)
+        pipe.hset(_key(model_id), "last_used", now)
+        if error is None:
+            pipe.lpush(_latencies_key(model_id), round(latency_ms, 3))
+            pipe.ltrim(_latencies_key(model_id), 0, LATENCY_WINDOW - 1)
+        else:
+            pipe.hincrby(_key(model_id), "error_count", 1)
+            pipe.hset(_key(model_id), mapping={"last_error": now, "last_error_message": error[:500]})
+        pipe.execute()
+
+    def last_used(self, model_id: str) -> float | None:
+        value = self.client.hget(_key(model_id), "last_used")
+        return float(value) if value is not None else None
+
+    def summary(self, model_id: str) -> dict[str, Any]:
+        fields = {k.decode(): v.decode() for k, v in self.client.hgetall(_key(model_id)).items()}
+        latencies = sorted(float(v) for v in self.client.lrange(_latencies_key(model_id), 0, -1))
+        return {
+            "request_count": int(fields.get("request_count", 0)),
+            "total_tokens_processed": int(fields.get("total_tokens_processed", 0)),
+            "avg_latency_ms": round(sum(latencies) / len(latencies), 2) if latencies else 0.0,
+            "p50_latency_ms": percentile(latencies, 0.50),
+            "p95_latency_ms": percentile(latencies, 0.95),
+            "p99_latency_ms": percentile(latencies, 0.99),
+            "error_count": int(fields.get("error_count", 0)),
+            "last_error": _iso(fields.get("last_error")),
+            "last_error_message": fields.get("last_error_message"),
+            "last_used": _iso(fields.get("last_used")),
+        }
+
+    def clear(self, model_id: str) -> None:
+        self.client.delete(_key(model_id), _latencies_key(model_id))
+
+
+def _iso(timestamp: str | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(float(timestamp), UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,168 @@
+"""The model supervisor: keeps exactly one warm worker process per model the registry wants loaded.
+
+``python -m models.supervisor`` seeds the registry with the catalog's autostart
+models (and ``MODEL_PATH``), then every tick starts a worker for each model
+desired ``loaded`` that has none, restarts workers that died (with a limit, so
+a model that crashes on every start ends ``failed``), and stops the workers of
+models desired ``unloaded`` (SIGTERM lets Celery finish running requests;
+``force`` kills at once) before forgetting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from config.settings import Settings
+from models import registry
+from models.catalog import load_catalog, served_path
+from models.worker import EXIT_LOAD_FAILED
+
+log = logging.getLogger("models.supervisor")
+
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 120.0
+GRACEFUL_STOP_SECONDS = 60.0
+
+
+@dataclass
+class Child:
+    model_id: str
+    process: subprocess.Popen
+    stop_sent_at: float | None = None
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    children: dict[str, Child] = field(default_factory=dict)
+    crashes: dict[str, deque] = field(default_factory=dict)
+    running: bool = True
+
+    def seed(self) -> None:
+        """Registers the autostart models; a failed one is tried again at every supervisor start."""
+        for spec in load_catalog(self.settings).values():
+            if not spec.autostart:
+                continue
+            path = served_path(self.settings, spec)
+            registered = registry.request_load(
+                spec.model_id,
+                spec.model_type,
+                path,
+                context_length=spec.context_length,
+                description=spec.description,
+                tags=registry.tags_for(spec.model_type, path, spec.tags),
+                origin="catalog",
+            )
+            if not registered:
+                registry.record_restarting(spec.model_id)
+            log.info("autostart %s (%s)", spec.model_id, "registered" if registered else "already registered")
+
+    def start_worker(self, model_id: str) -> None:
+        argv = [sys.executable, "-m", "models.worker", "--model-id", model_id]
+        self.children[model_id] = Child(model_id, subprocess.Popen(argv))
+        log.info("started a worker for %s (pid %d)", model_id, self.children[model_id].process.pid)
+
+    def _crashed_too_often(self, model_id: str) -> bool:
+        now = time.monotonic()
+        history = self.crashes.setdefault(model_id, deque())
+        history.append(now)
+        while history and now - history[0] > RESTART_WINDOW_SECONDS:
+            history.popleft()
+        return len(history) > MAX_RESTARTS
+
+    def _reap(self, child: Child, record: registry.ModelRecord | None) -> None:
+        """Handles a worker that exited; restarts it when it crashed while wanted."""
+        code = child.process.returncode
+        del self.children[child.model_id]
+        if record is None or record.desired != "loaded":
+            return
+        if code == EXIT_LOAD_FAILED:
+            log.error("the model %s failed to load; not restarting it", child.model_id)
+            return
+        if self._crashed_too_often(child.model_id):
+            registry.record_failed(
+                child.model_id,
+                f"the worker exited {MAX_RESTARTS + 1} times "
+                f"within {RESTART_WINDOW_SECONDS:.0f}s (last exit status {code})",
+            )
+            return
+        log.warning("the worker of %s exited with %s; restarting it", child.model_id, code)
+        registry.record_restarting(child.model_id)
+
+    def _stop(self, child: Child, force: bool) -> None:
+        if child.stop_sent_at is None:
+            child.process.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+            child.stop_sent_at = time.monotonic()
+            log.info("stopping the worker of %s (%s)", child.model_id, "force" if force else "graceful")
+        elif time.monotonic() - child.stop_sent_at > GRACEFUL_STOP_SECONDS:
+            child.process.kill()
+
+    def tick(self) -> None:
+        records = {record.model_id: record for record in registry.list_records()}
+        for child in list(self.children.values()):
+            if child.process.poll() is not None:
+                self._reap(child, records.get(child.model_id))
+        for model_id, record in records.items():
+            child = self.children.get(model_id)
+            if record.desired == "unloaded":
+                if child is not None:
+                    self._stop(child, record.force_unload)
+                else:
+                    registry.forget(model_id)
+                    log.info("unloaded %s", model_id)
+            elif child is None and record.status in ("loading", "loaded"):
+                self.start_worker(model_id)
+        for model_id, child in list(self.children.items()):
+            if model_id not in records:
+                self._stop(child, force=False)
+
+    def shutdown(self) -> None:
+        for child in self.children.values():
+            if child.process.poll() is None:
+                child.process.terminate()
+        deadline = time.monotonic() + 30
+        for child in self.children.values():
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Keep one warm worker per loaded model.")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between two looks at the registry")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    from tasks.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    registry.connect(settings)
+    supervisor = Supervisor(settings)
+
+    def _stop(_signum, _frame) -> None:
+        supervisor.running = False
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    supervisor.seed()
+    try:
+        while supervisor.running:
+            try:
+                supervisor.tick()
+            except Exception:  # noqa: BLE001 - e.g. MongoDB briefly away; try again next tick
+                log.exception("supervisor tick failed")
+            time.sleep(args.interval)
+    finally:
+        supervisor.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""A user loads, uses, observes and unloads models at runtime; broken files and memory limits are handled."""
+
+from __future__ import annotations
+
+import shutil
+
+import openai
+import pytest
+import requests
+
+from tests.conftest import (
+    CHAT_MODEL,
+    CHAT_MODEL_DIR,
+    EMBEDDING_MODEL,
+    ask,
+    load_model,
+    unload_model,
+    worker_is_live,
+)
+
+
+def error_of(response: requests.Response) -> dict:
+    return response.json()["error"]
+
+
+def test_load_chat_observe_and_unload_a_second_model(base_url, client, redis_client):
+    model_id = "test/second-lm"
+    loaded = load_model(
+        base_url,
+        str(CHAT_MODEL_DIR),
+        model_id,
+        context_length=1024,
+        metadata={"description": "a second copy", "owner": "tests"},
+    )
+    body = loaded.json()
+    assert loaded.status_code == 200, body
+    assert body["model_id"] == model_id and body["status"] == "loaded"
+    assert body["vram_usage_gb"] > 0.1 and body["load_time_ms"] > 0
+    assert body["metadata"]["family"] == "unknown" and body["metadata"]["type"] == "lm"
+    assert body["metadata"]["tier"] == "3A" and body["metadata"]["context_length"] == 1024
+    assert body["metadata"]["description"] == "a second copy" and body["metadata"]["user"] == {"owner": "tests"}
+    assert worker_is_live(redis_client, model_id)
+
+    try:
+        answer = client.chat.completions.create(
+            model=model_id, messages=ask("What is the capital of France?"), temperature=0, max_tokens=12
+        )
+        assert "Paris" in answer.choices[0].message.content
+        with pytest.raises(openai.BadRequestError):  # its context is 1024 tokens, as loaded
+            client.chat.completions.create(model=model_id, messages=ask("Hi"), max_tokens=2000)
+
+        info = requests.get(f"{base_url}/v1/models/{model_id}/info", timeout=10).json()
+        assert info["status"] == "loaded" and info["request_count"] == 2 and info["last_used"]
+        assert info["load_time"] and info["metadata"]["id"] == model_id
+
+        stats = requests.get(f"{base_url}/v1/models/{model_id}/stats", timeout=10).json()
+        assert stats["request_count"] == 2 and stats["error_count"] == 1 and stats["last_error"]
+        assert stats["total_tokens_processed"] == answer.usage.total_tokens
+        assert 0 < stats["p50_latency_ms"] <= stats["p95_latency_ms"] <= stats["p99_latency_ms"]
+
+        warm = requests.post(f"{base_url}/v1/models/{model_id}/warmup", json={"prompt": "Hello world"}, timeout=60)
+        assert warm.status_code == 200 and warm.json()["status"] == "warmed" and warm.json()["prompt_tokens"] == 2
+
+        listed = {m.id: m.model_dump() for m in client.models.list()}
+        assert listed[model_id]["status"] == "loaded"
+    finally:
+        unloaded = unload_model(base_url, model_id)
+    assert unloaded.status_code == 200, unloaded.text
+    assert unloaded.json()["status"] == "unloaded" and unloaded.json()["vram_freed_gb"] > 0.1
+
+    assert requests.get(f"{base_url}/v1/models/{model_id}/info", timeout=10).status_code == 404
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=model_id, messages=ask("Hi"), max_tokens=2)
+    assert not worker_is_live(redis_client, model_id)
+    assert unload_model(base_url, model_id).status_code == 404
+
+
+def test_load_errors(base_url, tmp_path):
+    duplicate = load_model(base_url, str(CHAT_MODEL_DIR), CHAT_MODEL)
+    assert duplicate.status_code == 409 and error_of(duplicate)["code"] == "model_already_loaded"
+
+    bad_type = load_model(base_url, str(CHAT_MODEL_DIR), "test/x", model_type="llm")
+    assert bad_type.status_code == 400 and error_of(bad_type)["param"] == "model_type"
+
+    no_handler = load_model(base_url, str(CHAT_MODEL_DIR), "test/x", model_type="whisper")
+    assert no_handler.status_code == 400 and error_of(no_handler)["code"] == "unsupported_model_type"
+
+    outside = load_model(base_url, "/etc", "test/x")
+    assert outside.status_code == 400 and error_of(outside)["code"] == "invalid_model_path"
+    escape = load_model(base_url, str(CHAT_MODEL_DIR / ".." / ".." / ".."), "test/x")
+    assert escape.status_code == 400 and error_of(escape)["param"] == "model_path"
+    hub_id = load_model(base_url, "mlx-community/qwen2.5-7b-instruct-4bit", "test/x")
+    assert hub_id.status_code == 400 and "no model hub" in error_of(hub_id)["message"]
+
+    assert requests.get(f"{base_url}/v1/models/test/x/info", timeout=10).status_code == 404
+
+
+def test_corrupt_weights_fail_at_load_and_never_serve(stack, base_url, client):
+    broken = stack.workdir / "broken-lm"
+    shutil.copytree(CHAT_MODEL_DIR, broken, dirs_exist_ok=True)
+    weights = broken / "model.safetensors"
+    with weights.open("r+b") as handle:
+        handle.truncate(weights.stat().st_size // 2)
+
+    loaded = load_model(base_url, str(broken), "test/broken-lm")
+    assert loaded.status_code == 400, loaded.text
+    assert error_of(loaded)["code"] == "model_load_failed"
+    assert "failed to load" in error_of(loaded)["message"]
+
+    listed = {m.id: m.model_dump() for m in client.models.list()}
+    assert listed["test/broken-lm"]["status"] == "failed" and listed["test/broken-lm"]["error"]
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="test/broken-lm", messages=ask("Hi"), max_tokens=2)
+
+    health = requests.get(f"{base_url}/health", timeout=10).json()
+    assert "test/broken-lm" in health["models"]["failed"] and health["status"] == "ok"
+    _service, strict = stack.start_web("web-broken-default", {"DEFAULT_CHAT_MODEL": "test/broken-lm"})
+    broken_health = requests.get(f"{strict}/health", timeout=10)
+    assert broken_health.status_code == 503
+    assert broken_health.json()["model_status"] == "failed"
+
+    unloaded = unload_model(base_url, "test/broken-lm")
+    assert unloaded.status_code == 200, unloaded.text
+
+
+def test_unload_in_use_needs_force(base_url, client):
+    model_id = "test/busy-lm"
+    assert load_model(base_url, str(CHAT_MODEL_DIR), model_id, context_length=4096).status_code == 200
+    stream = client.with_options(timeout=60).chat.completions.create(
+        model=model_id, messages=ask("Count from 1 to 1000."), max_tokens=2000, stream=True, temperature=0
+    )
+    chunks = iter(stream)
+    next(chunks)
+    next(chunks)
+    refused = unload_model(base_url, model_id)
+    assert refused.status_code == 409 and error_of(refused)["code"] == "model_in_use"
+    forced = unload_model(base_url, model_id, force=True)
+    assert forced.status_code == 200
+    with pytest.raises(openai.APIError):
+        for _ in chunks:
+            pass
+    assert requests.get(f"{base_url}/v1/models/{model_id}", timeout=10).status_code == 404
+
+
+def test_memory_budget_evicts_the_least_recently_used_idle_model(stack, base_url, client):
+    budget_gb = 1.3  # the chat model holds ~0.54 GB in float32, the embedding model ~0.09 GB
+    _service, budgeted = stack.start_web("web-budget", {"MODEL_MEMORY_BUDGET_GB": str(budget_gb)})
+    too_big = stack.start_web("web-tiny-budget", {"MODEL_MEMORY_BUDGET_GB": "0.3"})[1]
+    refused = load_model(too_big, str(CHAT_MODEL_DIR), "test/evict-none")
+    assert refused.status_code == 503 and error_of(refused)["code"] == "insufficient_vram"
+
+    first = load_model(budgeted, str(CHAT_MODEL_DIR), "test/evict-a")
+    assert first.status_code == 200, first.text
+    # The default models are used after test/evict-a was loaded, so test/evict-a is the least recently used.
+    client.chat.completions.create(model=CHAT_MODEL, messages=ask("Hi"), max_tokens=2)
+    client.embeddings.create(model=EMBEDDING_MODEL, input="hi")
+    second = load_model(budgeted, str(CHAT_MODEL_DIR), "test/evict-b")
+    try:
+        assert second.status_code == 200, second.text
+        assert requests.get(f"{base_url}/v1/models/test/evict-a", timeout=10).status_code == 404
+        ids = {m.id for m in client.models.list()}
+        assert {CHAT_MODEL, EMBEDDING_MODEL, "test/evict-b"} <= ids
+    finally:
+        for model_id in ("test/evict-a", "test/evict-b"):
+            unload_model(base_url, model_id, force=True)
+
+
+def test_capabilities_are_listed_and_filterable(base_url):
+    everything = requests.get(f"{base_url}/api/fusion/capabilities", timeout=10).json()
+    assert CHAT_MODEL in everything["capabilities"]["chat"]
+    assert EMBEDDING_MODEL in everything["capabilities"]["embeddings"]
+    assert everything["capabilities"]["tool_calling"] == []
+    embeddings_only = requests.get(
+        f"{base_url}/api/fusion/capabilities", params={"capability": "embeddings"}, timeout=10
+    ).json()
+    assert list(embeddings_only["capabilities"]) == ["embeddings"]
+    assert [m["id"] for m in embeddings_only["models"]] == [EMBEDDING_MODEL]
+    bogus = requests.get(f"{base_url}/api/fusion/capabilities", params={"capability": "telepathy"}, timeout=10)
+    assert bogus.status_code == 400 and bogus.json()["error"]["param"] == "capability"
+
