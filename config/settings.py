@@ -41,6 +41,8 @@ class Settings:
     max_concurrency: int = 1
     context_length: int = 32768
     mlx_warmup: bool = True
+    autostart_catalog: bool = True
+    """Start the catalog's autostart models; the launcher turns it off when given one model."""
 
     default_chat_model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     default_embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"

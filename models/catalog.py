@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,11 @@ def load_catalog(settings: Settings) -> dict[str, ModelSpec]:
     """Every known model by id: the catalog file first, then the provider-contract ``MODEL_PATH`` model."""
     entries = json.loads(Path(settings.models_file).read_text())["models"]
     specs = {spec.model_id: spec for spec in map(_from_entry, entries)}
-    if settings.model_path:
+    if not settings.autostart_catalog:
+        specs = {model_id: replace(spec, autostart=False) for model_id, spec in specs.items()}
+    if settings.model_path in specs:
+        specs[settings.model_path] = replace(specs[settings.model_path], autostart=True)
+    elif settings.model_path:
         path = Path(settings.model_path)
         model_id = path.name if path.exists() else settings.model_path
         specs[model_id] = ModelSpec(

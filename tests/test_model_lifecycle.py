@@ -177,4 +177,3 @@ def test_capabilities_are_listed_and_filterable(base_url):
     assert [m["id"] for m in embeddings_only["models"]] == [EMBEDDING_MODEL]
     bogus = requests.get(f"{base_url}/api/fusion/capabilities", params={"capability": "telepathy"}, timeout=10)
     assert bogus.status_code == 400 and bogus.json()["error"]["param"] == "capability"
-
