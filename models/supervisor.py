@@ -13,16 +13,20 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import redis
+
 from config.settings import Settings
 from models import registry
 from models.catalog import load_catalog, served_path
 from models.worker import EXIT_LOAD_FAILED
+from tasks.liveness import Liveness
 
 log = logging.getLogger("models.supervisor")
 
@@ -42,6 +46,7 @@ class Child:
 class Supervisor:
     settings: Settings
     children: dict[str, Child] = field(default_factory=dict)
+    liveness: Liveness | None = None
     crashes: dict[str, deque] = field(default_factory=dict)
     running: bool = True
 
@@ -81,6 +86,8 @@ class Supervisor:
         """Handles a worker that exited; restarts it when it crashed while wanted."""
         code = child.process.returncode
         del self.children[child.model_id]
+        if self.liveness is not None:
+            self.liveness.forget_process(child.model_id, child.process.pid, socket.gethostname())
         if record is None or record.desired != "loaded":
             return
         if code == EXIT_LOAD_FAILED:
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(settings.log_level)
     registry.connect(settings)
-    supervisor = Supervisor(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    supervisor = Supervisor(settings, liveness=Liveness(client, settings.worker_heartbeat_ttl_seconds))
 
     def _stop(_signum, _frame) -> None:
         supervisor.running = False

@@ -67,9 +67,9 @@ def _forget_request_id(**_kwargs) -> None:
     request_id_var.set("-")
 
 
-def _beat_forever(runtime: Runtime, liveness: Liveness, wake: threading.Event) -> None:
+def _beat_until_stopped(runtime: Runtime, liveness: Liveness, wake: threading.Event, stop: threading.Event) -> None:
     engine = runtime.engine
-    while True:
+    while not stop.is_set():
         report = {
             "model_type": runtime.model_type,
             "status": "loaded",
@@ -126,9 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     runtime = Runtime(settings, model_id, model_type, hostname, engine, client)
     install(runtime)
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
-    wake = threading.Event()
+    wake, stop = threading.Event(), threading.Event()
     engine.on_change = wake.set
-    threading.Thread(target=_beat_forever, args=(runtime, liveness, wake), name="heartbeat", daemon=True).start()
+    heartbeat = threading.Thread(
+        target=_beat_until_stopped, args=(runtime, liveness, wake, stop), name="heartbeat", daemon=True
+    )
+    heartbeat.start()
 
     celery = create_celery(settings, include=("tasks.inference",))
     concurrency = args.concurrency or settings.max_concurrency + 3
@@ -152,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     finally:
+        stop.set()
+        wake.set()
+        heartbeat.join(5)  # no beat may land after leaving, or the model would look served for a TTL more
         liveness.leave(model_id, hostname)
         engine.stop()
     return 0

@@ -46,6 +46,12 @@ class Liveness:
         pipe.delete(_worker_key(hostname))
         pipe.execute()
 
+    def forget_process(self, model_id: str, pid: int, host: str) -> None:
+        """Removes the entries of a worker process known to be dead (e.g. killed), without waiting for the TTL."""
+        for report in self.workers(model_id):
+            if report.get("pid") == pid and report["hostname"].endswith(f"@{host}"):
+                self.leave(model_id, report["hostname"])
+
     def is_alive(self, hostname: str) -> bool:
         return bool(self.client.exists(_worker_key(hostname)))
 
