@@ -65,6 +65,24 @@ class Settings:
     openblas_library: str = ""
     """Path of OpenBLAS to preload into model workers on Linux; empty means look in the usual places."""
 
+    job_queue_limit: int = 1000
+    """Jobs that may wait per model; one more is refused with 429 ``queue_full``."""
+    job_max_attempts: int = 3
+    """Runs a job gets when its worker dies under it; then it fails with the reason."""
+    job_reconcile_seconds: float = 5.0
+    """How often the control worker looks for jobs the broker lost or whose worker died."""
+    job_lost_grace_seconds: float = 10.0
+    """How long a queued job may be absent from the broker before it is enqueued again."""
+    webhook_allowed_networks: str = ""
+    """Comma-separated networks (e.g. ``127.0.0.0/8,::1/128``) webhooks may reach although not public."""
+    webhook_max_attempts: int = 8
+    webhook_retry_base_seconds: float = 2.0
+    """First retry delay of a failed delivery; it doubles each attempt (with jitter) up to the maximum."""
+    webhook_retry_max_seconds: float = 600.0
+    webhook_timeout_seconds: float = 10.0
+    callback_secret: str = ""
+    """Signs ``callback_url`` deliveries of jobs that bring no ``callback_secret`` of their own."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``); ``overrides`` win over both."""
@@ -86,6 +104,10 @@ class Settings:
     def allowed_model_roots(self) -> list[Path]:
         roots = [Path(p) for p in self.model_roots.split(":") if p] or [self.models_dir]
         return [root.expanduser().resolve() for root in roots]
+
+    @property
+    def webhook_networks(self) -> list[str]:
+        return [part.strip() for part in self.webhook_allowed_networks.split(",") if part.strip()]
 
     @property
     def database_name(self) -> str:

@@ -1,12 +1,15 @@
 """The engine thread: the one thread of a worker process that owns the model (MLX state is per thread).
 
 Celery's pool threads hand requests over with ``submit`` and wait on the
-returned future; the engine runs them one at a time today. Keeping this shape
+returned future; the engine runs them one at a time today, most urgent first
+(interactive requests at priority 0, then jobs by their priority), in arrival
+order within a priority. Keeping this shape
 is what later lets concurrent requests share a batch without a new worker.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -20,6 +23,12 @@ from models.handlers.base import Cancelled, Emit, ModelHandler
 from tasks.logs import request_id_var
 
 log = logging.getLogger(__name__)
+
+STOP_PRIORITY = 1_000_000
+
+
+class RequestCancelled(Exception):
+    """The request was cancelled while it waited for the engine; it never ran."""
 
 
 @dataclass
@@ -36,7 +45,8 @@ class Engine:
     def __init__(self, load: Callable[[], ModelHandler], warmup: bool = True) -> None:
         self._load = load
         self._warmup = warmup
-        self._inbox: queue.Queue[Work | None] = queue.Queue()
+        self._inbox: queue.PriorityQueue[tuple[int, int, Work | None]] = queue.PriorityQueue()
+        self._arrivals = itertools.count()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self.handler: ModelHandler | None = None
@@ -60,14 +70,21 @@ class Engine:
             raise self.load_error
 
     def stop(self) -> None:
-        self._inbox.put(None)
+        self._inbox.put((STOP_PRIORITY, next(self._arrivals), None))
 
     def submit(
-        self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled, request_id: str = "-"
+        self,
+        operation: str,
+        payload: dict[str, Any],
+        emit: Emit,
+        cancelled: Cancelled,
+        request_id: str = "-",
+        priority: int = 0,
     ) -> Future:
+        """Queues work for the engine thread; lower ``priority`` runs first."""
         assert self.handler is not None, "engine not started"
         work = Work(operation, payload, emit, cancelled, request_id)
-        self._inbox.put(work)
+        self._inbox.put((priority, next(self._arrivals), work))
         self.on_change()
         return work.future
 
@@ -87,11 +104,14 @@ class Engine:
             return
         self.load_seconds = time.perf_counter() - started
         self._ready.set()
-        while (work := self._inbox.get()) is not None:
+        while (work := self._inbox.get()[2]) is not None:
             self._serve(work)
 
     def _serve(self, work: Work) -> None:
         if not work.future.set_running_or_notify_cancel():
+            return
+        if work.cancelled():
+            work.future.set_exception(RequestCancelled("cancelled before it started"))
             return
         token = request_id_var.set(work.request_id)
         self.active += 1

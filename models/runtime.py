@@ -13,6 +13,7 @@ from config.settings import Settings
 from models.engine import Engine
 from models.stats import ModelStats
 from tasks.errors import ApiError
+from tasks.progress import JobProgress
 from tasks.replies import ReplyChannel
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,38 @@ def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], req
         return
     _record(runtime, started, result.get("usage", {}).get("total_tokens", 0))
     channel.publish({"type": "done", "result": result})
+
+
+def serve_job(job_id: str, operation: str, payload: dict[str, Any], request_id: str, priority: int) -> dict[str, Any]:
+    """Runs one MCP job on the engine and returns its result; raises what the handler raised.
+
+    The job's cancel flag (set by ``DELETE /api/mcp/jobs/{id}``) is checked
+    between tokens; progress goes to Redis, never to MongoDB.
+    """
+    runtime = current()
+    if operation not in runtime.engine.handler.operations:
+        raise ApiError(
+            400,
+            f"model {runtime.model_id!r} ({runtime.model_type}) cannot do {operation!r}",
+            code="unsupported_operation",
+            param="operation",
+        )
+    cancel = ReplyChannel(runtime.redis, job_id, runtime.settings.stream_maxlen, runtime.settings.stream_ttl_seconds)
+    progress = JobProgress(runtime.redis, job_id, payload.get("max_tokens"))
+    started = time.perf_counter()
+    future = runtime.engine.submit(
+        operation, {**payload, "stream": True}, progress.on_event, cancel.cancelled, request_id, priority
+    )
+    try:
+        result = future.result()
+    except ApiError as exc:
+        _record(runtime, started, 0, exc.message)
+        raise
+    except Exception as exc:
+        _record(runtime, started, 0, f"{type(exc).__name__}: {exc}")
+        raise
+    _record(runtime, started, result.get("usage", {}).get("total_tokens", 0))
+    return result
 
 
 def _record(runtime: Runtime, started: float, tokens: int, error: str | None = None) -> None:

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency",
         type=int,
         default=None,
-        help="Celery pool threads handing requests to the engine (default: MAX_CONCURRENCY + 3)",
+        help="Celery pool threads handing requests to the engine (default: MAX_CONCURRENCY + 1)",
     )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -133,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     heartbeat.start()
 
-    celery = create_celery(settings, include=("tasks.inference",))
-    concurrency = args.concurrency or settings.max_concurrency + 3
+    celery = create_celery(settings, include=("tasks.inference", "tasks.jobs"))
+    # One request ready behind each running one: the rest wait in the broker, where priorities apply and
+    # other workers of the model can take them.
+    concurrency = args.concurrency or settings.max_concurrency + 1
     try:
         celery.worker_main(
             [

@@ -1,13 +1,31 @@
 """The Celery app of the control worker and of Flower (``celery -A tasks.control_app ...``).
 
 The control worker consumes the I/O-bound queues (control, jobs, webhooks,
-rag, fusion); their task modules are added to ``CONTROL_TASK_MODULES`` as those
-features land.
+rag, fusion): job-event fan-out, webhook delivery and, on the beat it embeds
+(``-B``), the reconciler of jobs and deliveries.
 """
 
+from celery.signals import worker_init
+
 from config.settings import Settings
+from models import registry
 from tasks.celery_app import create_celery
+from tasks.logs import configure_logging
 
-CONTROL_TASK_MODULES: tuple[str, ...] = ()
+CONTROL_TASK_MODULES: tuple[str, ...] = ("tasks.control_tasks",)
 
-app = create_celery(Settings.from_env(), include=CONTROL_TASK_MODULES)
+settings = Settings.from_env()
+app = create_celery(settings, include=CONTROL_TASK_MODULES)
+app.conf.beat_schedule = {
+    "reconcile-jobs-and-deliveries": {
+        "task": "mlxf.reconcile",
+        "schedule": settings.job_reconcile_seconds,
+        "options": {"queue": "control", "expires": settings.job_reconcile_seconds * 2},
+    }
+}
+
+
+@worker_init.connect
+def _connect(**_kwargs) -> None:
+    configure_logging(settings.log_level)
+    registry.connect(settings)

@@ -16,6 +16,7 @@ import pytest
 import redis
 import requests
 
+from tests.receiver import Receiver
 from tests.stack import ROOT, Service, Stack, wait_until
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -33,6 +34,11 @@ def stack() -> Iterator[Stack]:
         "REQUEST_TIMEOUT_SECONDS": "120",
         "WORKER_HEARTBEAT_TTL_SECONDS": "4",
         "PYTHONUNBUFFERED": "1",
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+        "WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+        "WEBHOOK_MAX_ATTEMPTS": "5",
+        "JOB_RECONCILE_SECONDS": "1",
+        "JOB_LOST_GRACE_SECONDS": "3",
     }
     stack = Stack(workdir, env)
     os.environ.update(env)
@@ -75,6 +81,24 @@ def base_url(stack: Stack, supervisor) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def control_worker(stack: Stack) -> Service:
+    """The control worker (webhook fan-out and delivery) with its embedded beat running the reconciler."""
+    return stack.start_control()
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture()
+def jobs_url(base_url: str, control_worker: Service) -> str:
+    return f"{base_url}/api/mcp"
+
+
 @pytest.fixture()
 def client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-needed", max_retries=0, timeout=120)
@@ -105,3 +129,25 @@ def load_model(base_url: str, model_path: str, model_id: str, model_type: str = 
 
 def unload_model(base_url: str, model_id: str, force: bool = False) -> requests.Response:
     return requests.delete(f"{base_url}/v1/models/{model_id}/unload", params={"force": str(force).lower()}, timeout=120)
+
+
+def submit_job(jobs_url: str, model_id: str, operation: str, job_input: dict, **extra) -> requests.Response:
+    body = {"model_id": model_id, "operation": operation, "input": job_input, **extra}
+    return requests.post(f"{jobs_url}/jobs", json=body, timeout=30)
+
+
+def job_status(jobs_url: str, job_id: str) -> dict:
+    return requests.get(f"{jobs_url}/jobs/{job_id}", timeout=10).json()
+
+
+def wait_for_job(
+    jobs_url: str, job_id: str, statuses: tuple[str, ...] = ("completed", "failed", "cancelled"), timeout: float = 120
+) -> dict:
+    seen: dict = {}
+
+    def reached() -> bool:
+        seen.update(job_status(jobs_url, job_id))
+        return seen.get("status") in statuses
+
+    wait_until(reached, timeout, f"job {job_id} to reach {statuses} (last: {seen.get('status')})")
+    return seen

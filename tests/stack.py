@@ -131,6 +131,33 @@ class Stack:
     def start_worker(self, model_id: str, name: str, extra_env: dict[str, str] | None = None) -> Service:
         return self.start(name, [PYTHON, "-m", "models.worker", "--model-id", model_id], extra_env)
 
+    def start_control(self, name: str = "control", extra_env: dict[str, str] | None = None) -> Service:
+        """The control worker with its embedded beat; up once it says it is ready."""
+        argv = [
+            str(Path(PYTHON).with_name("celery")),
+            "-A",
+            "tasks.control_app",
+            "worker",
+            "-B",
+            "--schedule",
+            str(self.workdir / f"{name}-beat"),
+            "--queues",
+            "control,jobs,webhooks,rag,fusion",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "8",
+            "--hostname",
+            f"{name}@test",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        service = self.start(name, argv, extra_env)
+        wait_until(lambda: " ready." in service.log(), 60, name, service.process)
+        return service
+
     def start_web(self, name: str = "web", extra_env: dict[str, str] | None = None) -> tuple[Service, str]:
         port = free_port()
         env = {"SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), **(extra_env or {})}

@@ -10,9 +10,10 @@ from models import registry
 from models.lifecycle import ModelLifecycle
 from models.stats import ModelStats
 from tasks.celery_app import create_celery
+from tasks.job_queue import JobQueue
 from tasks.liveness import Liveness
 from tasks.logs import configure_logging
-from web import capabilities, chat, embeddings, health, models
+from web import capabilities, chat, embeddings, health, jobs, models, webhooks
 from web.api import Api
 from web.dispatch import Dispatcher
 from web.errors import register_error_handlers
@@ -47,10 +48,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         dispatcher=dispatcher,
         stats=stats,
         lifecycle=ModelLifecycle(settings, liveness, stats, dispatcher.queue_depth),
+        jobs=JobQueue(settings, celery, client, stats),
     )
     register_request_id(app)
     api = Api(app)
-    for blueprint in (chat.blp, embeddings.blp, models.blp, health.blp, capabilities.blp):
+    for blueprint in (chat.blp, embeddings.blp, models.blp, health.blp, capabilities.blp, jobs.blp, webhooks.blp):
         api.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

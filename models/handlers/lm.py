@@ -68,7 +68,7 @@ class StopScanner:
 
 class LanguageModelHandler:
     model_type = "lm"
-    operations = frozenset({"chat", "warmup"})
+    operations = frozenset({"chat", "completion", "warmup"})
 
     def __init__(self, model: Any, tokenizer: Any, context_length: int) -> None:
         self.model = model
@@ -95,7 +95,10 @@ class LanguageModelHandler:
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
         if operation == "warmup":
             return self.prefill(payload.get("prompt", ""), payload.get("max_length") or self.context_length)
-        prompt = self.prompt_tokens(payload["messages"])
+        if operation == "completion":
+            prompt = self.tokenizer.encode(payload["prompt"])
+        else:
+            prompt = self.prompt_tokens(payload["messages"])
         max_tokens = payload.get("max_tokens") or DEFAULT_MAX_TOKENS
         if len(prompt) + max_tokens > self.context_length:
             raise ApiError(
@@ -103,7 +106,7 @@ class LanguageModelHandler:
                 f"This model's context length is {self.context_length} tokens; the messages take {len(prompt)} "
                 f"and max_tokens asks for {max_tokens}. Shorten the messages or lower max_tokens.",
                 code="context_length_exceeded",
-                param="messages",
+                param="prompt" if operation == "completion" else "messages",
             )
         if payload.get("seed") is not None:
             mx.random.seed(int(payload["seed"]))

@@ -1,0 +1,44 @@
+"""Tasks of the control worker: fan job events out to webhooks, deliver them, and reconcile state."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import redis
+from celery import current_app, shared_task
+
+from config.settings import Settings
+from tasks import webhooks
+from tasks.liveness import Liveness
+from tasks.reconciler import DELIVER_TASK, Reconciler
+
+
+@cache
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@cache
+def _reconciler() -> Reconciler:
+    settings = _settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    return Reconciler(settings, current_app, client, Liveness(client, settings.worker_heartbeat_ttl_seconds))
+
+
+@shared_task(name="mlxf.fanout", acks_late=True, ignore_result=True)
+def fan_out(event_id: str, payload: dict[str, Any]) -> None:
+    for delivery_id in webhooks.fan_out(event_id, payload):
+        deliver.apply_async(args=[delivery_id, 1], queue="webhooks")
+
+
+@shared_task(name=DELIVER_TASK, acks_late=True, ignore_result=True)
+def deliver(delivery_id: str, number: int) -> None:
+    delay = webhooks.attempt(delivery_id, number, _settings())
+    if delay is not None:
+        deliver.apply_async(args=[delivery_id, number + 1], countdown=delay, queue="webhooks")
+
+
+@shared_task(name="mlxf.reconcile", ignore_result=True)
+def reconcile() -> dict[str, int]:
+    return _reconciler().run()

@@ -1,0 +1,187 @@
+"""Submitting, looking up and cancelling MCP jobs, and sending a job to its model's queue.
+
+The job document is written first and the message sent second, with the job
+id as the Celery task id; a submission whose message cannot be sent is removed
+again, so no job is left that nobody will run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Celery
+
+from config.settings import Settings
+from models import registry
+from models.stats import ModelStats
+from tasks import broker, job_store
+from tasks.celery_app import model_queue
+from tasks.errors import ApiError
+from tasks.job_events import publish
+from tasks.progress import read_progress
+from tasks.replies import ReplyChannel
+from tasks.urls import UnsafeUrl, check_url
+
+log = logging.getLogger(__name__)
+
+RUN_JOB = "mlxf.job"
+OPERATIONS = ("chat", "completion", "embed", "transcribe", "image_gen", "rag_query", "fusion")
+OPERATIONS_BY_TYPE = {
+    "lm": ("chat", "completion"),
+    "multimodal": ("chat",),
+    "embeddings": ("embed",),
+    "whisper": ("transcribe",),
+    "image-generation": ("image_gen",),
+    "image-edit": ("image_gen",),
+}
+NOT_YET = ("rag_query", "fusion")
+DEFAULT_ESTIMATE_MS = 2000.0
+
+
+def enqueue(celery: Celery, job: job_store.Job) -> None:
+    """Sends ``job`` to its model's queue at its priority; the task id is the job id."""
+    celery.send_task(
+        RUN_JOB,
+        args=[job.operation, dict(job.input or {}), job.priority],
+        task_id=job.job_id,
+        queue=model_queue(job.model_id),
+        priority=job_store.PRIORITIES[job.priority],
+        headers={"request_id": job.request_id or "-"},
+    )
+
+
+def check_operation(model_id: str, operation: str) -> None:
+    """Raises the 404 of an unknown model, the 503 of one that cannot run, the 400 of a wrong operation."""
+    if operation in NOT_YET:
+        raise ApiError(
+            400,
+            f"The operation {operation!r} is not available on this platform yet",
+            code="unsupported_operation",
+            param="operation",
+        )
+    record = registry.get_record(model_id)
+    if record is None:
+        raise ApiError(404, f"Model '{model_id}' not found", code="model_not_found", param="model_id")
+    if record.status == "failed" or record.desired != "loaded":
+        raise ApiError(
+            503,
+            f"Model '{model_id}' cannot take jobs: its status is {record.status}"
+            + (f" ({record.error})" if record.error else ""),
+            code="model_unavailable",
+            param="model_id",
+        )
+    allowed = OPERATIONS_BY_TYPE.get(record.model_type, ())
+    if operation not in allowed:
+        raise ApiError(
+            400,
+            f"Model '{model_id}' is a {record.model_type} model: it can do {', '.join(allowed) or 'nothing'},"
+            f" not {operation!r}",
+            code="unsupported_operation",
+            param="operation",
+        )
+
+
+class JobQueue:
+    def __init__(self, settings: Settings, celery: Celery, client: redis.Redis, stats: ModelStats) -> None:
+        self.settings = settings
+        self.celery = celery
+        self.redis = client
+        self.stats = stats
+
+    def submit(
+        self,
+        model_id: str,
+        operation: str,
+        job_input: dict[str, Any],
+        *,
+        priority: str = "normal",
+        callback_url: str | None = None,
+        callback_secret: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        check_operation(model_id, operation)
+        if callback_url:
+            try:
+                check_url(callback_url, self.settings.webhook_networks)
+            except UnsafeUrl as exc:
+                raise ApiError(400, f"callback_url refused: {exc}", code="invalid_url", param="callback_url") from None
+        waiting = job_store.queued_count(model_id)
+        if waiting >= self.settings.job_queue_limit:
+            raise ApiError(
+                429,
+                f"The queue of model '{model_id}' is full ({waiting} jobs waiting); try again later",
+                code="queue_full",
+                param="model_id",
+            )
+        job = job_store.create(
+            model_id,
+            operation,
+            job_input,
+            priority=priority,
+            callback_url=callback_url,
+            callback_secret=callback_secret,
+            metadata=metadata,
+            request_id=request_id,
+        )
+        try:
+            enqueue(self.celery, job)
+        except Exception as exc:
+            job_store.delete(job.job_id)
+            log.exception("could not send job %s to the broker", job.job_id)
+            raise ApiError(503, f"The job queue is unreachable: {exc}", code="broker_unavailable") from None
+        publish("job.queued", job)
+        ahead = job_store.position(job)
+        return {
+            "job_id": job.job_id,
+            "status": "queued",
+            "created_at": job_store.iso(job.created_at),
+            "position_in_queue": ahead,
+            "estimated_completion_ms": self.estimate_ms(model_id, ahead),
+            "request_id": request_id,
+        }
+
+    def estimate_ms(self, model_id: str, ahead: int) -> int:
+        """Jobs ahead plus this one, each taking the model's median latency (or a default before any)."""
+        typical = self.stats.summary(model_id)["p50_latency_ms"] or DEFAULT_ESTIMATE_MS
+        return int((ahead + 1) * typical)
+
+    def find(self, job_id: str) -> job_store.Job:
+        job = job_store.get(job_id)
+        if job is None:
+            raise ApiError(404, f"Job '{job_id}' not found", code="job_not_found", param="job_id")
+        return job
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        job = self.find(job_id)
+        view = job.public()
+        if job.status == "queued":
+            ahead = job_store.position(job)
+            view.update(position_in_queue=ahead, estimated_completion_ms=self.estimate_ms(job.model_id, ahead))
+        elif job.status == "processing":
+            view["progress"] = read_progress(self.redis, job_id)
+        return view
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancels a queued job (its message is taken out of the broker) or a running one (it stops at the next
+        token); 409 for a job that already finished."""
+        was = job_store.cancel(job_id)
+        if was is None:
+            job = self.find(job_id)
+            raise ApiError(
+                409,
+                f"Job '{job_id}' already finished (status {job.status}) and cannot be cancelled",
+                code="job_already_finished",
+                param="job_id",
+            )
+        job = self.find(job_id)
+        if was == "processing":
+            ReplyChannel(self.redis, job_id, ttl_seconds=self.settings.stream_ttl_seconds).cancel()
+        else:
+            removed = broker.remove_waiting(self.redis, model_queue(job.model_id), job_id)
+            if not removed:
+                self.celery.control.revoke(job_id)
+        publish("job.cancelled", job)
+        return {"job_id": job_id, "status": "cancelled", "cancelled_at": job_store.iso(job.cancelled_at)}

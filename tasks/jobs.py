@@ -1,0 +1,82 @@
+"""The MCP job task that model workers run, and the Celery signals that move each job through its states.
+
+``task_prerun`` claims the job (queued -> processing), ``task_success`` and
+``task_failure`` finish it (-> completed | failed); each move is a
+compare-and-set in ``tasks.job_store`` and emits its event. A message for a job
+that is no longer queued (cancelled, or already run: a redelivery) claims
+nothing and the task does nothing, so job tasks are safe to run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.signals import task_failure, task_prerun, task_success
+
+from models.runtime import current, serve_job
+from tasks import job_store
+from tasks.errors import ApiError
+from tasks.job_events import publish
+from tasks.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+RUN_JOB = "mlxf.job"
+
+
+@shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_job(self, operation: str, payload: dict[str, Any], priority: str = "normal") -> dict[str, Any] | None:
+    if not getattr(self.request, "job_claim", None):
+        return None
+    return serve_job(self.request.id, operation, payload, request_id_var.get(), job_store.PRIORITIES[priority])
+
+
+def _is_job(task: Any) -> bool:
+    return getattr(task, "name", None) == RUN_JOB
+
+
+@task_prerun.connect
+def _claim(task_id: str | None = None, task: Any = None, **_kwargs: Any) -> None:
+    if not _is_job(task):
+        return
+    task.request.job_claim = None
+    try:
+        token = job_store.claim(task_id, current().hostname)
+    except Exception:  # noqa: BLE001 - unclaimed, the job stays queued and the reconciler sends it again
+        log.exception("could not claim job %s", task_id)
+        return
+    if token is None:
+        log.info("job %s is no longer queued; this delivery does nothing", task_id)
+        return
+    task.request.job_claim = token
+    log.info("job %s processing", task_id)
+    publish("job.processing", job_store.get(task_id))
+
+
+@task_success.connect
+def _completed(sender: Any = None, result: Any = None, **_kwargs: Any) -> None:
+    if not _is_job(sender) or not getattr(sender.request, "job_claim", None):
+        return
+    job_id = sender.request.id
+    if (result or {}).get("finish_reason") == "cancelled":
+        log.info("job %s stopped: it was cancelled", job_id)
+        return
+    if job_store.complete(job_id, sender.request.job_claim, result):
+        publish("job.completed", job_store.get(job_id))
+    else:
+        log.info("job %s finished but is no longer this run's (cancelled or taken over)", job_id)
+
+
+@task_failure.connect
+def _failed(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_kw) -> None:
+    token = getattr(getattr(sender, "request", None), "job_claim", None)
+    if not _is_job(sender) or not token:
+        return
+    if isinstance(exception, ApiError):
+        message, code = exception.message, exception.code or "job_failed"
+    else:
+        message, code = f"Model inference failed: {type(exception).__name__}: {exception}", "inference_failed"
+    if job_store.fail(task_id, token, message, code):
+        publish("job.failed", job_store.get(task_id))

@@ -1,0 +1,43 @@
+"""Progress of a running job, kept in Redis (MongoDB is never written per token)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+_TTL_SECONDS = 24 * 3600
+_EVERY_SECONDS = 0.5
+
+
+def _key(job_id: str) -> str:
+    return f"mlxf:job-progress:{job_id}"
+
+
+class JobProgress:
+    """Counts a job's generated deltas and records the fraction of ``max_tokens`` done, twice a second at most."""
+
+    def __init__(self, client: redis.Redis, job_id: str, max_tokens: int | None) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.max_tokens = max_tokens
+        self.deltas = 0
+        self.written_at = 0.0
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") != "delta" or not self.max_tokens:
+            return
+        self.deltas += 1
+        moment = time.monotonic()
+        if moment - self.written_at >= _EVERY_SECONDS:
+            self.written_at = moment
+            try:
+                self.client.set(_key(self.job_id), min(self.deltas / self.max_tokens, 0.99), ex=_TTL_SECONDS)
+            except redis.RedisError:
+                pass
+
+
+def read_progress(client: redis.Redis, job_id: str) -> float:
+    raw = client.get(_key(job_id))
+    return round(float(raw), 2) if raw else 0.0

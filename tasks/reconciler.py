@@ -1,0 +1,124 @@
+"""Brings MongoDB's job and delivery records and the broker back in line after a process or Redis died.
+
+Run periodically by the control worker (``mlxf.reconcile``):
+- a job ``processing`` on a worker that stopped beating (on two consecutive
+  looks) is queued and sent again, or failed once it has had its attempts;
+- a job ``queued`` in MongoDB whose message the broker no longer holds (Redis
+  restarted without persistence) or that a dead worker had taken is sent again;
+- a pending webhook delivery whose retry task was lost is sent again.
+Every step is a compare-and-set, so two reconcilers, or a reconciler racing a
+worker, move each record once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+from celery import Celery
+
+from config.settings import Settings
+from tasks import broker, job_store, webhooks
+from tasks.celery_app import model_queue
+from tasks.job_events import publish
+from tasks.job_queue import enqueue
+from tasks.liveness import Liveness
+
+log = logging.getLogger(__name__)
+
+DELIVER_TASK = "mlxf.deliver"
+
+
+@dataclass
+class Reconciler:
+    settings: Settings
+    celery: Celery
+    redis: redis.Redis
+    liveness: Liveness
+    suspects: set[str] = field(default_factory=set)
+    """Jobs whose worker looked dead at the previous look."""
+
+    def run(self) -> dict[str, int]:
+        counts = {"requeued": 0, "failed": 0, "resent": 0, "deliveries": 0}
+        self.rescue_orphaned_jobs(counts)
+        self.resend_lost_jobs(counts)
+        self.resend_lost_deliveries(counts)
+        if any(counts.values()):
+            log.info("reconciled: %s", counts)
+        return counts
+
+    def rescue_orphaned_jobs(self, counts: dict[str, int]) -> None:
+        suspects = set()
+        for job in job_store.processing():
+            if job.worker and self.liveness.is_alive(job.worker):
+                continue
+            if job.job_id not in self.suspects:
+                suspects.add(job.job_id)
+                continue
+            reason = f"the worker running it ({job.worker}) stopped"
+            if job.attempts >= self.settings.job_max_attempts:
+                message = f"Job abandoned: {reason}, and it has had {job.attempts} attempts"
+                if job_store.fail(job.job_id, job.claim, message, "worker_lost"):
+                    counts["failed"] += 1
+                    publish("job.failed", job_store.get(job.job_id))
+            elif job_store.requeue(job.job_id, job.claim):
+                log.warning("job %s: %s; queued again (attempt %d done)", job.job_id, reason, job.attempts)
+                fresh = job_store.get(job.job_id)
+                self._forget_unacked(job.job_id)
+                enqueue(self.celery, fresh)
+                counts["requeued"] += 1
+                publish("job.queued", fresh)
+        self.suspects = suspects
+
+    def resend_lost_jobs(self, counts: dict[str, int]) -> None:
+        grace = self.settings.job_lost_grace_seconds
+        stale = job_store.stale_queued(job_store.now() - timedelta(seconds=grace))
+        if not stale:
+            return
+        held = broker.unacked(self.redis)
+        waiting: dict[str, set[str]] = {}
+        reserved: set[str] | None = None
+        for job in stale:
+            queue = model_queue(job.model_id)
+            if queue not in waiting:
+                waiting[queue] = broker.waiting_task_ids(self.redis, queue)
+            if job.job_id in waiting[queue]:
+                continue
+            if job.job_id in held:
+                tag, delivered_at = held[job.job_id]
+                if time.time() - delivered_at < grace:
+                    continue
+                if reserved is None:
+                    reserved = self._reserved_by_live_workers()
+                if job.job_id in reserved:
+                    continue
+                broker.drop_unacked(self.redis, tag)
+            if job_store.touch_enqueued(job.job_id):
+                log.warning("job %s was queued but no broker message held it; sent again", job.job_id)
+                enqueue(self.celery, job)
+                counts["resent"] += 1
+
+    def resend_lost_deliveries(self, counts: dict[str, int]) -> None:
+        grace = max(self.settings.job_lost_grace_seconds, 2 * self.settings.webhook_timeout_seconds)
+        for delivery in webhooks.overdue(job_store.now() - timedelta(seconds=grace)):
+            self.celery.send_task(
+                DELIVER_TASK, args=[delivery.delivery_id, delivery.attempt_count + 1], queue="webhooks"
+            )
+            counts["deliveries"] += 1
+
+    def _reserved_by_live_workers(self) -> set[str]:
+        """Ids of the tasks live workers hold (reserved or running), by asking them; empty if none answers."""
+        inspector = self.celery.control.inspect(timeout=1.0)
+        ids: set[str] = set()
+        for answer in (inspector.reserved() or {}, inspector.active() or {}):
+            for tasks in answer.values():
+                ids.update(task.get("id") for task in tasks if task.get("id"))
+        return ids
+
+    def _forget_unacked(self, job_id: str) -> None:
+        entry = broker.unacked(self.redis).get(job_id)
+        if entry is not None:
+            broker.drop_unacked(self.redis, entry[0])

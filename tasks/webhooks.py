@@ -1,0 +1,322 @@
+"""Webhook subscriptions and their deliveries: registration, fan-out of job events, and one delivery attempt.
+
+A delivery is one event for one target (a subscribed webhook, or the job's
+``callback_url``); its id is derived from the event and the target, so fanning
+an event out twice creates nothing new, and it is the ``webhook-id`` every
+attempt carries. Each attempt is claimed by a compare-and-set on the attempt
+count, so a duplicated task never sends twice, and is recorded on the delivery.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import mongoengine as me
+import requests
+
+from config.settings import Settings
+from tasks import job_store
+from tasks.job_events import EVENTS
+from tasks.job_store import iso, now
+from tasks.signing import new_secret, signature_headers
+from tasks.urls import UnsafeUrl, check_url
+
+log = logging.getLogger(__name__)
+
+CALLBACK = "callback"
+"""The ``webhook_id`` of deliveries to a job's own ``callback_url``."""
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "cancelled")
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+class Webhook(me.Document):
+    meta = {"collection": "webhooks", "indexes": ["status", "created_at"]}
+
+    webhook_id = me.StringField(primary_key=True)
+    url = me.StringField(required=True)
+    events = me.ListField(me.StringField(choices=EVENTS))
+    secret = me.StringField(required=True)
+    user_metadata = me.DictField(db_field="metadata")
+    status = me.StringField(choices=("active", "disabled"), default="active")
+    disabled_reason = me.StringField()
+    created_at = me.DateTimeField(required=True)
+    last_triggered_at = me.DateTimeField()
+    success_count = me.IntField(default=0)
+    failure_count = me.IntField(default=0)
+
+    def public(self) -> dict[str, Any]:
+        view = {
+            "webhook_id": self.webhook_id,
+            "url": self.url,
+            "events": list(self.events),
+            "status": self.status,
+            "created_at": iso(self.created_at),
+            "last_triggered_at": iso(self.last_triggered_at),
+            "success_count": self.success_count,
+            "failure_count": self.failure_count,
+            "metadata": dict(self.user_metadata or {}),
+        }
+        if self.disabled_reason:
+            view["disabled_reason"] = self.disabled_reason
+        return view
+
+
+class Delivery(me.Document):
+    meta = {
+        "collection": "webhook_deliveries",
+        "indexes": [("webhook_id", "created_at"), ("status", "next_attempt_at"), "job_id"],
+    }
+
+    delivery_id = me.StringField(primary_key=True)
+    webhook_id = me.StringField(required=True)
+    job_id = me.StringField()
+    event = me.StringField(required=True)
+    event_id = me.StringField(required=True)
+    url = me.StringField(required=True)
+    secret = me.StringField()
+    body = me.StringField(required=True)
+    request_id = me.StringField()
+    status = me.StringField(choices=DELIVERY_STATUSES, default="pending")
+    attempt_count = me.IntField(default=0)
+    attempts = me.ListField(me.DictField())
+    created_at = me.DateTimeField(required=True)
+    next_attempt_at = me.DateTimeField()
+    delivered_at = me.DateTimeField()
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "delivery_id": self.delivery_id,
+            "webhook_id": self.webhook_id,
+            "job_id": self.job_id,
+            "event": self.event,
+            "url": self.url,
+            "status": self.status,
+            "attempt_count": self.attempt_count,
+            "attempts": [dict(attempt) for attempt in self.attempts],
+            "created_at": iso(self.created_at),
+            "next_attempt_at": iso(self.next_attempt_at) if self.status == "pending" else None,
+            "delivered_at": iso(self.delivered_at),
+            "request_id": self.request_id,
+        }
+
+
+# --- subscriptions --------------------------------------------------------------------------------------
+
+
+def register(
+    url: str, events: list[str], secret: str | None, metadata: dict[str, Any] | None, allowed_networks: list[str]
+) -> dict[str, Any]:
+    """Subscribes ``url`` to ``events``; raises ``UnsafeUrl`` for a URL that may not be called.
+
+    Without a ``secret`` one is generated and returned, once, in the answer.
+    """
+    check_url(url, allowed_networks)
+    webhook = Webhook(
+        webhook_id=f"wh-{uuid.uuid4().hex}",
+        url=url,
+        events=list(dict.fromkeys(events)),
+        secret=secret or new_secret(),
+        user_metadata=metadata or {},
+        created_at=now(),
+    )
+    webhook.save(force_insert=True)
+    view = webhook.public()
+    if not secret:
+        view["secret"] = webhook.secret
+    return view
+
+
+def get_webhook(webhook_id: str) -> Webhook | None:
+    return Webhook.objects(webhook_id=webhook_id).first()
+
+
+def list_webhooks() -> list[Webhook]:
+    return list(Webhook.objects.order_by("created_at"))
+
+
+def delete_webhook(webhook_id: str) -> bool:
+    """Removes the subscription; its pending deliveries are cancelled."""
+    if not Webhook.objects(webhook_id=webhook_id).delete():
+        return False
+    Delivery.objects(webhook_id=webhook_id, status="pending").update(set__status="cancelled")
+    return True
+
+
+def list_deliveries(webhook_id: str, limit: int, offset: int) -> tuple[list[Delivery], int]:
+    query = Delivery.objects(webhook_id=webhook_id)
+    return list(query.order_by("-created_at").skip(offset).limit(limit)), query.count()
+
+
+# --- fan-out --------------------------------------------------------------------------------------------
+
+
+def _delivery_id(event_id: str, target: str) -> str:
+    return "msg_" + hashlib.sha256(f"{event_id}|{target}".encode()).hexdigest()[:32]
+
+
+def fan_out(event_id: str, payload: dict[str, Any]) -> list[str]:
+    """Creates a pending delivery of ``payload`` per subscribed webhook and for the job's callback URL.
+
+    Returns the ids of the deliveries created now (none for an event already fanned out).
+    """
+    event = payload["event"]
+    job_view = payload.get("job") or {}
+    targets = [(w.webhook_id, w.url, w.secret) for w in Webhook.objects(status="active", events=event)]
+    job = job_store.get(job_view.get("job_id", "")) if job_view.get("job_id") else None
+    if job is not None and job.callback_url:
+        targets.append((CALLBACK, job.callback_url, job.callback_secret or ""))
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    created = []
+    moment = now()
+    for webhook_id, url, secret in targets:
+        delivery = Delivery(
+            delivery_id=_delivery_id(event_id, webhook_id if webhook_id != CALLBACK else f"callback|{url}"),
+            webhook_id=webhook_id,
+            job_id=job_view.get("job_id"),
+            event=event,
+            event_id=event_id,
+            url=url,
+            secret=secret,
+            body=body,
+            request_id=job_view.get("request_id"),
+            created_at=moment,
+            next_attempt_at=moment,
+        )
+        try:
+            delivery.save(force_insert=True)
+        except me.NotUniqueError:
+            continue
+        created.append(delivery.delivery_id)
+    return created
+
+
+def overdue(before: datetime) -> list[Delivery]:
+    """Pending deliveries whose next attempt should have happened before ``before`` (their task was lost)."""
+    return list(Delivery.objects(status="pending", next_attempt_at__lt=before))
+
+
+# --- one attempt ----------------------------------------------------------------------------------------
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        moment = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - now()).total_seconds())
+
+
+def backoff_seconds(number: int, settings: Settings) -> float:
+    """Exponential in the attempt number, capped, with jitter so that many failing deliveries spread out."""
+    ceiling = min(settings.webhook_retry_max_seconds, settings.webhook_retry_base_seconds * 2 ** (number - 1))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def _send(delivery: Delivery, settings: Settings) -> tuple[dict[str, Any], requests.Response | None, bool]:
+    """POSTs the delivery once: the attempt record, the response, and whether trying again could help."""
+    started = time.perf_counter()
+    record: dict[str, Any] = {"number": delivery.attempt_count, "at": iso(now())}
+    try:
+        check_url(delivery.url, settings.webhook_networks)
+    except UnsafeUrl as exc:
+        record.update(error=f"refused: {exc}", duration_ms=0)
+        return record, None, False
+    timestamp = int(time.time())
+    body = delivery.body.encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "mlx-fusion-webhooks/1",
+        "X-Webhook-Event": delivery.event,
+        "X-Webhook-ID": delivery.webhook_id,
+        "webhook-id": delivery.delivery_id,
+        "webhook-timestamp": str(timestamp),
+        **signature_headers(delivery.secret or "", delivery.delivery_id, timestamp, body),
+    }
+    if delivery.request_id:
+        headers["X-Request-ID"] = delivery.request_id
+    try:
+        response = requests.post(
+            delivery.url, data=body, headers=headers, timeout=settings.webhook_timeout_seconds, allow_redirects=False
+        )
+    except requests.RequestException as exc:
+        record.update(error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=_ms(started))
+        return record, None, True
+    record.update(status_code=response.status_code, duration_ms=_ms(started))
+    return record, response, True
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def attempt(delivery_id: str, number: int, settings: Settings) -> float | None:
+    """Makes attempt ``number`` of a delivery; returns the delay before the next attempt, or None when done.
+
+    2xx delivers; 410 Gone disables the webhook; anything else (redirects
+    included, which are not followed) is retried with backoff, honouring
+    ``Retry-After``, until ``WEBHOOK_MAX_ATTEMPTS``.
+    """
+    delivery = Delivery.objects(delivery_id=delivery_id).first()
+    if delivery is None or delivery.status != "pending" or delivery.attempt_count != number - 1:
+        return None
+    webhook = None
+    if delivery.webhook_id != CALLBACK:
+        webhook = get_webhook(delivery.webhook_id)
+        if webhook is None or webhook.status != "active":
+            Delivery.objects(delivery_id=delivery_id, status="pending").update_one(set__status="cancelled")
+            return None
+    if not Delivery.objects(delivery_id=delivery_id, status="pending", attempt_count=number - 1).update_one(
+        set__attempt_count=number
+    ):
+        return None  # another copy of this task took the attempt
+    delivery.attempt_count = number
+    record, response, retryable = _send(delivery, settings)
+    code = response.status_code if response is not None else None
+    delay: float | None = None
+    if code is not None and 200 <= code < 300:
+        outcome = {"set__status": "delivered", "set__delivered_at": now()}
+        counters = {"inc__success_count": 1}
+    elif code == 410:
+        outcome = {"set__status": "failed"}
+        counters = {
+            "inc__failure_count": 1,
+            "set__status": "disabled",
+            "set__disabled_reason": "the receiver answered 410 Gone",
+        }
+    elif retryable and number < settings.webhook_max_attempts:
+        asked = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
+        delay = min(asked, MAX_RETRY_AFTER_SECONDS) if asked is not None else backoff_seconds(number, settings)
+        record["retry_in_seconds"] = round(delay, 3)
+        outcome = {"set__next_attempt_at": now() + timedelta(seconds=delay)}
+        counters = {"inc__failure_count": 1}
+    else:
+        outcome = {"set__status": "failed"}
+        counters = {"inc__failure_count": 1}
+    Delivery.objects(delivery_id=delivery_id).update_one(push__attempts=record, **outcome)
+    if webhook is not None:
+        Webhook.objects(webhook_id=webhook.webhook_id).update_one(set__last_triggered_at=now(), **counters)
+    log.info(
+        "delivery %s (%s to %s) attempt %d: %s",
+        delivery_id,
+        delivery.event,
+        delivery.webhook_id,
+        number,
+        code if code is not None else record.get("error"),
+    )
+    return delay

@@ -1,0 +1,84 @@
+"""MCP jobs (specification sections 5.1-5.4): submit, look up, list and cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, g
+from flask.views import MethodView
+
+from tasks import job_store
+from tasks.job_queue import JobQueue
+from web.api import Blueprint
+from web.schemas.jobs import (
+    JobAcceptedSchema,
+    JobCancelledSchema,
+    JobListQuerySchema,
+    JobListSchema,
+    JobRequestSchema,
+    JobSchema,
+)
+
+blp = Blueprint("jobs", __name__, url_prefix="/api/mcp", description="MCP jobs: durable, asynchronous model calls")
+
+
+def job_queue() -> JobQueue:
+    return current_app.extensions["jobs"]
+
+
+def for_caller(view: dict[str, Any]) -> dict[str, Any]:
+    """A job view whose ``request_id`` is this request's; the submitting request's stays as ``submitted_request_id``."""
+    return {**view, "submitted_request_id": view.get("request_id"), "request_id": g.request_id}
+
+
+@blp.route("/jobs")
+class Jobs(MethodView):
+    @blp.arguments(JobRequestSchema)
+    @blp.response(202, JobAcceptedSchema)
+    @blp.alt_response(400, description="Invalid operation or input")
+    @blp.alt_response(404, description="Model not found")
+    @blp.alt_response(429, description="The model's queue is full")
+    def post(self, body: dict[str, Any]):
+        return job_queue().submit(
+            body["model_id"],
+            body["operation"],
+            body["input"],
+            priority=body["priority"],
+            callback_url=body.get("callback_url"),
+            callback_secret=body.get("callback_secret"),
+            metadata=body.get("metadata"),
+            request_id=g.request_id,
+        )
+
+    @blp.arguments(JobListQuerySchema, location="query")
+    @blp.response(200, JobListSchema)
+    def get(self, query: dict[str, Any]):
+        jobs, total = job_store.search(
+            query.get("status"),
+            query.get("model_id"),
+            query["limit"],
+            query["offset"],
+            query["sort_by"],
+            query["order"],
+        )
+        return {
+            "jobs": [job.public() for job in jobs],
+            "total": total,
+            "limit": query["limit"],
+            "offset": query["offset"],
+            "request_id": g.request_id,
+        }
+
+
+@blp.route("/jobs/<job_id>")
+class JobDetail(MethodView):
+    @blp.response(200, JobSchema)
+    @blp.alt_response(404, description="Job not found")
+    def get(self, job_id: str):
+        return for_caller(job_queue().status(job_id))
+
+    @blp.response(200, JobCancelledSchema)
+    @blp.alt_response(404, description="Job not found")
+    @blp.alt_response(409, description="Job already completed, failed or cancelled")
+    def delete(self, job_id: str):
+        return {**job_queue().cancel(job_id), "request_id": g.request_id}

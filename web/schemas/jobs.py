@@ -1,0 +1,135 @@
+"""MCP job bodies (specification section 5.1-5.4); ``input`` is validated by the schema of its operation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+
+from tasks.job_queue import OPERATIONS
+from tasks.job_store import PRIORITIES, STATUSES
+from web.schemas.chat import ChatCompletionRequestSchema
+from web.schemas.embeddings import MAX_INPUTS
+from web.schemas.fields import StringOrStringList
+
+
+class CompletionInputSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    prompt = fields.String(required=True, validate=validate.Length(min=1))
+    max_tokens = fields.Integer(allow_none=True, validate=validate.Range(min=1))
+    temperature = fields.Float(allow_none=True, validate=validate.Range(min=0, max=2))
+    top_p = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1, min_inclusive=False))
+    seed = fields.Integer(allow_none=True)
+    stop = StringOrStringList(allow_none=True, max_items=4, allow_empty_strings=False)
+
+
+class EmbedInputSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    input = StringOrStringList(required=True, max_items=MAX_INPUTS, allow_empty_strings=False)
+
+
+def _chat_input() -> Schema:
+    return ChatCompletionRequestSchema(exclude=("model", "stream", "stream_options"))
+
+
+INPUT_SCHEMAS = {"chat": _chat_input, "completion": CompletionInputSchema, "embed": EmbedInputSchema}
+_GENERATION_FIELDS = ("messages", "prompt", "temperature", "top_p", "seed", "stop")
+
+
+def worker_input(operation: str, loaded: dict[str, Any]) -> dict[str, Any]:
+    """What the worker needs of a validated input."""
+    if operation == "embed":
+        return {"input": loaded["input"]}
+    payload = {name: loaded[name] for name in _GENERATION_FIELDS if loaded.get(name) is not None}
+    max_tokens = loaded.get("max_completion_tokens") or loaded.get("max_tokens")
+    if max_tokens:
+        payload["max_tokens"] = max_tokens
+    return payload
+
+
+class JobRequestSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    model_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    operation = fields.String(required=True, validate=validate.OneOf(OPERATIONS))
+    input = fields.Dict(required=True, keys=fields.String())
+    callback_url = fields.String(allow_none=True, validate=validate.Length(min=1, max=2000))
+    callback_secret = fields.String(allow_none=True, validate=validate.Length(min=8, max=200))
+    priority = fields.String(load_default="normal", validate=validate.OneOf(tuple(PRIORITIES)))
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+
+    @post_load
+    def _validate_input(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        schema = INPUT_SCHEMAS.get(data["operation"])
+        if schema is not None:
+            try:
+                loaded = schema().load(data["input"])
+            except ValidationError as exc:
+                raise ValidationError({"input": exc.messages}) from None
+            data["input"] = worker_input(data["operation"], loaded)
+        return data
+
+
+class JobAcceptedSchema(Schema):
+    job_id = fields.String()
+    status = fields.String()
+    created_at = fields.String()
+    estimated_completion_ms = fields.Integer()
+    position_in_queue = fields.Integer()
+    request_id = fields.String()
+
+
+class JobSchema(Schema):
+    job_id = fields.String()
+    status = fields.String()
+    model_id = fields.String()
+    operation = fields.String()
+    priority = fields.String()
+    created_at = fields.String()
+    started_at = fields.String()
+    completed_at = fields.String()
+    failed_at = fields.String()
+    cancelled_at = fields.String()
+    latency_ms = fields.Integer()
+    attempts = fields.Integer()
+    position_in_queue = fields.Integer()
+    estimated_completion_ms = fields.Integer()
+    progress = fields.Float()
+    result = fields.Dict()
+    error = fields.String()
+    error_code = fields.String()
+    metadata = fields.Dict()
+    submitted_request_id = fields.String(metadata={"description": "The request that submitted the job"})
+    request_id = fields.String()
+
+
+class JobListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    model_id = fields.String(validate=validate.Length(min=1, max=200))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    sort_by = fields.String(load_default="created_at", validate=validate.OneOf(("created_at", "completed_at")))
+    order = fields.String(load_default="desc", validate=validate.OneOf(("asc", "desc")))
+
+
+class JobListSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema))
+    total = fields.Integer()
+    limit = fields.Integer()
+    offset = fields.Integer()
+    request_id = fields.String()
+
+
+class JobCancelledSchema(Schema):
+    job_id = fields.String()
+    status = fields.String()
+    cancelled_at = fields.String()
+    request_id = fields.String()
