@@ -1,0 +1,67 @@
+"""Cancelling queued and running jobs, priorities honoured on a busy model, and the per-model queue limit."""
+
+from __future__ import annotations
+
+import requests
+
+from tests.conftest import CHAT_MODEL, ask, job_status, submit_job, wait_for_job
+from tests.stack import wait_until
+
+LONG = {"messages": ask("Count from 1 to 1000, one number per line."), "max_tokens": 400, "temperature": 0}
+SHORT = {"messages": ask("Say hi."), "max_tokens": 2, "temperature": 0}
+
+
+def submit(jobs_url: str, job_input: dict, **extra) -> str:
+    response = submit_job(jobs_url, CHAT_MODEL, "chat", job_input, **extra)
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+def cancel(jobs_url: str, job_id: str) -> requests.Response:
+    return requests.delete(f"{jobs_url}/jobs/{job_id}", timeout=10)
+
+
+def test_cancel_a_queued_and_a_running_job(jobs_url, receiver, supervisor):
+    running = submit(jobs_url, LONG)
+    wait_until(lambda: job_status(jobs_url, running).get("progress", 0) > 0, 60, "the long job to generate")
+    ready = submit(jobs_url, SHORT)  # taken by the worker's second slot, waits behind the running job
+    waiting = submit(jobs_url, SHORT, callback_url=receiver.url("/cancelled-queued"))  # stays in the broker
+    assert job_status(jobs_url, waiting)["status"] == "queued"
+
+    answer = cancel(jobs_url, waiting)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "cancelled" and answer.json()["cancelled_at"].endswith("Z")
+
+    answer = cancel(jobs_url, running)
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    wait_until(lambda: f"job {running} stopped: it was cancelled" in supervisor.log(), 30, "the worker to stop")
+    assert wait_for_job(jobs_url, ready, timeout=60)["status"] == "completed"  # the model was freed
+
+    assert job_status(jobs_url, running)["status"] == "cancelled"
+    cancelled = job_status(jobs_url, waiting)
+    assert cancelled["status"] == "cancelled" and cancelled["attempts"] == 0 and "started_at" not in cancelled
+    wait_until(lambda: "job.cancelled" in receiver.events("/cancelled-queued"), 30, "job.cancelled callback")
+    assert receiver.events("/cancelled-queued") == ["job.queued", "job.cancelled"]
+
+    for finished in (running, ready):
+        again = cancel(jobs_url, finished)
+        assert again.status_code == 409 and again.json()["error"]["type"] == "conflict_error"
+
+
+def test_high_priority_jobs_overtake_low_ones_and_a_full_queue_answers_429(jobs_url, stack):
+    _service, small_url = stack.start_web("web-small-queue", {"JOB_QUEUE_LIMIT": "3"})
+    blocker = submit(jobs_url, {**LONG, "max_tokens": 40})
+    wait_until(lambda: job_status(jobs_url, blocker)["status"] == "processing", 60, "the blocker to start")
+    lows = [submit(jobs_url, SHORT, priority="low") for _ in range(3)]
+    high = submit(jobs_url, SHORT, priority="high")
+    assert job_status(jobs_url, high)["position_in_queue"] == 0
+
+    refused = submit_job(f"{small_url}/api/mcp", CHAT_MODEL, "chat", SHORT)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "queue_full" and refused.json()["error"]["type"] == "rate_limit_error"
+
+    finished = {job_id: wait_for_job(jobs_url, job_id) for job_id in [blocker, *lows, high]}
+    assert all(job["status"] == "completed" for job in finished.values())
+    order = sorted(finished, key=lambda job_id: finished[job_id]["completed_at"])
+    # the first low job was already waiting in the worker when the high one came; the others were not
+    assert order.index(high) < order.index(lows[1]) and order.index(high) < order.index(lows[2]), order
