@@ -82,8 +82,9 @@ class Stack:
         self.services.append(service)
         return service
 
-    def start_redis(self) -> None:
-        port = free_port()
+    def start_redis(self, port: int | None = None) -> Service:
+        """redis-server without persistence (a restart loses everything), on ``port`` or a free one."""
+        port = port or free_port()
         service = self.start(
             "redis",
             [
@@ -103,6 +104,7 @@ class Stack:
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis(port=port)
         wait_until(client.ping, 20, "redis-server", service.process)
+        return service
 
     def start_mongo(self) -> None:
         port = free_port()

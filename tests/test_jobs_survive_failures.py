@@ -1,0 +1,108 @@
+"""Jobs are not lost when a model worker is killed mid-job or Redis restarts without persistence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from tests.conftest import (
+    CHAT_MODEL_DIR,
+    EMBEDDING_MODEL,
+    ask,
+    job_status,
+    load_model,
+    submit_job,
+    unload_model,
+    wait_for_job,
+    worker_is_live,
+    worker_pid,
+)
+from tests.stack import Stack, wait_until
+
+
+def test_a_job_whose_worker_is_killed_runs_again_and_completes(jobs_url, base_url, redis_client, receiver):
+    model_id = "test/jobs-victim"
+    assert load_model(base_url, str(CHAT_MODEL_DIR), model_id, context_length=2048).status_code == 200
+    try:
+        response = submit_job(
+            jobs_url,
+            model_id,
+            "chat",
+            {"messages": ask("Count from 1 to 100."), "max_tokens": 60, "temperature": 0},
+            callback_url=receiver.url("/victim"),
+        )
+        job_id = response.json()["job_id"]
+        wait_until(lambda: job_status(jobs_url, job_id).get("progress", 0) > 0, 60, "the job to generate")
+        killed = worker_pid(redis_client, model_id)
+        os.kill(killed, signal.SIGKILL)
+
+        job = wait_for_job(jobs_url, job_id, timeout=180)
+        assert job["status"] == "completed", job
+        assert job["attempts"] == 2
+        assert job["result"]["usage"]["completion_tokens"] >= 1
+        assert worker_is_live(redis_client, model_id) and worker_pid(redis_client, model_id) != killed
+        wait_until(lambda: "job.completed" in receiver.events("/victim"), 30, "the completion callback")
+        assert receiver.events("/victim") == [
+            "job.queued",
+            "job.processing",
+            "job.queued",
+            "job.processing",
+            "job.completed",
+        ]
+    finally:
+        unload_model(base_url, model_id, force=True)
+
+
+@pytest.fixture()
+def restartable_stack(stack: Stack):
+    """A second, small stack with its own Redis (no persistence), sharing the Mongo server in its own database."""
+    workdir = Path(tempfile.mkdtemp(prefix="mlxf-restart-"))
+    mongo = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_restart"
+    small = Stack(workdir, {**stack.env, "MONGODB_URL": mongo})
+    try:
+        yield small
+    finally:
+        small.stop_all()
+
+
+def test_queued_jobs_survive_a_redis_restart(restartable_stack, receiver):
+    small = restartable_stack
+    redis_service = small.start_redis()
+    port = int(small.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+    worker = small.start_worker(EMBEDDING_MODEL, "restart-worker")
+    client = redis.Redis(port=port)
+    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
+    worker.stop()  # the model stays registered: jobs are accepted and wait for a worker
+    small.start_control("restart-control")
+    _web, base = small.start_web("restart-web")
+    jobs_url = f"{base}/api/mcp"
+    hook = requests.post(
+        f"{jobs_url}/webhooks", json={"url": receiver.url("/restart"), "events": ["job.completed"]}, timeout=10
+    )
+    assert hook.status_code == 201
+    job_ids = []
+    for index in range(3):
+        response = submit_job(jobs_url, EMBEDDING_MODEL, "embed", {"input": f"survivor {index}"})
+        assert response.status_code == 202, response.text
+        job_ids.append(response.json()["job_id"])
+    assert client.llen(f"model.{EMBEDDING_MODEL}:5") == 3
+
+    redis_service.stop()
+    small.start_redis(port)
+    assert client.llen(f"model.{EMBEDDING_MODEL}:5") == 0  # the broker lost the messages
+    assert all(job_status(jobs_url, job_id)["status"] == "queued" for job_id in job_ids)
+
+    small.start_worker(EMBEDDING_MODEL, "restart-worker-2")
+    for job_id in job_ids:
+        assert wait_for_job(jobs_url, job_id, timeout=120)["status"] == "completed"
+    wait_until(
+        lambda: {r.payload["job"]["job_id"] for r in receiver.at("/restart")} >= set(job_ids),
+        60,
+        "job.completed webhooks after the restart",
+    )
