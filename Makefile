@@ -11,7 +11,7 @@ PACKAGES_STAMP := $(STAMPS)/packages-$(shell cat pyproject.toml Makefile | cksum
 NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
 PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control models flower
 
-.PHONY: help setup system-packages python-packages models run test lint clean
+.PHONY: help setup system-packages python-packages models run test bench lint clean
 
 help:
 	@echo "make run    set up what is missing, then start the local stack (API on :8000)"
@@ -59,10 +59,15 @@ models: python-packages
 
 run: setup
 	@echo "[run] starting: $(PROCESSES) (API on http://localhost:8000, Flower on http://localhost:5555)"
-	$(BIN)/honcho start $(PROCESSES)
+	@# The local stack may call webhooks on this machine; elsewhere private addresses stay refused.
+	WEBHOOK_ALLOWED_NETWORKS="$${WEBHOOK_ALLOWED_NETWORKS-127.0.0.0/8,::1/128}" $(BIN)/honcho start $(PROCESSES)
 
 test: setup
 	$(BIN)/python -m pytest
+
+# make bench BENCH_ARGS="overhead concurrency --quick": sections and options of `python -m bench --help`.
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: python-packages
 	$(BIN)/ruff check .
