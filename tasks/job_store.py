@@ -21,7 +21,9 @@ PRIORITIES = {"high": 1, "normal": 5, "low": 9}
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    """The current time at MongoDB's precision (milliseconds), so what is kept compares equal to what was written."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -70,7 +72,7 @@ class Job(me.Document):
             return None
         return int((self.finished_at - self.created_at).total_seconds() * 1000)
 
-    def public(self) -> dict[str, Any]:
+    def public(self, with_result: bool = True) -> dict[str, Any]:
         """The job as the API and the webhook payloads show it (no secret, no internal claim)."""
         view: dict[str, Any] = {
             "job_id": self.job_id,
@@ -88,7 +90,7 @@ class Job(me.Document):
             "request_id": self.request_id,
             "metadata": dict(self.user_metadata or {}),
         }
-        if self.status == "completed":
+        if self.status == "completed" and with_result:
             view["result"] = dict(self.result or {})
         if self.error:
             view["error"] = self.error

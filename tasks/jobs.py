@@ -63,7 +63,14 @@ def _completed(sender: Any = None, result: Any = None, **_kwargs: Any) -> None:
     if (result or {}).get("finish_reason") == "cancelled":
         log.info("job %s stopped: it was cancelled", job_id)
         return
-    if job_store.complete(job_id, sender.request.job_claim, result):
+    token = sender.request.job_claim
+    try:
+        stored = job_store.complete(job_id, token, result)
+    except Exception as exc:  # noqa: BLE001 - e.g. a result over MongoDB's document size: fail the job instead
+        log.exception("could not store the result of job %s", job_id)
+        _fail(job_id, token, f"The result could not be stored: {type(exc).__name__}: {exc}"[:1000], "result_not_stored")
+        return
+    if stored:
         publish("job.completed", job_store.get(job_id))
     else:
         log.info("job %s finished but is no longer this run's (cancelled or taken over)", job_id)
@@ -78,5 +85,12 @@ def _failed(sender: Any = None, task_id: str | None = None, exception: BaseExcep
         message, code = exception.message, exception.code or "job_failed"
     else:
         message, code = f"Model inference failed: {type(exception).__name__}: {exception}", "inference_failed"
-    if job_store.fail(task_id, token, message, code):
-        publish("job.failed", job_store.get(task_id))
+    _fail(task_id, token, message, code)
+
+
+def _fail(job_id: str, token: str, message: str, code: str) -> None:
+    try:
+        if job_store.fail(job_id, token, message, code):
+            publish("job.failed", job_store.get(job_id))
+    except Exception:  # noqa: BLE001 - left processing; the reconciler's look at live workers settles it
+        log.exception("could not record the failure of job %s", job_id)

@@ -52,12 +52,17 @@ class Reconciler:
 
     def rescue_orphaned_jobs(self, counts: dict[str, int]) -> None:
         suspects = set()
+        running: set[str] | None = None
         for job in job_store.processing():
             if job.worker and self.liveness.is_alive(job.worker):
                 continue
             if job.job_id not in self.suspects:
                 suspects.add(job.job_id)
                 continue
+            if running is None:
+                running = self._reserved_by_live_workers()
+            if job.job_id in running:
+                continue  # its worker is slow to beat, not dead
             reason = f"the worker running it ({job.worker}) stopped"
             if job.attempts >= self.settings.job_max_attempts:
                 message = f"Job abandoned: {reason}, and it has had {job.attempts} attempts"
@@ -104,6 +109,9 @@ class Reconciler:
     def resend_lost_deliveries(self, counts: dict[str, int]) -> None:
         grace = max(self.settings.job_lost_grace_seconds, 2 * self.settings.webhook_timeout_seconds)
         for delivery in webhooks.overdue(job_store.now() - timedelta(seconds=grace)):
+            if delivery.attempt_count >= self.settings.webhook_max_attempts:
+                webhooks.give_up(delivery.delivery_id, delivery.attempt_count)
+                continue
             self.celery.send_task(
                 DELIVER_TASK, args=[delivery.delivery_id, delivery.attempt_count + 1], queue="webhooks"
             )

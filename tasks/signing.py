@@ -22,6 +22,16 @@ def new_secret() -> str:
     return STANDARD_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+def valid_secret(secret: str) -> bool:
+    """False for a ``whsec_`` secret whose rest is not base64 (it could not be used to sign)."""
+    if not secret.startswith(STANDARD_PREFIX):
+        return True
+    try:
+        return bool(base64.b64decode(secret[len(STANDARD_PREFIX) :], validate=True))
+    except ValueError:
+        return False
+
+
 def standard_key(secret: str) -> bytes:
     if secret.startswith(STANDARD_PREFIX):
         return base64.b64decode(secret[len(STANDARD_PREFIX) :])

@@ -26,8 +26,8 @@ from config.settings import Settings
 from tasks import job_store
 from tasks.job_events import EVENTS
 from tasks.job_store import iso, now
-from tasks.signing import new_secret, signature_headers
-from tasks.urls import UnsafeUrl, check_url
+from tasks.signing import new_secret, signature_headers, valid_secret
+from tasks.urls import Unresolvable, UnsafeUrl, check_url, guarded_session
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ def register(
     Without a ``secret`` one is generated and returned, once, in the answer.
     """
     check_url(url, allowed_networks)
+    if secret and not valid_secret(secret):
+        raise ValueError("a secret starting with whsec_ must be base64 after the prefix")
     webhook = Webhook(
         webhook_id=f"wh-{uuid.uuid4().hex}",
         url=url,
@@ -203,6 +205,15 @@ def overdue(before: datetime) -> list[Delivery]:
     return list(Delivery.objects(status="pending", next_attempt_at__lt=before))
 
 
+def give_up(delivery_id: str, attempts: int) -> bool:
+    """Marks a pending delivery that has had all its attempts as failed."""
+    return bool(
+        Delivery.objects(delivery_id=delivery_id, status="pending", attempt_count=attempts).update_one(
+            set__status="failed"
+        )
+    )
+
+
 # --- one attempt ----------------------------------------------------------------------------------------
 
 
@@ -211,7 +222,7 @@ def retry_after_seconds(header: str | None) -> float | None:
     if not header:
         return None
     header = header.strip()
-    if header.isdigit():
+    if header.isascii() and header.isdigit():
         return float(header)
     try:
         moment = email.utils.parsedate_to_datetime(header)
@@ -234,6 +245,9 @@ def _send(delivery: Delivery, settings: Settings) -> tuple[dict[str, Any], reque
     record: dict[str, Any] = {"number": delivery.attempt_count, "at": iso(now())}
     try:
         check_url(delivery.url, settings.webhook_networks)
+    except Unresolvable as exc:
+        record.update(error=str(exc), duration_ms=0)
+        return record, None, True
     except UnsafeUrl as exc:
         record.update(error=f"refused: {exc}", duration_ms=0)
         return record, None, False
@@ -251,14 +265,34 @@ def _send(delivery: Delivery, settings: Settings) -> tuple[dict[str, Any], reque
     if delivery.request_id:
         headers["X-Request-ID"] = delivery.request_id
     try:
-        response = requests.post(
-            delivery.url, data=body, headers=headers, timeout=settings.webhook_timeout_seconds, allow_redirects=False
-        )
+        # The body is never read (stream, then close): a receiver cannot make the worker hold a large answer.
+        with _session(settings).post(
+            delivery.url,
+            data=body,
+            headers=headers,
+            timeout=settings.webhook_timeout_seconds,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            pass
+    except UnsafeUrl as exc:
+        record.update(error=f"refused on connect: {exc}", duration_ms=_ms(started))
+        return record, None, False
     except requests.RequestException as exc:
         record.update(error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=_ms(started))
         return record, None, True
     record.update(status_code=response.status_code, duration_ms=_ms(started))
     return record, response, True
+
+
+_sessions: dict[tuple[str, ...], requests.Session] = {}
+
+
+def _session(settings: Settings) -> requests.Session:
+    key = tuple(settings.webhook_networks)
+    if key not in _sessions:
+        _sessions[key] = guarded_session(list(key))
+    return _sessions[key]
 
 
 def _ms(started: float) -> float:
@@ -286,7 +320,15 @@ def attempt(delivery_id: str, number: int, settings: Settings) -> float | None:
     ):
         return None  # another copy of this task took the attempt
     delivery.attempt_count = number
-    record, response, retryable = _send(delivery, settings)
+    try:
+        record, response, retryable = _send(delivery, settings)
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt, never left unaccounted
+        log.exception("delivery %s attempt %d broke", delivery_id, number)
+        record, response, retryable = (
+            {"number": number, "at": iso(now()), "error": f"{type(exc).__name__}: {exc}"[:500]},
+            None,
+            True,
+        )
     code = response.status_code if response is not None else None
     delay: float | None = None
     if code is not None and 200 <= code < 300:

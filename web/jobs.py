@@ -62,7 +62,7 @@ class Jobs(MethodView):
             query["order"],
         )
         return {
-            "jobs": [job.public() for job in jobs],
+            "jobs": [job.public(with_result=False) for job in jobs],
             "total": total,
             "limit": query["limit"],
             "offset": query["offset"],

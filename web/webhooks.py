@@ -41,6 +41,8 @@ class Webhooks(MethodView):
             view = webhooks.register(body["url"], body["events"], body.get("secret"), body.get("metadata"), networks)
         except UnsafeUrl as exc:
             raise ApiError(400, f"url refused: {exc}", code="invalid_url", param="url") from None
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid secret: {exc}", code="invalid_value", param="secret") from None
         return {**view, "request_id": g.request_id}
 
     @blp.response(200, WebhookListSchema)

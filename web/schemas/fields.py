@@ -46,3 +46,15 @@ class MessageContent(fields.Field):
             if not isinstance(part.get("text"), str):
                 raise ValidationError({index: ["A text part needs a string 'text'."]})
         return value
+
+
+def storable_keys(value: Any, path: str = "") -> None:
+    """Refuses keys MongoDB cannot store (starting with ``$`` or holding ``.``), at any depth."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str) or key.startswith("$") or "." in key:
+                raise ValidationError(f"Keys may not start with '$' or contain '.': {path}{key!r}")
+            storable_keys(inner, f"{path}{key}.")
+    elif isinstance(value, list):
+        for item in value:
+            storable_keys(item, path)

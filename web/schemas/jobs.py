@@ -10,7 +10,7 @@ from tasks.job_queue import OPERATIONS
 from tasks.job_store import PRIORITIES, STATUSES
 from web.schemas.chat import ChatCompletionRequestSchema
 from web.schemas.embeddings import MAX_INPUTS
-from web.schemas.fields import StringOrStringList
+from web.schemas.fields import StringOrStringList, storable_keys
 
 
 class CompletionInputSchema(Schema):
@@ -61,7 +61,7 @@ class JobRequestSchema(Schema):
     callback_url = fields.String(allow_none=True, validate=validate.Length(min=1, max=2000))
     callback_secret = fields.String(allow_none=True, validate=validate.Length(min=8, max=200))
     priority = fields.String(load_default="normal", validate=validate.OneOf(tuple(PRIORITIES)))
-    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    metadata = fields.Dict(keys=fields.String(), load_default=dict, validate=storable_keys)
 
     @post_load
     def _validate_input(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
@@ -115,7 +115,7 @@ class JobListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     model_id = fields.String(validate=validate.Length(min=1, max=200))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1_000_000_000))
     sort_by = fields.String(load_default="created_at", validate=validate.OneOf(("created_at", "completed_at")))
     order = fields.String(load_default="desc", validate=validate.OneOf(("asc", "desc")))
 

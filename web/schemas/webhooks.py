@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from tasks.job_events import EVENTS
+from web.schemas.fields import storable_keys
 
 
 class WebhookRequestSchema(Schema):
@@ -14,7 +15,7 @@ class WebhookRequestSchema(Schema):
     url = fields.String(required=True, validate=validate.Length(min=1, max=2000))
     events = fields.List(fields.String(validate=validate.OneOf(EVENTS)), required=True, validate=validate.Length(min=1))
     secret = fields.String(allow_none=True, validate=validate.Length(min=8, max=200))
-    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    metadata = fields.Dict(keys=fields.String(), load_default=dict, validate=storable_keys)
 
 
 class WebhookSchema(Schema):
@@ -48,7 +49,7 @@ class DeliveryQuerySchema(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1_000_000_000))
 
 
 class AttemptSchema(Schema):
