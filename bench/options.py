@@ -1,0 +1,50 @@
+"""How much each section measures: the full run, or ``--quick`` for a smoke run of a few tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Options:
+    """Sizes of every section; ``quick`` shrinks them all so a run takes a few minutes."""
+
+    quick: bool = False
+    weights_formats: list[str] = field(default_factory=lambda: ["q4", "q8", "float16", "float32"])
+    weights_tokens: int = 64
+    weights_runs: int = 2
+    fact_tokens: int = 24
+    overhead_tokens: int = 128
+    overhead_runs: int = 5
+    overhead_warmup_runs: int = 1
+    levels: list[int] = field(default_factory=lambda: [1, 4, 8, 16])
+    servers: list[str] = field(default_factory=lambda: ["platform", "platform-2-workers", "mlx-lm", "llama-cpp"])
+    concurrency_tokens: int = 64
+    requests_per_client: int = 2
+    lifecycle_runs: int = 3
+    jobs: int = 100
+    job_submitters: int = 4
+    embedding_texts: int = 256
+    embedding_batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    embedding_runs: int = 3
+
+    @classmethod
+    def smoke(cls) -> Options:
+        """Just enough to see every code path work: few tokens, one run, concurrency 1 and 2."""
+        return cls(
+            quick=True,
+            weights_tokens=8,
+            weights_runs=1,
+            fact_tokens=12,
+            overhead_tokens=8,
+            overhead_runs=2,
+            levels=[1, 2],
+            concurrency_tokens=8,
+            requests_per_client=1,
+            lifecycle_runs=1,
+            jobs=5,
+            job_submitters=2,
+            embedding_texts=16,
+            embedding_batch_sizes=[1, 16],
+            embedding_runs=1,
+        )

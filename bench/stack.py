@@ -1,0 +1,112 @@
+"""The platform under test, started on free ports with the tests' ``Stack``: Redis, Mongo, workers, API, control."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+import requests
+
+from bench import progress
+from bench.defaults import CHAT_MODEL, DATA_DIR, EMBEDDING_MODEL, ROOT, WEIGHTS_DIR
+from tasks.liveness import Liveness
+from tests.stack import Service, Stack, wait_until
+
+CONTROL_QUEUES = "control,jobs,webhooks,rag,fusion"
+
+STACK_ENV = {
+    "DATA_DIR": str(DATA_DIR),
+    "MODEL_ROOTS": f"{DATA_DIR / 'models'}:{WEIGHTS_DIR}",
+    "REQUEST_TIMEOUT_SECONDS": "900",
+    "LOAD_TIMEOUT_SECONDS": "300",
+    "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    "PYTHONUNBUFFERED": "1",
+}
+"""Settings of the platform under test: defaults but for long deadlines (16 streams queue on one worker)
+and loopback webhooks (the jobs section's receiver runs on 127.0.0.1)."""
+
+
+class PlatformStack:
+    """The running platform: ``base_url`` for clients, ``redis`` for worker liveness, logs under ``workdir``."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.stack = Stack(self.workdir, dict(STACK_ENV))
+        self.base_url = ""
+        self.redis: redis.Redis | None = None
+        self.extra_workers: list[Service] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every process of the stack gets on top of the runner's."""
+        return self.stack.env
+
+    def start(self) -> None:
+        """Prepares the default models if needed, then starts every service and waits for warm workers."""
+        progress.say("preparing the default models (once)")
+        subprocess.run([sys.executable, "-m", "models.prepare", CHAT_MODEL, EMBEDDING_MODEL], cwd=ROOT, check=True)
+        progress.say(f"starting redis and the Mongo-wire server (logs: {self.workdir})")
+        self.stack.start_redis()
+        self.stack.start_mongo()
+        self.redis = redis.Redis.from_url(self.stack.env["REDIS_URL"])
+        supervisor = self.stack.start("supervisor", [sys.executable, "-m", "models.supervisor"])
+        for model_id in (CHAT_MODEL, EMBEDDING_MODEL):
+            progress.say(f"waiting for a warm worker of {model_id}")
+            wait_until(
+                lambda m=model_id: self.worker_count(m) >= 1, 300, f"a worker for {model_id}", supervisor.process
+            )
+        progress.say("starting the API (gunicorn) and the control worker")
+        _service, self.base_url = self.stack.start_web()
+        self.stack.start(
+            "control",
+            [
+                str(Path(sys.executable).with_name("celery")),
+                "-A",
+                "tasks.control_app",
+                "worker",
+                "--queues",
+                CONTROL_QUEUES,
+                "--pool",
+                "threads",
+                "--concurrency",
+                "8",
+                "--hostname",
+                f"control-bench@{self.workdir.parent.name}",
+                "--loglevel",
+                "INFO",
+            ],
+        )
+        wait_until(lambda: requests.get(f"{self.base_url}/health", timeout=5).ok, 120, "a healthy /health")
+        progress.say(f"platform up at {self.base_url}")
+
+    def worker_count(self, model_id: str) -> int:
+        """How many live workers consume ``model_id``'s queue."""
+        assert self.redis is not None, "stack not started"
+        return len(Liveness(self.redis, 6).workers(model_id))
+
+    def add_worker(self, model_id: str) -> Service:
+        """Starts one more worker on ``model_id``'s queue (besides the supervisor's) and waits until it is warm."""
+        wanted = self.worker_count(model_id) + 1
+        name = f"extra-worker-{len(self.extra_workers) + 1}"
+        service = self.stack.start_worker(model_id, name)
+        self.extra_workers.append(service)
+        wait_until(lambda: self.worker_count(model_id) >= wanted, 300, f"{name} for {model_id}", service.process)
+        return service
+
+    def remove_worker(self, service: Service, model_id: str) -> None:
+        """Stops an extra worker and waits until it has left the liveness records."""
+        wanted = max(self.worker_count(model_id) - 1, 1)
+        service.stop()
+        self.extra_workers.remove(service)
+        deadline = time.monotonic() + 30
+        while self.worker_count(model_id) > wanted and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stops every process of the stack; the logs stay in ``workdir``."""
+        self.stack.stop_all()
+        progress.say(f"platform stopped; logs kept in {self.workdir}")

@@ -1,0 +1,91 @@
+"""The servers the concurrency section loads, each started before and stopped after: a context manager per server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+
+from bench import llama_env, progress
+from bench.context import BenchContext
+from bench.defaults import CHAT_MODEL, CHAT_MODEL_DIR, openblas_library
+from bench.servers import start_llama_server, start_mlx_lm_server
+from config.settings import Settings
+from models.catalog import load_catalog
+from models.prepare import source_file
+
+
+class Skip(Exception):
+    """A server that cannot be run here; the message says why."""
+
+
+@dataclass
+class Target:
+    """Where to send the load, the model name to ask for, and what the server is."""
+
+    base_url: str
+    model: str
+    description: str
+
+
+@contextmanager
+def platform_one_worker(context: BenchContext) -> Iterator[Target]:
+    """The platform as ``make run`` starts it: one worker on the model's queue."""
+    platform = context.platform()
+    workers = platform.worker_count(CHAT_MODEL)
+    yield Target(platform.base_url, CHAT_MODEL, f"{workers} worker, MAX_CONCURRENCY=1")
+
+
+@contextmanager
+def platform_two_workers(context: BenchContext) -> Iterator[Target]:
+    """The platform with a second ``python -m models.worker`` on the model's queue (MLX computes on one thread)."""
+    platform = context.platform()
+    progress.say("starting a second worker on the model's queue")
+    extra = platform.add_worker(CHAT_MODEL)
+    try:
+        workers = platform.worker_count(CHAT_MODEL)
+        yield Target(platform.base_url, CHAT_MODEL, f"{workers} workers on one queue, MAX_CONCURRENCY=1 each")
+    finally:
+        platform.remove_worker(extra, CHAT_MODEL)
+
+
+@contextmanager
+def mlx_lm_server(context: BenchContext) -> Iterator[Target]:
+    """``mlx_lm.server`` on the platform's float32 folder, OpenBLAS preloaded, its default batching."""
+    progress.say(f"starting mlx_lm.server on {CHAT_MODEL_DIR.name}")
+    server = start_mlx_lm_server(CHAT_MODEL_DIR, context.log_dir, openblas_library())
+    try:
+        yield Target(server.base_url, "default_model", f"{CHAT_MODEL_DIR.name}, default batching, OpenBLAS preloaded")
+    finally:
+        server.stop()
+
+
+@contextmanager
+def llama_cpp_server(context: BenchContext) -> Iterator[Target]:
+    """llama-cpp-python's server on the GGUF the model is made from, installed into its own venv on first use."""
+    try:
+        python = llama_env.ensure()
+    except (llama_env.LlamaEnvError, OSError) as exc:
+        raise Skip(str(exc)) from exc
+    gguf = source_file(load_catalog(Settings.from_env())[CHAT_MODEL])
+    threads = max((os.cpu_count() or 2) // 2, 1)
+    progress.say(f"starting llama-cpp-python's server on {gguf.name}")
+    server = start_llama_server(python, gguf, context.log_dir, threads)
+    try:
+        yield Target(
+            server.base_url,
+            CHAT_MODEL,
+            f"llama-cpp-python {llama_env.version()}, {gguf.name}, n_threads={threads}, interrupt_requests=False",
+        )
+    finally:
+        server.stop()
+
+
+TARGETS: dict[str, tuple[str, Callable[[BenchContext], AbstractContextManager[Target]]]] = {
+    "platform": ("platform (1 worker)", platform_one_worker),
+    "platform-2-workers": ("platform (2 workers)", platform_two_workers),
+    "mlx-lm": ("mlx_lm.server", mlx_lm_server),
+    "llama-cpp": ("llama.cpp server", llama_cpp_server),
+}
+"""Server name (as ``--servers`` takes it) -> label in tables and the chart, and how to run it."""
