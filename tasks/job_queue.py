@@ -90,22 +90,12 @@ class JobQueue:
         self.redis = client
         self.stats = stats
 
-    def submit(
-        self,
-        model_id: str,
-        operation: str,
-        job_input: dict[str, Any],
-        *,
-        priority: str = "normal",
-        callback_url: str | None = None,
-        callback_secret: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        request_id: str | None = None,
-    ) -> dict[str, Any]:
-        check_operation(model_id, operation)
-        if callback_url:
+    def submit(self, request: job_store.JobRequest) -> dict[str, Any]:
+        model_id = request.model_id
+        check_operation(model_id, request.operation)
+        if request.callback_url:
             try:
-                check_url(callback_url, self.settings.webhook_networks)
+                check_url(request.callback_url, self.settings.webhook_networks)
             except UnsafeUrl as exc:
                 raise ApiError(400, f"callback_url refused: {exc}", code="invalid_url", param="callback_url") from None
         waiting = job_store.queued_count(model_id)
@@ -116,16 +106,7 @@ class JobQueue:
                 code="queue_full",
                 param="model_id",
             )
-        job = job_store.create(
-            model_id,
-            operation,
-            job_input,
-            priority=priority,
-            callback_url=callback_url,
-            callback_secret=callback_secret,
-            metadata=metadata,
-            request_id=request_id,
-        )
+        job = job_store.create(request)
         try:
             enqueue(self.celery, job)
         except Exception as exc:
@@ -140,7 +121,7 @@ class JobQueue:
             "created_at": job_store.iso(job.created_at),
             "position_in_queue": ahead,
             "estimated_completion_ms": self.estimate_ms(model_id, ahead),
-            "request_id": request_id,
+            "request_id": request.request_id,
         }
 
     def estimate_ms(self, model_id: str, ahead: int) -> int:

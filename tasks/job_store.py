@@ -9,6 +9,7 @@ worker that was presumed dead, a duplicate message) changes nothing.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,28 +103,32 @@ def new_job_id() -> str:
     return f"job-{uuid.uuid4().hex}"
 
 
-def create(
-    model_id: str,
-    operation: str,
-    job_input: dict[str, Any],
-    *,
-    priority: str = "normal",
-    callback_url: str | None = None,
-    callback_secret: str | None = None,
-    metadata: dict[str, Any] | None = None,
-    request_id: str | None = None,
-) -> Job:
+@dataclass(frozen=True)
+class JobRequest:
+    """What a caller asks of a new job, validated."""
+
+    model_id: str
+    operation: str
+    input: dict[str, Any]
+    priority: str = "normal"
+    callback_url: str | None = None
+    callback_secret: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    request_id: str | None = None
+
+
+def create(request: JobRequest) -> Job:
     moment = now()
     job = Job(
         job_id=new_job_id(),
-        model_id=model_id,
-        operation=operation,
-        input=job_input,
-        priority=priority,
-        callback_url=callback_url,
-        callback_secret=callback_secret,
-        user_metadata=metadata or {},
-        request_id=request_id,
+        model_id=request.model_id,
+        operation=request.operation,
+        input=request.input,
+        priority=request.priority,
+        callback_url=request.callback_url,
+        callback_secret=request.callback_secret,
+        user_metadata=request.metadata or {},
+        request_id=request.request_id,
         status="queued",
         created_at=moment,
         enqueued_at=moment,

@@ -39,16 +39,7 @@ class Jobs(MethodView):
     @blp.alt_response(404, description="Model not found")
     @blp.alt_response(429, description="The model's queue is full")
     def post(self, body: dict[str, Any]):
-        return job_queue().submit(
-            body["model_id"],
-            body["operation"],
-            body["input"],
-            priority=body["priority"],
-            callback_url=body.get("callback_url"),
-            callback_secret=body.get("callback_secret"),
-            metadata=body.get("metadata"),
-            request_id=g.request_id,
-        )
+        return job_queue().submit(job_store.JobRequest(**body, request_id=g.request_id))
 
     @blp.arguments(JobListQuerySchema, location="query")
     @blp.response(200, JobListSchema)
