@@ -10,6 +10,7 @@ from celery import current_app, shared_task
 
 from config.settings import Settings
 from tasks import webhooks
+from tasks.job_events import FAN_OUT_TASK
 from tasks.liveness import Liveness
 from tasks.reconciler import DELIVER_TASK, Reconciler
 
@@ -26,7 +27,7 @@ def _reconciler() -> Reconciler:
     return Reconciler(settings, current_app, client, Liveness(client, settings.worker_heartbeat_ttl_seconds))
 
 
-@shared_task(name="mlxf.fanout", acks_late=True, ignore_result=True)
+@shared_task(name=FAN_OUT_TASK, acks_late=True, ignore_result=True)
 def fan_out(event_id: str, payload: dict[str, Any]) -> None:
     for delivery_id in webhooks.fan_out(event_id, payload):
         deliver.apply_async(args=[delivery_id, 1], queue="webhooks")

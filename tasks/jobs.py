@@ -19,11 +19,10 @@ from models.runtime import current, serve_job
 from tasks import job_store
 from tasks.errors import ApiError
 from tasks.job_events import publish
+from tasks.job_queue import RUN_JOB
 from tasks.logs import request_id_var
 
 log = logging.getLogger(__name__)
-
-RUN_JOB = "mlxf.job"
 
 
 @shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

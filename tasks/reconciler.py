@@ -5,6 +5,7 @@ Run periodically by the control worker (``mlxf.reconcile``):
   looks) is queued and sent again, or failed once it has had its attempts;
 - a job ``queued`` in MongoDB whose message the broker no longer holds (Redis
   restarted without persistence) or that a dead worker had taken is sent again;
+- a job ``queued`` for a model that has since been unloaded fails with that reason;
 - a pending webhook delivery whose retry task was lost is sent again.
 Every step is a compare-and-set, so two reconcilers, or a reconciler racing a
 worker, move each record once.
@@ -21,6 +22,7 @@ import redis
 from celery import Celery
 
 from config.settings import Settings
+from models import registry
 from tasks import broker, job_store, webhooks
 from tasks.celery_app import model_queue
 from tasks.job_events import publish
@@ -87,6 +89,9 @@ class Reconciler:
         waiting: dict[str, set[str]] = {}
         reserved: set[str] | None = None
         for job in stale:
+            if self._fail_if_model_gone(job):
+                counts["failed"] += 1
+                continue
             queue = model_queue(job.model_id)
             if queue not in waiting:
                 waiting[queue] = broker.waiting_task_ids(self.redis, queue)
@@ -105,6 +110,17 @@ class Reconciler:
                 log.warning("job %s was queued but no broker message held it; sent again", job.job_id)
                 enqueue(self.celery, job)
                 counts["resent"] += 1
+
+    def _fail_if_model_gone(self, job: job_store.Job) -> bool:
+        record = registry.get_record(job.model_id)
+        if record is not None and record.desired == "loaded":
+            return False
+        message = f"Model '{job.model_id}' was unloaded before the job could run"
+        if not job_store.fail(job.job_id, None, message, "model_unloaded"):
+            return False
+        broker.remove_waiting(self.redis, model_queue(job.model_id), job.job_id)
+        publish("job.failed", job_store.get(job.job_id))
+        return True
 
     def resend_lost_deliveries(self, counts: dict[str, int]) -> None:
         grace = max(self.settings.job_lost_grace_seconds, 2 * self.settings.webhook_timeout_seconds)

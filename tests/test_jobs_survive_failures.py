@@ -102,3 +102,24 @@ def test_queued_jobs_survive_a_redis_restart(restartable_stack, receiver):
         60,
         "job.completed webhooks after the restart",
     )
+
+
+def test_jobs_of_a_model_unloaded_by_force_fail_with_the_reason(jobs_url, base_url):
+    model_id = "test/jobs-doomed"
+    assert load_model(base_url, str(CHAT_MODEL_DIR), model_id, context_length=2048).status_code == 200
+    job_ids = []
+    for max_tokens in (300, 2, 2):
+        response = submit_job(
+            jobs_url, model_id, "chat", {"messages": ask("Count to 100."), "max_tokens": max_tokens, "temperature": 0}
+        )
+        assert response.status_code == 202
+        job_ids.append(response.json()["job_id"])
+    wait_until(lambda: job_status(jobs_url, job_ids[0])["status"] == "processing", 60, "the first job to start")
+    assert unload_model(base_url, model_id).status_code == 409  # jobs wait for it
+    assert unload_model(base_url, model_id, force=True).status_code == 200
+
+    for job_id in job_ids:
+        job = wait_for_job(jobs_url, job_id, timeout=90)
+        assert job["status"] == "failed", job
+        assert job["error_code"] == "model_unloaded" and model_id in job["error"]
+    assert submit_job(jobs_url, model_id, "chat", {"messages": ask("hi")}).status_code == 404

@@ -18,6 +18,7 @@ from celery import Celery
 
 from config.settings import Settings
 from models import registry
+from tasks import broker
 from tasks.celery_app import model_queue
 from tasks.errors import ApiError
 from tasks.liveness import Liveness
@@ -156,9 +157,4 @@ class Dispatcher:
 
     def queue_depth(self, model_id: str) -> int:
         """Requests waiting in the broker for ``model_id``'s workers, all priorities."""
-        queue = model_queue(model_id)
-        keys = [queue, *(f"{queue}:{priority}" for priority in range(1, 10))]
-        pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.llen(key)
-        return sum(pipe.execute())
+        return broker.waiting_count(self.redis, model_queue(model_id))
