@@ -38,6 +38,7 @@ class Jobs(MethodView):
     @blp.alt_response(400, description="Invalid operation or input")
     @blp.alt_response(404, description="Model not found")
     @blp.alt_response(429, description="The model's queue is full")
+    @blp.alt_response(503, description="The model failed or is being unloaded, or the broker is unreachable")
     def post(self, body: dict[str, Any]):
         return job_queue().submit(job_store.JobRequest(**body, request_id=g.request_id))
 
