@@ -16,7 +16,7 @@ from typing import Any
 import mongoengine as me
 
 from config.settings import Settings
-from models.catalog import family_of
+from models.catalog import ModelSpec, family_of
 
 TIER = "3A"
 STATUSES = ("loading", "loaded", "failed", "unloading")
@@ -133,6 +133,19 @@ def request_load(
     except me.NotUniqueError:
         return False
     return True
+
+
+def request_catalog_load(spec: ModelSpec, path: Path) -> bool:
+    """``request_load`` of a catalog model whose prepared folder is ``path``."""
+    return request_load(
+        spec.model_id,
+        spec.model_type,
+        path,
+        context_length=spec.context_length,
+        description=spec.description,
+        tags=tags_for(spec.model_type, path, spec.tags),
+        origin="catalog",
+    )
 
 
 def record_loaded(model_id: str, memory_bytes: int, load_time_ms: float, context_length: int) -> None:

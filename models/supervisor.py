@@ -55,16 +55,7 @@ class Supervisor:
         for spec in load_catalog(self.settings).values():
             if not spec.autostart:
                 continue
-            path = served_path(self.settings, spec)
-            registered = registry.request_load(
-                spec.model_id,
-                spec.model_type,
-                path,
-                context_length=spec.context_length,
-                description=spec.description,
-                tags=registry.tags_for(spec.model_type, path, spec.tags),
-                origin="catalog",
-            )
+            registered = registry.request_catalog_load(spec, served_path(self.settings, spec))
             if not registered:
                 registry.record_restarting(spec.model_id)
             log.info("autostart %s (%s)", spec.model_id, "registered" if registered else "already registered")

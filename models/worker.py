@@ -41,16 +41,7 @@ def _register_from_catalog(settings: Settings, model_id: str) -> registry.ModelR
     spec = load_catalog(settings).get(model_id)
     if spec is None:
         return None
-    path = served_path(settings, spec)
-    registry.request_load(
-        model_id,
-        spec.model_type,
-        path,
-        context_length=spec.context_length,
-        description=spec.description,
-        tags=registry.tags_for(spec.model_type, path, spec.tags),
-        origin="catalog",
-    )
+    registry.request_catalog_load(spec, served_path(settings, spec))
     return registry.get_record(model_id)
 
 
