@@ -42,9 +42,12 @@ class Reconciler:
     liveness: Liveness
     suspects: set[str] = field(default_factory=set)
     """Jobs whose worker looked dead at the previous look."""
+    held: set[str] | None = None
+    """Task ids live workers said they hold, asked at most once per run."""
 
     def run(self) -> dict[str, int]:
         counts = {"requeued": 0, "failed": 0, "resent": 0, "deliveries": 0}
+        self.held = None
         self.rescue_orphaned_jobs(counts)
         self.resend_lost_jobs(counts)
         self.resend_lost_deliveries(counts)
@@ -54,16 +57,13 @@ class Reconciler:
 
     def rescue_orphaned_jobs(self, counts: dict[str, int]) -> None:
         suspects = set()
-        running: set[str] | None = None
         for job in job_store.processing():
             if job.worker and self.liveness.is_alive(job.worker):
                 continue
             if job.job_id not in self.suspects:
                 suspects.add(job.job_id)
                 continue
-            if running is None:
-                running = self._reserved_by_live_workers()
-            if job.job_id in running:
+            if job.job_id in self._held_by_live_workers():
                 continue  # its worker is slow to beat, not dead
             reason = f"the worker running it ({job.worker}) stopped"
             if job.attempts >= self.settings.job_max_attempts:
@@ -85,9 +85,8 @@ class Reconciler:
         stale = job_store.stale_queued(job_store.now() - timedelta(seconds=grace))
         if not stale:
             return
-        held = broker.unacked(self.redis)
+        unacked = broker.unacked(self.redis)
         waiting: dict[str, set[str]] = {}
-        reserved: set[str] | None = None
         for job in stale:
             if self._fail_if_model_gone(job):
                 counts["failed"] += 1
@@ -97,13 +96,11 @@ class Reconciler:
                 waiting[queue] = broker.waiting_task_ids(self.redis, queue)
             if job.job_id in waiting[queue]:
                 continue
-            if job.job_id in held:
-                tag, delivered_at = held[job.job_id]
+            if job.job_id in unacked:
+                tag, delivered_at = unacked[job.job_id]
                 if time.time() - delivered_at < grace:
                     continue
-                if reserved is None:
-                    reserved = self._reserved_by_live_workers()
-                if job.job_id in reserved:
+                if job.job_id in self._held_by_live_workers():
                     continue
                 broker.drop_unacked(self.redis, tag)
             if job_store.touch_enqueued(job.job_id):
@@ -133,13 +130,16 @@ class Reconciler:
             )
             counts["deliveries"] += 1
 
-    def _reserved_by_live_workers(self) -> set[str]:
+    def _held_by_live_workers(self) -> set[str]:
         """Ids of the tasks live workers hold (reserved or running), by asking them; empty if none answers."""
+        if self.held is not None:
+            return self.held
         inspector = self.celery.control.inspect(timeout=1.0)
         ids: set[str] = set()
         for answer in (inspector.reserved() or {}, inspector.active() or {}):
             for tasks in answer.values():
                 ids.update(task.get("id") for task in tasks if task.get("id"))
+        self.held = ids
         return ids
 
     def _forget_unacked(self, job_id: str) -> None:
