@@ -16,7 +16,7 @@ from bench.inprocess import run_probe
 from bench.report import SectionResult, Table
 from bench.stack import PlatformStack
 from bench.stats import median
-from tasks.liveness import Liveness
+from models.liveness import Liveness
 
 NAME = "lifecycle"
 TITLE = "Model lifecycle: load, warm up, unload"

@@ -12,7 +12,7 @@ import requests
 
 from bench import progress
 from bench.defaults import CHAT_MODEL, DATA_DIR, EMBEDDING_MODEL, ROOT, WEIGHTS_DIR
-from tasks.liveness import Liveness
+from models.liveness import Liveness
 from tests.stack import Service, Stack, wait_until
 
 CONTROL_QUEUES = "control,jobs,webhooks,rag,fusion"

@@ -39,7 +39,7 @@ def platform_one_worker(context: BenchContext) -> Iterator[Target]:
 
 @contextmanager
 def platform_two_workers(context: BenchContext) -> Iterator[Target]:
-    """The platform with a second ``python -m models.worker`` on the model's queue (MLX computes on one thread)."""
+    """The platform with a second ``python -m tasks.model_worker`` on the model's queue (MLX computes on one thread)."""
     platform = context.platform()
     progress.say("starting a second worker on the model's queue")
     extra = platform.add_worker(CHAT_MODEL)

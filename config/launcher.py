@@ -15,16 +15,16 @@ import shutil
 import sys
 from pathlib import Path
 
+from config.model_types import TYPE_NAMES
 from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_TYPES = ("lm", "multimodal", "embeddings", "whisper", "image-generation", "image-edit")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mlx-fusion-server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-path", help="a catalog model id or a local MLX model folder")
-    parser.add_argument("--model-type", default="lm", choices=MODEL_TYPES)
+    parser.add_argument("--model-type", default="lm", choices=TYPE_NAMES)
     parser.add_argument("--context-length", type=int)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--host", default="0.0.0.0")

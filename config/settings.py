@@ -62,6 +62,13 @@ class Settings:
     stream_ttl_seconds: int = 600
     web_threads: int = 32
     log_level: str = "INFO"
+    redis_socket_timeout_seconds: float = 10.0
+    """Longest a Redis call may wait on the network (blocking reads wait less than this)."""
+    engine_stall_seconds: float = 120.0
+    """A worker whose engine has work but has made no progress (no token, no step) for this long is stalled:
+    ``/health`` says so, the supervisor restarts it, and its jobs' leases are no longer renewed."""
+    engine_test_holds: bool = False
+    """Tests only: the engine waits between tokens while the Redis key ``mlxf:hold:<request id>`` exists."""
     openblas_library: str = ""
     """Path of OpenBLAS to preload into model workers on Linux; empty means look in the usual places."""
 
@@ -72,6 +79,15 @@ class Settings:
     job_reconcile_seconds: float = 5.0
     """How often the control worker looks for jobs the broker lost or whose worker died."""
     job_lost_grace_seconds: float = 10.0
+    job_lease_seconds: float = 30.0
+    """A running job's lease: its worker renews it while the engine makes progress; the reconciler takes back a
+    job whose lease ran out (queued again, or failed after ``JOB_MAX_ATTEMPTS``)."""
+    job_timeout_seconds: float = 3600.0
+    """Longest a job may run on the engine; then it fails with ``job_timeout``."""
+    model_loading_deadline_seconds: float = 600.0
+    """A model still ``loading`` after this long is marked failed (its worker is stopped)."""
+    delivery_body_max_bytes: int = 262144
+    """Largest webhook body stored and sent; a bigger job result is left out (the receiver reads it from the API)."""
     """How long a queued job may be absent from the broker before it is enqueued again."""
     webhook_allowed_networks: str = ""
     """Comma-separated networks (e.g. ``127.0.0.0/8,::1/128``) webhooks may reach although not public."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.handlers.base import Cancelled, Emit, ModelHandler
-from tasks.logs import request_id_var
+from config.logs import request_id_var
 
 log = logging.getLogger(__name__)
 

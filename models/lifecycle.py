@@ -13,15 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from config.model_types import SERVED_TYPES, TYPE_NAMES
 from config.settings import Settings
 from models import registry
 from models.catalog import ModelSpec, load_catalog, served_path
 from models.stats import ModelStats
-from tasks.errors import ApiError
-from tasks.liveness import Liveness
+from config.errors import ApiError
+from models.liveness import Liveness
 
-MODEL_TYPES = ("lm", "multimodal", "embeddings", "whisper", "image-generation", "image-edit")
-SERVED_TYPES = ("lm", "embeddings")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 _WEIGHT_SUFFIXES = (".safetensors", ".npz", ".gguf")
 _POLL_SECONDS = 0.2
@@ -85,10 +84,10 @@ class ModelLifecycle:
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         started = time.monotonic()
-        if model_type not in MODEL_TYPES:
+        if model_type not in TYPE_NAMES:
             raise ApiError(
                 400,
-                f"model_type must be one of {', '.join(MODEL_TYPES)}",
+                f"model_type must be one of {', '.join(TYPE_NAMES)}",
                 code="invalid_model_type",
                 param="model_type",
             )

@@ -15,19 +15,12 @@ from typing import Any
 
 import mongoengine as me
 
+from config.model_types import model_type as model_type_row
 from config.settings import Settings
 from models.catalog import ModelSpec, family_of
 
 TIER = "3A"
 STATUSES = ("loading", "loaded", "failed", "unloading")
-TAGS_BY_TYPE = {
-    "lm": ["chat"],
-    "multimodal": ["chat", "vision"],
-    "embeddings": ["embeddings"],
-    "whisper": ["audio"],
-    "image-generation": ["image"],
-    "image-edit": ["image"],
-}
 
 
 class ModelRecord(me.Document):
@@ -82,7 +75,8 @@ def connect(settings: Settings) -> None:
 
 def tags_for(model_type: str, path: Path, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
     """``local``, the type's tags, ``quantized`` when the folder's config says so, then ``extra``."""
-    tags = ["local", *TAGS_BY_TYPE.get(model_type, [])]
+    row = model_type_row(model_type)
+    tags = ["local", *(row.tags if row else ())]
     config = path / "config.json"
     if config.exists() and '"quantization"' in config.read_text(errors="replace"):
         tags.append("quantized")

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 import redis
 
+from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
 from models.catalog import load_catalog, served_path
-from models.worker import EXIT_LOAD_FAILED
-from tasks.liveness import Liveness
+from tasks.model_worker import EXIT_LOAD_FAILED
+from models.liveness import Liveness
 
 log = logging.getLogger("models.supervisor")
 
@@ -61,7 +62,7 @@ class Supervisor:
             log.info("autostart %s (%s)", spec.model_id, "registered" if registered else "already registered")
 
     def start_worker(self, model_id: str) -> None:
-        argv = [sys.executable, "-m", "models.worker", "--model-id", model_id]
+        argv = [sys.executable, "-m", "tasks.model_worker", "--model-id", model_id]
         self.children[model_id] = Child(model_id, subprocess.Popen(argv))
         log.info("started a worker for %s (pid %d)", model_id, self.children[model_id].process.pid)
 
@@ -138,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between two looks at the registry")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    from tasks.logs import configure_logging
+    from config.logs import configure_logging
 
     configure_logging(settings.log_level)
     registry.connect(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     supervisor = Supervisor(settings, liveness=Liveness(client, settings.worker_heartbeat_ttl_seconds))
 
     def _stop(_signum, _frame) -> None:

@@ -10,7 +10,7 @@ from celery.signals import worker_init
 from config.settings import Settings
 from models import registry
 from tasks.celery_app import create_celery
-from tasks.logs import configure_logging
+from config.logs import configure_logging
 
 CONTROL_TASK_MODULES: tuple[str, ...] = ("tasks.control_tasks",)
 

@@ -8,10 +8,11 @@ from typing import Any
 import redis
 from celery import current_app, shared_task
 
+from config.redis_client import connect_redis
 from config.settings import Settings
 from tasks import webhooks
 from tasks.job_events import FAN_OUT_TASK
-from tasks.liveness import Liveness
+from models.liveness import Liveness
 from tasks.reconciler import DELIVER_TASK, Reconciler
 
 
@@ -23,7 +24,7 @@ def _settings() -> Settings:
 @cache
 def _reconciler() -> Reconciler:
     settings = _settings()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     return Reconciler(settings, current_app, client, Liveness(client, settings.worker_heartbeat_ttl_seconds))
 
 

@@ -13,12 +13,13 @@ from typing import Any
 import redis
 from celery import Celery
 
+from config.model_types import model_type as model_type_row
 from config.settings import Settings
 from models import registry
 from models.stats import ModelStats
 from tasks import broker, job_store
 from tasks.celery_app import model_queue
-from tasks.errors import ApiError
+from config.errors import ApiError
 from tasks.job_events import publish
 from tasks.progress import read_progress
 from tasks.replies import ReplyChannel
@@ -28,14 +29,6 @@ log = logging.getLogger(__name__)
 
 RUN_JOB = "mlxf.job"
 OPERATIONS = ("chat", "completion", "embed", "transcribe", "image_gen", "rag_query", "fusion")
-OPERATIONS_BY_TYPE = {
-    "lm": ("chat", "completion"),
-    "multimodal": ("chat",),
-    "embeddings": ("embed",),
-    "whisper": ("transcribe",),
-    "image-generation": ("image_gen",),
-    "image-edit": ("image_gen",),
-}
 NOT_YET = ("rag_query", "fusion")
 DEFAULT_ESTIMATE_MS = 2000.0
 
@@ -72,7 +65,8 @@ def check_operation(model_id: str, operation: str) -> None:
             code="model_unavailable",
             param="model_id",
         )
-    allowed = OPERATIONS_BY_TYPE.get(record.model_type, ())
+    row = model_type_row(record.model_type)
+    allowed = row.job_operations if row else ()
     if operation not in allowed:
         raise ApiError(
             400,

@@ -15,12 +15,12 @@ from typing import Any
 from celery import shared_task
 from celery.signals import task_failure, task_prerun, task_success
 
-from models.runtime import current, serve_job
+from tasks.serving import current, serve_job
 from tasks import job_store
-from tasks.errors import ApiError
+from config.errors import ApiError
 from tasks.job_events import publish
 from tasks.job_queue import RUN_JOB
-from tasks.logs import request_id_var
+from config.logs import request_id_var
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from tasks import broker, job_store, webhooks
 from tasks.celery_app import model_queue
 from tasks.job_events import publish
 from tasks.job_queue import enqueue
-from tasks.liveness import Liveness
+from models.liveness import Liveness
 
 log = logging.getLogger(__name__)
 

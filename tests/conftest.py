@@ -61,7 +61,7 @@ def redis_client(stack: Stack) -> redis.Redis:
 
 
 def worker_is_live(client: redis.Redis, model_id: str) -> bool:
-    from tasks.liveness import Liveness
+    from models.liveness import Liveness
 
     return bool(Liveness(client, 4).workers(model_id))
 
@@ -114,7 +114,7 @@ def active_requests(base_url: str, model_id: str) -> int:
 
 
 def worker_pid(client: redis.Redis, model_id: str) -> int:
-    from tasks.liveness import Liveness
+    from models.liveness import Liveness
 
     return Liveness(client, 4).workers(model_id)[0]["pid"]
 

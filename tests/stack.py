@@ -131,7 +131,7 @@ class Stack:
         wait_until(lambda: _port_open(port), 60, "the Mongo-wire server", service.process)
 
     def start_worker(self, model_id: str, name: str, extra_env: dict[str, str] | None = None) -> Service:
-        return self.start(name, [PYTHON, "-m", "models.worker", "--model-id", model_id], extra_env)
+        return self.start(name, [PYTHON, "-m", "tasks.model_worker", "--model-id", model_id], extra_env)
 
     def start_control(self, name: str = "control", extra_env: dict[str, str] | None = None) -> Service:
         """The control worker with its embedded beat; up once it says it is ready."""

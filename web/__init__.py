@@ -5,14 +5,15 @@ from __future__ import annotations
 import redis
 from flask import Flask
 
+from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
 from models.lifecycle import ModelLifecycle
 from models.stats import ModelStats
 from tasks.celery_app import create_celery
 from tasks.job_queue import JobQueue
-from tasks.liveness import Liveness
-from tasks.logs import configure_logging
+from models.liveness import Liveness
+from config.logs import configure_logging
 from web import capabilities, chat, embeddings, health, jobs, models, webhooks
 from web.api import Api
 from web.dispatch import Dispatcher
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     registry.connect(settings)
-    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    client = connect_redis(settings)
     celery = create_celery(settings)
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
     dispatcher = Dispatcher(settings, celery, client, liveness)

@@ -8,27 +8,21 @@ from flask import current_app, g
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
+from config.model_types import CAPABILITIES
+from config.model_types import model_type as model_type_row
 from models import registry
 from web.api import Blueprint
 from web.models import live_status, memory_gb
 
 blp = Blueprint("capabilities", __name__, url_prefix="/api/fusion", description="Model capability discovery")
 
-CAPABILITIES = ("chat", "vision", "embeddings", "image_generation", "tool_calling", "long_context", "transcription")
-CAPABILITIES_BY_TYPE = {
-    "lm": ("chat",),
-    "multimodal": ("chat", "vision"),
-    "embeddings": ("embeddings",),
-    "image-generation": ("image_generation",),
-    "image-edit": ("image_generation",),
-    "whisper": ("transcription",),
-}
 LONG_CONTEXT_TOKENS = 32768
 
 
 def capabilities_of(record: registry.ModelRecord) -> list[str]:
     """What a model can serve here; ``tool_calling`` is claimed by none until tool calls are implemented."""
-    found = list(CAPABILITIES_BY_TYPE.get(record.model_type, ()))
+    row = model_type_row(record.model_type)
+    found = list(row.capabilities if row else ())
     if "chat" in found and (record.context_length or 0) >= LONG_CONTEXT_TOKENS:
         found.append("long_context")
     return found

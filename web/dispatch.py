@@ -16,15 +16,15 @@ from typing import Any
 import redis
 from celery import Celery
 
+from config.model_types import operations_of
 from config.settings import Settings
 from models import registry
 from tasks import broker
 from tasks.celery_app import model_queue
-from tasks.errors import ApiError
-from tasks.liveness import Liveness
+from config.errors import ApiError
+from models.liveness import Liveness
 from tasks.replies import ReplyChannel
 
-OPERATIONS_BY_TYPE = {"lm": {"chat", "warmup"}, "multimodal": {"chat", "warmup"}, "embeddings": {"embed", "warmup"}}
 _POLL_MS = 500
 
 
@@ -64,7 +64,7 @@ class Dispatcher:
                 param=param,
             )
         model_type = workers[0].get("model_type", "")
-        if operation not in OPERATIONS_BY_TYPE.get(model_type, set()):
+        if operation not in operations_of(model_type):
             raise ApiError(
                 400,
                 f"Model '{model_id}' is a {model_type} model and cannot serve {operation} requests",

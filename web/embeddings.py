@@ -9,7 +9,7 @@ from typing import Any
 from flask import g
 from flask.views import MethodView
 
-from tasks.errors import ApiError
+from config.errors import ApiError
 from web.api import Blueprint, dispatcher
 from web.schemas.embeddings import EmbeddingListSchema, EmbeddingRequestSchema
 

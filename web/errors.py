@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from tasks.errors import ApiError
+from config.errors import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from flask.views import MethodView
 from models import registry
 from models.lifecycle import ModelLifecycle
 from models.stats import ModelStats
-from tasks.errors import ApiError
+from config.errors import ApiError
 from web.api import Blueprint, dispatcher
 from web.schemas.models import (
     LoadModelRequestSchema,

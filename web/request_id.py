@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, g, request
 
-from tasks.logs import request_id_var
+from config.logs import request_id_var
 
 HEADER = "X-Request-ID"
 _ACCEPTABLE = re.compile(r"^[\x21-\x7e]{1,200}$")

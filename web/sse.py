@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Response
 
-from tasks.errors import ApiError
+from config.errors import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from flask import current_app, g
 from flask.views import MethodView
 
 from tasks import webhooks
-from tasks.errors import ApiError
+from config.errors import ApiError
 from tasks.urls import UnsafeUrl
 from web.api import Blueprint
 from web.schemas.webhooks import (

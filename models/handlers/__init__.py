@@ -1,23 +1,20 @@
-"""One handler per model type behind one interface; ``load_handler`` picks the module by type."""
+"""One handler per model type behind one interface; ``load_handler`` picks the module the type table names."""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
+from config.model_types import SERVED_TYPES
+from config.model_types import model_type as model_type_row
 from models.handlers.base import ModelHandler
 
-_HANDLER_MODULES = {
-    "lm": "models.handlers.lm",
-    "embeddings": "models.handlers.embeddings",
-}
-MODEL_TYPES = ("lm", "multimodal", "embeddings", "whisper", "image-generation", "image-edit")
 
 
 def load_handler(model_type: str, path: Path, context_length: int | None = None) -> ModelHandler:
     """Loads the model at ``path`` with the handler of ``model_type`` (imports mlx)."""
-    if model_type not in _HANDLER_MODULES:
-        supported = ", ".join(sorted(_HANDLER_MODULES))
-        raise ValueError(f"model type {model_type!r} has no handler yet (supported: {supported})")
-    module = importlib.import_module(_HANDLER_MODULES[model_type])
+    row = model_type_row(model_type)
+    if row is None or not row.served:
+        raise ValueError(f"model type {model_type!r} has no handler yet (supported: {', '.join(SERVED_TYPES)})")
+    module = importlib.import_module(f"{__name__}.{row.handler}")
     return module.load(path, context_length=context_length)

@@ -12,8 +12,6 @@ Cancelled = Callable[[], bool]
 
 
 class ModelHandler(Protocol):
-    model_type: str
-    operations: frozenset[str]
     context_length: int
 
     def warmup(self) -> None:

@@ -9,15 +9,12 @@ import mlx.core as mx
 from mlx_embeddings.utils import load as load_embedding_model
 
 from models.handlers.base import Cancelled, Emit
-from tasks.errors import ApiError
+from config.errors import ApiError
 
 MAX_BATCH = 32
 
 
 class EmbeddingsHandler:
-    model_type = "embeddings"
-    operations = frozenset({"embed", "warmup"})
-
     def __init__(self, model: Any, tokenizer: Any, context_length: int) -> None:
         self.model = model
         self.tokenizer = tokenizer

@@ -12,7 +12,7 @@ from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
 from models.handlers.base import Cancelled, Emit
-from tasks.errors import ApiError
+from config.errors import ApiError
 
 DEFAULT_MAX_TOKENS = 512
 
@@ -67,9 +67,6 @@ class StopScanner:
 
 
 class LanguageModelHandler:
-    model_type = "lm"
-    operations = frozenset({"chat", "completion", "warmup"})
-
     def __init__(self, model: Any, tokenizer: Any, context_length: int) -> None:
         self.model = model
         self.tokenizer = tokenizer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from models.lifecycle import MODEL_TYPES
+from config.model_types import TYPE_NAMES
 
 
 class ModelSchema(Schema):
@@ -36,7 +36,7 @@ class LoadModelRequestSchema(Schema):
         unknown = EXCLUDE
 
     model_path = fields.String(required=True, validate=validate.Length(min=1, max=1000))
-    model_type = fields.String(required=True, validate=validate.OneOf(MODEL_TYPES))
+    model_type = fields.String(required=True, validate=validate.OneOf(TYPE_NAMES))
     model_id = fields.String(validate=validate.Length(min=1, max=200))
     context_length = fields.Integer(validate=validate.Range(min=16, max=10_000_000))
     priority = fields.String(load_default="normal", validate=validate.OneOf(("low", "normal", "high")))

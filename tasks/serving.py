@@ -12,7 +12,7 @@ import redis
 from config.settings import Settings
 from models.engine import Engine
 from models.stats import ModelStats
-from tasks.errors import ApiError
+from config.errors import ApiError
 from tasks.progress import JobProgress
 from tasks.replies import ReplyChannel
 

@@ -1,6 +1,6 @@
 """A model worker: loads one model, keeps it warm, and consumes its queue ``model.<id>``.
 
-``python -m models.worker --model-id ID`` loads and validates the model before
+``python -m tasks.model_worker --model-id ID`` loads and validates the model before
 consuming anything; a model that fails to load is recorded as failed and the
 process exits non-zero.
 """
@@ -18,18 +18,19 @@ from pathlib import Path
 import redis
 from celery.signals import task_postrun, task_prerun
 
+from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
 from models.blas import reexec_with_openblas
 from models.catalog import load_catalog, served_path, slug
 from models.engine import Engine
 from models.handlers import load_handler
-from models.runtime import Runtime, install
+from tasks.serving import Runtime, install
 from tasks.celery_app import create_celery, model_queue
-from tasks.liveness import Liveness
-from tasks.logs import configure_logging, request_id_var
+from models.liveness import Liveness
+from config.logs import configure_logging, request_id_var
 
-log = logging.getLogger("models.worker")
+log = logging.getLogger("tasks.model_worker")
 
 EXIT_LOAD_FAILED = 3
 """Exit status of a worker whose model failed to load: the supervisor does not restart it."""
@@ -37,7 +38,7 @@ EXIT_UNKNOWN_MODEL = 4
 
 
 def _register_from_catalog(settings: Settings, model_id: str) -> registry.ModelRecord | None:
-    """Registers a catalog model started directly (``python -m models.worker``), without the supervisor."""
+    """Registers a catalog model started directly (``python -m tasks.model_worker``), without the supervisor."""
     spec = load_catalog(settings).get(model_id)
     if spec is None:
         return None
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("loaded %s in %.1fs, %.1f MB", model_id, engine.load_seconds, engine.memory_bytes / 1e6)
 
     hostname = f"{slug(model_id)}.{os.getpid()}@{socket.gethostname()}"
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     runtime = Runtime(settings, model_id, model_type, hostname, engine, client)
     install(runtime)
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)

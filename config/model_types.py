@@ -1,0 +1,68 @@
+"""The one table of model types: what each type can do, what it is capable of, how it is tagged, who serves it.
+
+Every other place (launcher, load API, handlers, dispatcher, job queue,
+capabilities, registry tags) reads this table. Adding a model type means one
+row here plus one handler module under ``models/handlers``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WARMUP = "warmup"
+"""The operation every served type answers: run the model once (``POST /v1/models/{id}/warmup``)."""
+
+
+@dataclass(frozen=True)
+class ModelType:
+    name: str
+    operations: tuple[str, ...]
+    """Model calls a worker of this type runs; the same names are the MCP job operations (``warmup`` aside)."""
+    capabilities: tuple[str, ...]
+    """What ``GET /api/fusion/capabilities`` lists for a model of this type."""
+    tags: tuple[str, ...]
+    """Registry tags every model of this type carries (besides ``local`` and ``quantized``)."""
+    handler: str | None = None
+    """The module under ``models.handlers`` that loads and runs it; None while the platform cannot serve it."""
+
+    @property
+    def served(self) -> bool:
+        return self.handler is not None
+
+    @property
+    def job_operations(self) -> tuple[str, ...]:
+        return tuple(op for op in self.operations if op != WARMUP)
+
+
+MODEL_TYPES: dict[str, ModelType] = {
+    row.name: row
+    for row in (
+        ModelType("lm", ("chat", "completion", WARMUP), ("chat",), ("chat",), handler="lm"),
+        ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision")),
+        ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),
+        ModelType("whisper", ("transcribe", WARMUP), ("transcription",), ("audio",)),
+        ModelType("image-generation", ("image_gen", WARMUP), ("image_generation",), ("image",)),
+        ModelType("image-edit", ("image_gen", WARMUP), ("image_generation",), ("image",)),
+    )
+}
+TYPE_NAMES: tuple[str, ...] = tuple(MODEL_TYPES)
+SERVED_TYPES: tuple[str, ...] = tuple(name for name, row in MODEL_TYPES.items() if row.served)
+CAPABILITIES: tuple[str, ...] = (
+    "chat",
+    "vision",
+    "embeddings",
+    "image_generation",
+    "tool_calling",
+    "long_context",
+    "transcription",
+)
+"""Every capability the API names; ``long_context`` and ``tool_calling`` depend on the model, not only its type."""
+
+
+def model_type(name: str) -> ModelType | None:
+    return MODEL_TYPES.get(name)
+
+
+def operations_of(name: str) -> tuple[str, ...]:
+    row = MODEL_TYPES.get(name)
+    return row.operations if row else ()
