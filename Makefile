@@ -63,6 +63,8 @@ run: setup
 	WEBHOOK_ALLOWED_NETWORKS="$${WEBHOOK_ALLOWED_NETWORKS-127.0.0.0/8,::1/128}" $(BIN)/honcho start $(PROCESSES)
 
 test: setup
+	@echo "[test] layer contracts (import-linter, pyproject.toml)"
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # make bench BENCH_ARGS="overhead concurrency --quick": sections and options of `python -m bench --help`.

@@ -1,4 +1,4 @@
-"""The one way every process connects to Redis: with socket timeouts, so a stalled server fails a call, never hangs it."""
+"""The one way every process connects to Redis: with socket timeouts, so a stalled server fails a call."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.handlers.base import Cancelled, Emit, ModelHandler
 from config.logs import request_id_var
+from models.handlers.base import Cancelled, Emit, ModelHandler
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from config.errors import ApiError
 from config.model_types import SERVED_TYPES, TYPE_NAMES
 from config.settings import Settings
 from models import registry
 from models.catalog import ModelSpec, load_catalog, served_path
-from models.stats import ModelStats
-from config.errors import ApiError
 from models.liveness import Liveness
+from models.stats import ModelStats
 
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 _WEIGHT_SUFFIXES = (".safetensors", ".npz", ".gguf")

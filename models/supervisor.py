@@ -20,17 +20,19 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import redis
-
 from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
 from models.catalog import load_catalog, served_path
-from tasks.model_worker import EXIT_LOAD_FAILED
 from models.liveness import Liveness
 
 log = logging.getLogger("models.supervisor")
 
+WORKER_MODULE = "tasks.model_worker"
+"""The worker process the supervisor starts (``python -m``): the Celery side's bootstrap of one model."""
+EXIT_LOAD_FAILED = 3
+"""Exit status of a worker whose model failed to load: the supervisor does not restart it."""
+EXIT_UNKNOWN_MODEL = 4
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 120.0
 GRACEFUL_STOP_SECONDS = 60.0
@@ -62,7 +64,7 @@ class Supervisor:
             log.info("autostart %s (%s)", spec.model_id, "registered" if registered else "already registered")
 
     def start_worker(self, model_id: str) -> None:
-        argv = [sys.executable, "-m", "tasks.model_worker", "--model-id", model_id]
+        argv = [sys.executable, "-m", WORKER_MODULE, "--model-id", model_id]
         self.children[model_id] = Child(model_id, subprocess.Popen(argv))
         log.info("started a worker for %s (pid %d)", model_id, self.children[model_id].process.pid)
 

@@ -7,10 +7,10 @@ rag, fusion): job-event fan-out, webhook delivery and, on the beat it embeds
 
 from celery.signals import worker_init
 
+from config.logs import configure_logging
 from config.settings import Settings
 from models import registry
 from tasks.celery_app import create_celery
-from config.logs import configure_logging
 
 CONTROL_TASK_MODULES: tuple[str, ...] = ("tasks.control_tasks",)
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-import redis
 from celery import current_app, shared_task
 
 from config.redis_client import connect_redis
 from config.settings import Settings
+from models.liveness import Liveness
 from tasks import webhooks
 from tasks.job_events import FAN_OUT_TASK
-from models.liveness import Liveness
 from tasks.reconciler import DELIVER_TASK, Reconciler
 
 

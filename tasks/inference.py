@@ -11,8 +11,8 @@ from typing import Any
 
 from celery import shared_task
 
-from tasks.serving import serve_interactive
 from config.logs import request_id_var
+from tasks.serving import serve_interactive
 
 
 @shared_task(name="mlxf.infer", bind=True, ignore_result=True, acks_late=False)

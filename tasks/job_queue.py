@@ -13,13 +13,13 @@ from typing import Any
 import redis
 from celery import Celery
 
+from config.errors import ApiError
 from config.model_types import model_type as model_type_row
 from config.settings import Settings
 from models import registry
 from models.stats import ModelStats
 from tasks import broker, job_store
 from tasks.celery_app import model_queue
-from config.errors import ApiError
 from tasks.job_events import publish
 from tasks.progress import read_progress
 from tasks.replies import ReplyChannel

@@ -15,12 +15,12 @@ from typing import Any
 from celery import shared_task
 from celery.signals import task_failure, task_prerun, task_success
 
-from tasks.serving import current, serve_job
-from tasks import job_store
 from config.errors import ApiError
+from config.logs import request_id_var
+from tasks import job_store
 from tasks.job_events import publish
 from tasks.job_queue import RUN_JOB
-from config.logs import request_id_var
+from tasks.serving import current, serve_job
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 from celery.signals import task_postrun, task_prerun
 
+from config.logs import configure_logging, request_id_var
 from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
@@ -25,16 +26,12 @@ from models.blas import reexec_with_openblas
 from models.catalog import load_catalog, served_path, slug
 from models.engine import Engine
 from models.handlers import load_handler
-from tasks.serving import Runtime, install
-from tasks.celery_app import create_celery, model_queue
 from models.liveness import Liveness
-from config.logs import configure_logging, request_id_var
+from models.supervisor import EXIT_LOAD_FAILED, EXIT_UNKNOWN_MODEL
+from tasks.celery_app import create_celery, model_queue
+from tasks.serving import Runtime, install
 
 log = logging.getLogger("tasks.model_worker")
-
-EXIT_LOAD_FAILED = 3
-"""Exit status of a worker whose model failed to load: the supervisor does not restart it."""
-EXIT_UNKNOWN_MODEL = 4
 
 
 def _register_from_catalog(settings: Settings, model_id: str) -> registry.ModelRecord | None:

@@ -23,11 +23,11 @@ from celery import Celery
 
 from config.settings import Settings
 from models import registry
+from models.liveness import Liveness
 from tasks import broker, job_store, webhooks
 from tasks.celery_app import model_queue
 from tasks.job_events import publish
 from tasks.job_queue import enqueue
-from models.liveness import Liveness
 
 log = logging.getLogger(__name__)
 

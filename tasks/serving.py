@@ -9,10 +9,10 @@ from typing import Any
 
 import redis
 
+from config.errors import ApiError
 from config.settings import Settings
 from models.engine import Engine
 from models.stats import ModelStats
-from config.errors import ApiError
 from tasks.progress import JobProgress
 from tasks.replies import ReplyChannel
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import redis
 from flask import Flask
 
+from config.logs import configure_logging
 from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
 from models.lifecycle import ModelLifecycle
+from models.liveness import Liveness
 from models.stats import ModelStats
 from tasks.celery_app import create_celery
 from tasks.job_queue import JobQueue
-from models.liveness import Liveness
-from config.logs import configure_logging
 from web import capabilities, chat, embeddings, health, jobs, models, webhooks
 from web.api import Api
 from web.dispatch import Dispatcher

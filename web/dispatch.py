@@ -16,13 +16,13 @@ from typing import Any
 import redis
 from celery import Celery
 
+from config.errors import ApiError
 from config.model_types import operations_of
 from config.settings import Settings
 from models import registry
+from models.liveness import Liveness
 from tasks import broker
 from tasks.celery_app import model_queue
-from config.errors import ApiError
-from models.liveness import Liveness
 from tasks.replies import ReplyChannel
 
 _POLL_MS = 500

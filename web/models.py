@@ -11,10 +11,10 @@ from typing import Any
 from flask import current_app, g
 from flask.views import MethodView
 
+from config.errors import ApiError
 from models import registry
 from models.lifecycle import ModelLifecycle
 from models.stats import ModelStats
-from config.errors import ApiError
 from web.api import Blueprint, dispatcher
 from web.schemas.models import (
     LoadModelRequestSchema,

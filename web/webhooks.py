@@ -7,8 +7,8 @@ from typing import Any
 from flask import current_app, g
 from flask.views import MethodView
 
-from tasks import webhooks
 from config.errors import ApiError
+from tasks import webhooks
 from tasks.urls import UnsafeUrl
 from web.api import Blueprint
 from web.schemas.webhooks import (

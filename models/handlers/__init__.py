@@ -10,7 +10,6 @@ from config.model_types import model_type as model_type_row
 from models.handlers.base import ModelHandler
 
 
-
 def load_handler(model_type: str, path: Path, context_length: int | None = None) -> ModelHandler:
     """Loads the model at ``path`` with the handler of ``model_type`` (imports mlx)."""
     row = model_type_row(model_type)

@@ -8,8 +8,8 @@ from typing import Any
 import mlx.core as mx
 from mlx_embeddings.utils import load as load_embedding_model
 
-from models.handlers.base import Cancelled, Emit
 from config.errors import ApiError
+from models.handlers.base import Cancelled, Emit
 
 MAX_BATCH = 32
 

@@ -11,8 +11,8 @@ from mlx_lm import load as load_lm
 from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
-from models.handlers.base import Cancelled, Emit
 from config.errors import ApiError
+from models.handlers.base import Cancelled, Emit
 
 DEFAULT_MAX_TOKENS = 512
 
