@@ -6,26 +6,52 @@ Variable names and defaults of the provider contract (``MODEL_PATH``,
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+import ipaddress
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environ", default=None)
+"""The mapping ``Settings.from_env`` reads instead of ``os.environ`` while it builds an instance."""
 
-def _parse_bool(name: str, raw: str) -> bool:
+
+def _parse_bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in _TRUE:
         return True
     if lowered in _FALSE:
         return False
-    raise ValueError(f"{name} must be a boolean (true/false), got {raw!r}")
+    raise ValueError("must be a boolean (true/false, yes/no, on/off, 1/0)")
 
 
-@dataclass(frozen=True)
-class Settings:
+def _split_roots(raw: str) -> list[Path]:
+    """``MODEL_ROOTS``: folders separated by ':'."""
+    return [Path(part) for part in raw.split(":") if part]
+
+
+def _split_networks(raw: str) -> list[str]:
+    """``WEBHOOK_ALLOWED_NETWORKS``: networks separated by ','."""
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+class _EnvSource(EnvSettingsSource):
+    """Environment variables: the mapping given to ``Settings.from_env``, else ``os.environ``."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        if environ is None:
+            return super()._load_env_vars()
+        return {name if self.case_sensitive else name.lower(): value for name, value in environ.items()}
+
+
+class Settings(BaseSettings):
     """Every setting of every process; each field is read from the env var of its upper-cased name."""
 
     redis_url: str = "redis://127.0.0.1:6380/0"
@@ -99,18 +125,61 @@ class Settings:
     callback_secret: str = ""
     """Signs ``callback_url`` deliveries of jobs that bring no ``callback_secret`` of their own."""
 
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=False,
+        env_prefix="",
+        env_file=None,
+        secrets_dir=None,
+        extra="forbid",
+        protected_namespaces=(),
+        use_attribute_docstrings=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword values, then environment variables; no ``.env`` file, no secrets directory."""
+        return init_settings, _EnvSource(settings_cls)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); ``overrides`` win over both."""
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for spec in fields(cls):
-            raw = env.get(spec.name.upper())
-            if raw is None:
-                continue
-            values[spec.name] = _coerce(spec.name.upper(), spec.type, raw)
-        values.update(overrides)
-        return cls(**values)
+        """Build settings from ``environ`` (default ``os.environ``); ``overrides`` win over both.
+
+        A bad value raises ``ValueError`` naming its environment variable (``SERVER_PORT: ...``).
+        """
+        token = _ENVIRON.set(environ)
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise ValueError("; ".join(_describe(exc))) from None
+        finally:
+            _ENVIRON.reset(token)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        """Booleans as before: true/false, yes/no, on/off, 1/0 in any case; empty is false."""
+        if isinstance(value, str) and info.field_name and cls.model_fields[info.field_name].annotation is bool:
+            return _parse_bool(value)
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _webhook_allowed_networks(cls, value: str) -> str:
+        """Every entry must be an IP network (host bits allowed, as ``tasks.urls`` reads them)."""
+        for network in _split_networks(value):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP network (such as 127.0.0.0/8 or ::1/128)") from None
+        return value
 
     @property
     def models_dir(self) -> Path:
@@ -118,12 +187,12 @@ class Settings:
 
     @property
     def allowed_model_roots(self) -> list[Path]:
-        roots = [Path(p) for p in self.model_roots.split(":") if p] or [self.models_dir]
+        roots = _split_roots(self.model_roots) or [self.models_dir]
         return [root.expanduser().resolve() for root in roots]
 
     @property
     def webhook_networks(self) -> list[str]:
-        return [part.strip() for part in self.webhook_allowed_networks.split(",") if part.strip()]
+        return _split_networks(self.webhook_allowed_networks)
 
     @property
     def database_name(self) -> str:
@@ -131,17 +200,9 @@ class Settings:
         return tail or "mlx_fusion"
 
 
-def _coerce(name: str, type_name: object, raw: str) -> object:
-    kind = str(type_name)
-    try:
-        if kind == "bool":
-            return _parse_bool(name, raw)
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
-    if kind == "Path":
-        return Path(raw)
-    return raw
+def _describe(error: ValidationError) -> Iterator[str]:
+    """Each problem of ``error`` prefixed with the environment variable of its field."""
+    for problem in error.errors(include_url=False):
+        name = str(problem["loc"][0]).upper() if problem["loc"] else "SETTINGS"
+        message = problem["msg"].removeprefix("Value error, ")
+        yield f"{name}: {message} (got {problem['input']!r})"

@@ -2,7 +2,9 @@
 
 Kombu keeps a queue with priorities as one Redis list per priority step
 (``queue``, ``queue:1`` ... ``queue:9``) and the messages a worker has taken in
-the ``unacked`` hash until it acknowledges them.
+the ``unacked`` hash until it acknowledges them. How many wait is kombu's own
+count (``message_count`` of a passive declare, summed over those lists); the
+task ids in the lists and the ``unacked`` hash are read here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 from typing import Any
 
 import redis
+from celery import Celery
+from kombu.exceptions import ChannelError
 
 PRIORITY_STEPS = range(10)
 SEPARATOR = ":"
@@ -23,11 +27,18 @@ def queue_keys(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{SEPARATOR}{step}" for step in PRIORITY_STEPS]
 
 
-def waiting_count(client: redis.Redis, queue: str) -> int:
-    pipe = client.pipeline(transaction=False)
-    for key in queue_keys(queue):
-        pipe.llen(key)
-    return sum(pipe.execute())
+def waiting_count(app: Celery, queue: str) -> int:
+    """Messages waiting in ``queue``, every priority counted, as kombu sees them; 0 when the broker has none.
+
+    Kombu's Redis transport sums the lengths of the queue's priority lists
+    (``broker_transport_options``' ``priority_steps`` and ``sep``); a queue with
+    no list left (never used, or emptied) is ``NOT_FOUND`` to a passive declare.
+    """
+    with app.pool.acquire(block=True) as connection:
+        try:
+            return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except ChannelError:
+            return 0
 
 
 def _task_id(raw: bytes | str) -> str | None:

@@ -2,9 +2,10 @@
 
 ``X-Webhook-Signature: sha256=<hex>`` is the HMAC-SHA256 of the body keyed
 with the secret's UTF-8 bytes. ``webhook-signature: v1,<base64>`` follows
-Standard Webhooks (HMAC-SHA256 of ``id.timestamp.body``): a ``whsec_`` secret is
-base64 after its prefix, as stock verifiers expect; any other secret is used as
-its UTF-8 bytes, so a verifier is built with ``base64(secret)``.
+Standard Webhooks (HMAC-SHA256 of ``id.timestamp.body``), signed by the
+``standardwebhooks`` library: a ``whsec_`` secret is base64 after its prefix, as
+stock verifiers expect; any other secret is used as its UTF-8 bytes, so a
+verifier is built with ``base64(secret)``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import base64
 import hashlib
 import hmac
 import secrets
+from datetime import UTC, datetime
+
+from standardwebhooks import Webhook
 
 STANDARD_PREFIX = "whsec_"
 
@@ -43,6 +47,18 @@ def signature_headers(secret: str, message_id: str, timestamp: int, body: bytes)
     if not secret:
         return {}
     plain = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    standard = base64.b64encode(hmac.new(standard_key(secret), signed, hashlib.sha256).digest()).decode()
-    return {"X-Webhook-Signature": f"sha256={plain}", "webhook-signature": f"v1,{standard}"}
+    return {
+        "X-Webhook-Signature": f"sha256={plain}",
+        "webhook-signature": _standard_signature(secret, message_id, timestamp, body),
+    }
+
+
+def _standard_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64>``; the body is the UTF-8 of the delivery's JSON, as the library and its verifiers read it."""
+    key = standard_key(secret)
+    if not key:
+        # The library refuses an empty key; a ``whsec_`` callback secret whose rest decodes to nothing
+        # (callback secrets are not checked with ``valid_secret``) is signed with it as it always was.
+        signed = f"{message_id}.{timestamp}.".encode() + body
+        return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return Webhook(key).sign(message_id, datetime.fromtimestamp(timestamp, tz=UTC), body.decode())

@@ -157,4 +157,4 @@ class Dispatcher:
 
     def queue_depth(self, model_id: str) -> int:
         """Requests waiting in the broker for ``model_id``'s workers, all priorities."""
-        return broker.waiting_count(self.redis, model_queue(model_id))
+        return broker.waiting_count(self.celery, model_queue(model_id))
