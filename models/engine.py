@@ -38,6 +38,8 @@ class Work:
     emit: Emit
     cancelled: Cancelled
     request_id: str
+    pause: Callable[[], None] | None = None
+    """Called at every checkpoint between two tokens before the cancel check (tests hold a generation with it)."""
     future: Future = field(default_factory=Future)
 
 
@@ -56,11 +58,17 @@ class Engine:
         self.memory_bytes = 0
         self.active = 0
         self.served = 0
+        self.last_progress = time.monotonic()
+        """When the engine last made progress: took up work, or reached a checkpoint between two tokens."""
         self.on_change: Callable[[], None] = lambda: None
 
     @property
     def queued(self) -> int:
         return self._inbox.qsize()
+
+    def stalled_seconds(self) -> float:
+        """How long the engine has had work without making progress; 0 while idle."""
+        return time.monotonic() - self.last_progress if self.active else 0.0
 
     def start(self) -> None:
         """Loads (and warms) the model on the engine thread; raises what loading raised."""
@@ -80,10 +88,11 @@ class Engine:
         cancelled: Cancelled,
         request_id: str = "-",
         priority: int = 0,
+        pause: Callable[[], None] | None = None,
     ) -> Future:
         """Queues work for the engine thread; lower ``priority`` runs first."""
         assert self.handler is not None, "engine not started"
-        work = Work(operation, payload, emit, cancelled, request_id)
+        work = Work(operation, payload, emit, cancelled, request_id, pause)
         self._inbox.put((priority, next(self._arrivals), work))
         self.on_change()
         return work.future
@@ -114,11 +123,19 @@ class Engine:
             work.future.set_exception(RequestCancelled("cancelled before it started"))
             return
         token = request_id_var.set(work.request_id)
+        self.last_progress = time.monotonic()
         self.active += 1
         self.on_change()
         started = time.perf_counter()
+
+        def checkpoint() -> bool:
+            self.last_progress = time.monotonic()
+            if work.pause is not None:
+                work.pause()
+            return work.cancelled()
+
         try:
-            result = self.handler.run(work.operation, work.payload, work.emit, work.cancelled)
+            result = self.handler.run(work.operation, work.payload, work.emit, checkpoint)
             log.info(
                 "%s finished in %.0f ms (%s)",
                 work.operation,

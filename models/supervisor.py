@@ -19,6 +19,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from config.redis_client import connect_redis
 from config.settings import Settings
@@ -36,6 +37,52 @@ EXIT_UNKNOWN_MODEL = 4
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 120.0
 GRACEFUL_STOP_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    """``start`` or ``stop`` a worker, ``forget`` an unloaded record, ``restart`` a stalled worker, ``fail`` a model."""
+    model_id: str
+    force: bool = False
+    reason: str = ""
+
+
+def plan(
+    records: list[registry.ModelRecord],
+    children: dict[str, bool],
+    stalled: set[str],
+    moment: datetime,
+    loading_deadline_seconds: float,
+) -> list[Action]:
+    """What one tick does, decided from the registry and the workers (no side effects).
+
+    ``children`` maps each model with a worker process to whether a stop was already sent to it;
+    ``stalled`` lists models whose worker reports an engine making no progress.
+    """
+    actions: list[Action] = []
+    wanted = {record.model_id for record in records}
+    for record in records:
+        model_id = record.model_id
+        has_child = model_id in children
+        if record.desired == "unloaded":
+            actions.append(
+                Action("stop", model_id, force=record.force_unload) if has_child else Action("forget", model_id)
+            )
+            continue
+        since = record.updated_at
+        if record.status == "loading" and since is not None:
+            since = since if since.tzinfo else since.replace(tzinfo=UTC)
+            if (moment - since).total_seconds() > loading_deadline_seconds:
+                reason = f"the model did not finish loading within {loading_deadline_seconds:g}s"
+                actions.append(Action("fail", model_id, reason=reason))
+                continue
+        if has_child and model_id in stalled and record.status == "loaded":
+            actions.append(Action("restart", model_id, reason="its engine stopped making progress"))
+        elif not has_child and record.status in ("loading", "loaded"):
+            actions.append(Action("start", model_id))
+    actions.extend(Action("stop", model_id) for model_id in children if model_id not in wanted)
+    return actions
 
 
 @dataclass
@@ -105,24 +152,49 @@ class Supervisor:
         elif time.monotonic() - child.stop_sent_at > GRACEFUL_STOP_SECONDS:
             child.process.kill()
 
+    def stalled_workers(self) -> set[str]:
+        """Models whose worker (a child of this supervisor) reports an engine that stopped making progress."""
+        if self.liveness is None:
+            return set()
+        stalled = set()
+        for model_id, child in self.children.items():
+            reports = self.liveness.workers(model_id)
+            if any(r.get("stalled") and r.get("pid") == child.process.pid for r in reports):
+                stalled.add(model_id)
+        return stalled
+
     def tick(self) -> None:
         records = {record.model_id: record for record in registry.list_records()}
         for child in list(self.children.values()):
             if child.process.poll() is not None:
                 self._reap(child, records.get(child.model_id))
-        for model_id, record in records.items():
-            child = self.children.get(model_id)
-            if record.desired == "unloaded":
-                if child is not None:
-                    self._stop(child, record.force_unload)
-                else:
-                    registry.forget(model_id)
-                    log.info("unloaded %s", model_id)
-            elif child is None and record.status in ("loading", "loaded"):
-                self.start_worker(model_id)
-        for model_id, child in list(self.children.items()):
-            if model_id not in records:
-                self._stop(child, force=False)
+        actions = plan(
+            list(records.values()),
+            {model_id: child.stop_sent_at is not None for model_id, child in self.children.items()},
+            self.stalled_workers(),
+            datetime.now(UTC),
+            self.settings.model_loading_deadline_seconds,
+        )
+        for action in actions:
+            self.apply(action)
+
+    def apply(self, action: Action) -> None:
+        child = self.children.get(action.model_id)
+        if action.kind == "start":
+            self.start_worker(action.model_id)
+        elif action.kind == "stop" and child is not None:
+            self._stop(child, action.force)
+        elif action.kind == "forget":
+            registry.forget(action.model_id)
+            log.info("unloaded %s", action.model_id)
+        elif action.kind == "restart" and child is not None:
+            log.error("restarting the worker of %s: %s", action.model_id, action.reason)
+            child.process.kill()  # reaped at the next tick, and restarted as after a crash
+        elif action.kind == "fail":
+            log.error("%s: %s", action.model_id, action.reason)
+            registry.record_failed(action.model_id, action.reason)
+            if child is not None:
+                child.process.kill()
 
     def shutdown(self) -> None:
         for child in self.children.values():

@@ -15,9 +15,9 @@ def model_queue(model_id: str) -> str:
     return f"model.{model_id}"
 
 
-def create_celery(settings: Settings, include: tuple[str, ...] = ()) -> Celery:
-    """A Celery app on the settings' Redis; ``include`` lists task modules to import (workers only)."""
-    app = Celery("mlx_fusion", broker=settings.redis_url, backend=settings.redis_url, include=list(include))
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app on the settings' Redis; a worker imports the modules of its tasks itself."""
+    app = Celery("mlx_fusion", broker=settings.redis_url, backend=settings.redis_url)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

@@ -10,12 +10,11 @@ from celery.signals import worker_init
 from config.logs import configure_logging
 from config.settings import Settings
 from models import registry
+from tasks import control_tasks  # noqa: F401 - importing it registers the control tasks
 from tasks.celery_app import create_celery
 
-CONTROL_TASK_MODULES: tuple[str, ...] = ("tasks.control_tasks",)
-
 settings = Settings.from_env()
-app = create_celery(settings, include=CONTROL_TASK_MODULES)
+app = create_celery(settings)
 app.conf.beat_schedule = {
     "reconcile-jobs-and-deliveries": {
         "task": "mlxf.reconcile",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 from celery import current_app, shared_task
 
@@ -28,18 +27,19 @@ def _reconciler() -> Reconciler:
 
 
 @shared_task(name=FAN_OUT_TASK, acks_late=True, ignore_result=True)
-def fan_out(event_id: str, payload: dict[str, Any]) -> None:
-    for delivery_id in webhooks.fan_out(event_id, payload):
+def fan_out(job_id: str, event_id: str) -> None:
+    for delivery_id in webhooks.fan_out(job_id, event_id, _settings().delivery_body_max_bytes):
         deliver.apply_async(args=[delivery_id, 1], queue="webhooks")
 
 
-@shared_task(name=DELIVER_TASK, acks_late=True, ignore_result=True)
-def deliver(delivery_id: str, number: int) -> None:
+@shared_task(name=DELIVER_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
+def deliver(self, delivery_id: str, number: int) -> None:
+    """Attempt ``number`` of a delivery; a failed one is retried by Celery after the backoff ``attempt`` chose."""
     delay = webhooks.attempt(delivery_id, number, _settings())
     if delay is not None:
-        deliver.apply_async(args=[delivery_id, number + 1], countdown=delay, queue="webhooks")
+        raise self.retry(args=[delivery_id, number + 1], countdown=delay, queue="webhooks")
 
 
 @shared_task(name="mlxf.reconcile", ignore_result=True)
-def reconcile() -> dict[str, int]:
+def reconcile() -> dict[str, int] | None:
     return _reconciler().run()

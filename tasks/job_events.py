@@ -1,7 +1,8 @@
-"""Job events (job.queued, job.processing, job.completed, job.failed, job.cancelled) handed to the webhooks queue.
+"""Announcing a stored job event to the control worker, which fans it out to webhooks and the callback URL.
 
-The payload is a snapshot of the job taken when the transition happened; the
-control worker fans it out to subscribed webhooks and the job's callback URL.
+The event itself is already in the job's outbox (``tasks.job_store``) when it
+is announced; an announcement that fails is only late: the reconciler announces
+every event that has not been fanned out again.
 """
 
 from __future__ import annotations
@@ -10,23 +11,20 @@ import logging
 
 from celery import current_app
 
-from tasks.job_store import Job, iso, now
+from tasks.job_states import EVENTS
+
+__all__ = ["EVENTS", "FAN_OUT_TASK", "announce"]
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("job.queued", "job.processing", "job.completed", "job.failed", "job.cancelled")
 FAN_OUT_TASK = "mlxf.fanout"
 
 
-def event_id(event: str, job: Job) -> str:
-    """Unique per event of a job; queued and processing repeat when a job is run again, so they carry the run."""
-    repeatable = event in ("job.queued", "job.processing")
-    return f"{job.job_id}.{event}" + (f".{job.attempts}" if repeatable else "")
-
-
-def publish(event: str, job: Job) -> None:
-    payload = {"event": event, "timestamp": iso(now()), "job": job.public()}
+def announce(job_id: str, event_id: str) -> bool:
+    """Asks the control worker to fan ``event_id`` out; False (and logged) when the broker could not take it."""
     try:
-        current_app.send_task(FAN_OUT_TASK, args=[event_id(event, job), payload], queue="webhooks")
-    except Exception:  # noqa: BLE001 - the transition stands; a lost event is logged, not raised to the caller
-        log.exception("could not publish %s for %s", event, job.job_id)
+        current_app.send_task(FAN_OUT_TASK, args=[job_id, event_id], queue="webhooks")
+    except Exception:  # noqa: BLE001 - the event is stored; the reconciler announces it again
+        log.warning("could not announce %s of %s; the reconciler will", event_id, job_id, exc_info=True)
+        return False
+    return True

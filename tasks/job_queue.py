@@ -14,13 +14,13 @@ import redis
 from celery import Celery
 
 from config.errors import ApiError
+from config.model_types import MODEL_TYPES
 from config.model_types import model_type as model_type_row
 from config.settings import Settings
 from models import registry
 from models.stats import ModelStats
-from tasks import broker, job_store
+from tasks import broker, job_events, job_store
 from tasks.celery_app import model_queue
-from tasks.job_events import publish
 from tasks.progress import read_progress
 from tasks.replies import ReplyChannel
 from tasks.urls import UnsafeUrl, check_url
@@ -28,8 +28,8 @@ from tasks.urls import UnsafeUrl, check_url
 log = logging.getLogger(__name__)
 
 RUN_JOB = "mlxf.job"
-OPERATIONS = ("chat", "completion", "embed", "transcribe", "image_gen", "rag_query", "fusion")
 NOT_YET = ("rag_query", "fusion")
+OPERATIONS = (*dict.fromkeys(op for row in MODEL_TYPES.values() for op in row.job_operations), *NOT_YET)
 DEFAULT_ESTIMATE_MS = 2000.0
 
 
@@ -107,7 +107,7 @@ class JobQueue:
             job_store.delete(job.job_id)
             log.exception("could not send job %s to the broker", job.job_id)
             raise ApiError(503, f"The job queue is unreachable: {exc}", code="broker_unavailable") from None
-        publish("job.queued", job)
+        job_events.announce(job.job_id, job.outbox[0]["event_id"])
         ahead = job_store.position(job)
         return {
             "job_id": job.job_id,
@@ -158,5 +158,4 @@ class JobQueue:
             removed = broker.remove_waiting(self.redis, model_queue(job.model_id), job_id)
             if not removed:
                 self.celery.control.revoke(job_id)
-        publish("job.cancelled", job)
         return {"job_id": job_id, "status": "cancelled", "cancelled_at": job_store.iso(job.cancelled_at)}

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import mongoengine as me
 
-STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
-FINISHED = ("completed", "failed", "cancelled")
+from tasks import job_events, job_states
+from tasks.job_states import FINISHED, STATUSES
+
+__all__ = ["FINISHED", "STATUSES"]
+
 PRIORITIES = {"high": 1, "normal": 5, "low": 9}
 """Broker priority per job priority (0, the highest, is left to interactive requests)."""
 
@@ -38,7 +41,13 @@ def iso(moment: datetime | None) -> str | None:
 class Job(me.Document):
     meta = {
         "collection": "jobs",
-        "indexes": [("model_id", "status", "created_at"), ("status", "created_at"), "created_at"],
+        "indexes": [
+            ("model_id", "status", "created_at"),
+            ("status", "created_at"),
+            "created_at",
+            ("status", "lease_expires_at"),
+            "events_pending",
+        ],
     }
 
     job_id = me.StringField(primary_key=True)
@@ -63,6 +72,12 @@ class Job(me.Document):
     attempts = me.IntField(default=0)
     worker = me.StringField()
     claim = me.StringField()
+    lease_expires_at = me.DateTimeField()
+    outbox = me.ListField(me.DictField())
+    """Every event of the job's moves, appended by the same update as the move (see ``_move``)."""
+    events_pending = me.IntField(default=0)
+    sent_events = me.ListField(me.StringField())
+    """Ids of the outbox events already turned into deliveries."""
 
     @property
     def finished_at(self) -> datetime | None:
@@ -132,7 +147,9 @@ def create(request: JobRequest) -> Job:
         status="queued",
         created_at=moment,
         enqueued_at=moment,
+        events_pending=1,
     )
+    job.outbox = [_outbox_entry(job, "job.queued", moment)]
     job.save(force_insert=True)
     return job
 
@@ -149,57 +166,135 @@ def delete(job_id: str) -> None:
 # --- transitions ----------------------------------------------------------------------------------------
 
 
-def claim(job_id: str, worker: str) -> str | None:
-    """queued -> processing for the run on ``worker``; the claim token that run must show later, or None."""
+def _outbox_entry(job: Job, event: str, moment: datetime) -> dict[str, Any]:
+    """The event of a move as stored with it: its id, time and the job as it stands after the move (no result)."""
+    return {
+        "event_id": job_states.event_id(job.job_id, event, job.attempts),
+        "event": event,
+        "at": moment,
+        "job": job.public(with_result=False),
+    }
+
+
+def _move(job_id: str, move_name: str, token: str | None = None, **changes: Any) -> tuple[Job, str] | None:
+    """Makes one move of the state machine as one compare-and-set that also appends the move's event to the
+    job's outbox; then announces the event. Returns the job as it is after the move and the status it left,
+    or None when the move is not allowed (another process moved the job first, or ``token`` does not own it).
+
+    A change whose value is None unsets the field.
+    """
+    move = job_states.MOVES[move_name]
+    for _ in range(3):  # a move allowed from two statuses may see the job change between reading and writing
+        job = get(job_id)
+        if job is None or job_states.target(move_name, job.status) is None:
+            return None
+        if move.owned and job.claim != token:
+            return None
+        left = job.status
+        conditions: dict[str, Any] = {"status": left}
+        if move.owned:
+            conditions["claim"] = token
+        moment = now()
+        for name, value in changes.items():
+            setattr(job, name, value)
+        job.status = move.target
+        entry = _outbox_entry(job, move.event, moment)
+        updates = {f"unset__{k}" if v is None else f"set__{k}": True if v is None else v for k, v in changes.items()}
+        if Job.objects(job_id=job_id, **conditions).update_one(
+            set__status=move.target, push__outbox=entry, inc__events_pending=1, **updates
+        ):
+            job_events.announce(job_id, entry["event_id"])
+            return job, left
+        if move.owned:
+            return None
+    return None
+
+
+def claim(job_id: str, worker: str, lease_seconds: float) -> str | None:
+    """queued -> processing for the run on ``worker``, leased for ``lease_seconds``; the claim token, or None."""
     token = uuid.uuid4().hex
-    moved = Job.objects(job_id=job_id, status="queued").update_one(
-        set__status="processing",
-        set__started_at=now(),
-        set__worker=worker,
-        set__claim=token,
-        inc__attempts=1,
+    moment = now()
+    job = get(job_id)
+    attempts = (job.attempts if job else 0) + 1
+    moved = _move(
+        job_id,
+        "claim",
+        started_at=moment,
+        worker=worker,
+        claim=token,
+        attempts=attempts,
+        lease_expires_at=moment + timedelta(seconds=lease_seconds),
     )
-    return token if moved else None
+    return token if moved is not None else None
+
+
+def renew_lease(job_id: str, token: str, lease_seconds: float) -> bool:
+    """Extends the lease of the run holding ``token``; False when the job is no longer that run's."""
+    return bool(
+        Job.objects(job_id=job_id, status="processing", claim=token).update_one(
+            set__lease_expires_at=now() + timedelta(seconds=lease_seconds)
+        )
+    )
 
 
 def complete(job_id: str, token: str, result: dict[str, Any]) -> bool:
-    return bool(
-        Job.objects(job_id=job_id, status="processing", claim=token).update_one(
-            set__status="completed", set__completed_at=now(), set__result=result
-        )
-    )
+    return _move(job_id, "complete", token, completed_at=now(), result=result, lease_expires_at=None) is not None
 
 
 def fail(job_id: str, token: str | None, error: str, code: str = "job_failed") -> bool:
     """processing (owned by ``token``) -> failed; with no token, queued -> failed."""
-    conditions = {"status": "processing", "claim": token} if token else {"status": "queued"}
-    return bool(
-        Job.objects(job_id=job_id, **conditions).update_one(
-            set__status="failed", set__failed_at=now(), set__error=error, set__error_code=code
-        )
-    )
+    move = "fail" if token else "fail_queued"
+    return _move(job_id, move, token, failed_at=now(), error=error, error_code=code, lease_expires_at=None) is not None
 
 
 def cancel(job_id: str) -> str | None:
     """queued or processing -> cancelled; returns the status it was cancelled from, or None."""
-    for status in ("queued", "processing"):
-        if Job.objects(job_id=job_id, status=status).update_one(set__status="cancelled", set__cancelled_at=now()):
-            return status
-    return None
+    moved = _move(job_id, "cancel", cancelled_at=now(), lease_expires_at=None)
+    return moved[1] if moved else None
 
 
-def requeue(job_id: str, token: str) -> bool:
-    """processing -> queued again, for a job whose worker died under it."""
-    return bool(
-        Job.objects(job_id=job_id, status="processing", claim=token).update_one(
-            set__status="queued", set__enqueued_at=now(), unset__worker=True, unset__claim=True
-        )
-    )
+def requeue(job_id: str, token: str) -> Job | None:
+    """processing -> queued again, for a job whose run was lost (worker dead, or lease run out)."""
+    moved = _move(job_id, "requeue", token, enqueued_at=now(), worker=None, claim=None, lease_expires_at=None)
+    return moved[0] if moved else None
 
 
 def touch_enqueued(job_id: str) -> bool:
     """Marks a queued job as sent to the broker again now."""
     return bool(Job.objects(job_id=job_id, status="queued").update_one(set__enqueued_at=now()))
+
+
+# --- the outbox -----------------------------------------------------------------------------------------
+
+
+def outbox_entry(job: Job, event_id: str) -> dict[str, Any] | None:
+    return next((dict(entry) for entry in job.outbox if entry.get("event_id") == event_id), None)
+
+
+def mark_fanned_out(job_id: str, event_id: str) -> bool:
+    """Records that ``event_id`` has been turned into deliveries; False when it already was."""
+    return bool(
+        Job.objects(job_id=job_id, sent_events__ne=event_id).update_one(
+            push__sent_events=event_id, dec__events_pending=1
+        )
+    )
+
+
+def unsent_events(older_than: datetime) -> list[tuple[str, str]]:
+    """(job id, event id) of every stored event not yet fanned out that was recorded before ``older_than``."""
+    found = []
+    for job in Job.objects(events_pending__gt=0).only("job_id", "outbox", "sent_events"):
+        sent = set(job.sent_events)
+        for entry in job.outbox:
+            at = entry.get("at")
+            if entry.get("event_id") not in sent and at is not None and as_utc(at) < older_than:
+                found.append((job.job_id, entry["event_id"]))
+    return found
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` with its time zone; MongoDB hands back naive UTC datetimes unless the client is tz-aware."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # --- queries --------------------------------------------------------------------------------------------
@@ -233,9 +328,18 @@ def search(
     return jobs, total
 
 
+def expired_leases(at: datetime) -> list[Job]:
+    """Running jobs whose lease ran out before ``at``: their engine stopped making progress, or their worker died."""
+    return list(Job.objects(status="processing", lease_expires_at__lt=at))
+
+
 def stale_queued(older_than: datetime) -> list[Job]:
     return list(Job.objects(status="queued", enqueued_at__lt=older_than))
 
 
 def processing() -> list[Job]:
     return list(Job.objects(status="processing"))
+
+
+def queued_for_models(model_ids: list[str]) -> list[Job]:
+    return list(Job.objects(status="queued", model_id__in=model_ids)) if model_ids else []

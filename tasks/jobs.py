@@ -1,10 +1,11 @@
 """The MCP job task that model workers run, and the Celery signals that move each job through its states.
 
-``task_prerun`` claims the job (queued -> processing), ``task_success`` and
-``task_failure`` finish it (-> completed | failed); each move is a
-compare-and-set in ``tasks.job_store`` and emits its event. A message for a job
-that is no longer queued (cancelled, or already run: a redelivery) claims
-nothing and the task does nothing, so job tasks are safe to run twice.
+``task_prerun`` claims the job (queued -> processing, with a lease),
+``task_success`` and ``task_failure`` finish it (-> completed | failed). Each
+move is a compare-and-set in ``tasks.job_store`` that stores its event in the
+job's outbox in the same write. A message for a job that is no longer queued
+(cancelled, or already run: a redelivery) claims nothing and the task does
+nothing, so job tasks are safe to run twice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from celery.signals import task_failure, task_prerun, task_success
 from config.errors import ApiError
 from config.logs import request_id_var
 from tasks import job_store
-from tasks.job_events import publish
 from tasks.job_queue import RUN_JOB
 from tasks.serving import current, serve_job
 
@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 @shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_job(self, operation: str, payload: dict[str, Any], priority: str = "normal") -> dict[str, Any] | None:
-    if not getattr(self.request, "job_claim", None):
+    token = getattr(self.request, "job_claim", None)
+    if not token:
         return None
-    return serve_job(self.request.id, operation, payload, request_id_var.get(), job_store.PRIORITIES[priority])
+    return serve_job(self.request.id, token, operation, payload, request_id_var.get(), job_store.PRIORITIES[priority])
 
 
 def _is_job(task: Any) -> bool:
@@ -41,8 +42,9 @@ def _claim(task_id: str | None = None, task: Any = None, **_kwargs: Any) -> None
     if not _is_job(task):
         return
     task.request.job_claim = None
+    runtime = current()
     try:
-        token = job_store.claim(task_id, current().hostname)
+        token = job_store.claim(task_id, runtime.hostname, runtime.settings.job_lease_seconds)
     except Exception:  # noqa: BLE001 - unclaimed, the job stays queued and the reconciler sends it again
         log.exception("could not claim job %s", task_id)
         return
@@ -51,7 +53,6 @@ def _claim(task_id: str | None = None, task: Any = None, **_kwargs: Any) -> None
         return
     task.request.job_claim = token
     log.info("job %s processing", task_id)
-    publish("job.processing", job_store.get(task_id))
 
 
 @task_success.connect
@@ -69,9 +70,7 @@ def _completed(sender: Any = None, result: Any = None, **_kwargs: Any) -> None:
         log.exception("could not store the result of job %s", job_id)
         _fail(job_id, token, f"The result could not be stored: {type(exc).__name__}: {exc}"[:1000], "result_not_stored")
         return
-    if stored:
-        publish("job.completed", job_store.get(job_id))
-    else:
+    if not stored:
         log.info("job %s finished but is no longer this run's (cancelled or taken over)", job_id)
 
 
@@ -89,7 +88,6 @@ def _failed(sender: Any = None, task_id: str | None = None, exception: BaseExcep
 
 def _fail(job_id: str, token: str, message: str, code: str) -> None:
     try:
-        if job_store.fail(job_id, token, message, code):
-            publish("job.failed", job_store.get(job_id))
-    except Exception:  # noqa: BLE001 - left processing; the reconciler's look at live workers settles it
+        job_store.fail(job_id, token, message, code)
+    except Exception:  # noqa: BLE001 - left processing; its lease runs out and the reconciler settles it
         log.exception("could not record the failure of job %s", job_id)

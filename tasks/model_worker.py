@@ -13,7 +13,9 @@ import os
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import redis
 from celery.signals import task_postrun, task_prerun
@@ -28,6 +30,7 @@ from models.engine import Engine
 from models.handlers import load_handler
 from models.liveness import Liveness
 from models.supervisor import EXIT_LOAD_FAILED, EXIT_UNKNOWN_MODEL
+from tasks import inference, job_store, jobs  # noqa: F401 - importing them registers the tasks
 from tasks.celery_app import create_celery, model_queue
 from tasks.serving import Runtime, install
 
@@ -56,24 +59,49 @@ def _forget_request_id(**_kwargs) -> None:
     request_id_var.set("-")
 
 
-def _beat_until_stopped(runtime: Runtime, liveness: Liveness, wake: threading.Event, stop: threading.Event) -> None:
+def engine_report(runtime: Runtime) -> dict[str, Any]:
+    """What the heartbeat says of the worker, engine progress included: a hung engine shows as ``stalled``."""
     engine = runtime.engine
+    stalled_for = engine.stalled_seconds()
+    return {
+        "model_type": runtime.model_type,
+        "status": "loaded",
+        "warmup_completed": engine.warmup_completed,
+        "active": engine.active,
+        "queued": engine.queued,
+        "served": engine.served,
+        "memory_bytes": engine.memory_bytes,
+        "pid": os.getpid(),
+        "stalled_seconds": round(stalled_for, 1),
+        "stalled": stalled_for > runtime.settings.engine_stall_seconds,
+    }
+
+
+def renew_leases(runtime: Runtime) -> None:
+    for job_id, token in runtime.running_jobs():
+        if not job_store.renew_lease(job_id, token, runtime.settings.job_lease_seconds):
+            log.info("job %s is no longer this worker's; its lease is not renewed", job_id)
+
+
+def _beat_until_stopped(runtime: Runtime, liveness: Liveness, wake: threading.Event, stop: threading.Event) -> None:
+    """Beats into Redis, and renews the leases of this worker's jobs while its engine is not stalled."""
+    renew_every = runtime.settings.job_lease_seconds / 3
+    renewed_at = 0.0
     while not stop.is_set():
-        report = {
-            "model_type": runtime.model_type,
-            "status": "loaded",
-            "warmup_completed": engine.warmup_completed,
-            "active": engine.active,
-            "queued": engine.queued,
-            "served": engine.served,
-            "memory_bytes": engine.memory_bytes,
-            "pid": os.getpid(),
-        }
+        report = engine_report(runtime)
         try:
             liveness.beat(runtime.model_id, runtime.hostname, report)
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
-        wake.wait(runtime.settings.worker_heartbeat_seconds)
+        if report["stalled"]:
+            log.warning("the engine has made no progress for %.0fs", report["stalled_seconds"])
+        elif time.monotonic() - renewed_at >= renew_every:
+            try:
+                renew_leases(runtime)
+                renewed_at = time.monotonic()
+            except Exception:  # noqa: BLE001 - MongoDB briefly away: try again at the next beat
+                log.warning("could not renew job leases", exc_info=True)
+        wake.wait(min(runtime.settings.worker_heartbeat_seconds, renew_every))
         wake.clear()
 
 
@@ -122,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     heartbeat.start()
 
-    celery = create_celery(settings, include=("tasks.inference", "tasks.jobs"))
+    celery = create_celery(settings)
     # One request ready behind each running one: the rest wait in the broker, where priorities apply and
     # other workers of the model can take them.
     concurrency = args.concurrency or settings.max_concurrency + 1

@@ -1,14 +1,17 @@
-"""Brings MongoDB's job and delivery records and the broker back in line after a process or Redis died.
+"""Brings MongoDB's job and delivery records and the broker back in line after a process, an engine or Redis failed.
 
-Run periodically by the control worker (``mlxf.reconcile``):
-- a job ``processing`` on a worker that stopped beating (on two consecutive
-  looks) is queued and sent again, or failed once it has had its attempts;
+Run periodically by the control worker (``mlxf.reconcile``), never two runs at
+once (a Redis lock; a run that finds it taken does nothing):
+- a job ``processing`` whose lease ran out (its engine stopped making progress)
+  or whose worker stopped beating (on two consecutive looks) is queued and sent
+  again, or failed once it has had its attempts;
+- a job ``queued`` for a model that failed for good (crash loop, failed load),
+  or that was unloaded, fails with that reason;
 - a job ``queued`` in MongoDB whose message the broker no longer holds (Redis
   restarted without persistence) or that a dead worker had taken is sent again;
-- a job ``queued`` for a model that has since been unloaded fails with that reason;
-- a pending webhook delivery whose retry task was lost is sent again.
-Every step is a compare-and-set, so two reconcilers, or a reconciler racing a
-worker, move each record once.
+- a stored job event not fanned out (its announcement was lost) is announced again;
+- a pending webhook delivery whose retry task was lost is sent again, once per grace period.
+Every step is a compare-and-set, so a reconciler racing a worker moves each record once.
 """
 
 from __future__ import annotations
@@ -24,14 +27,42 @@ from celery import Celery
 from config.settings import Settings
 from models import registry
 from models.liveness import Liveness
-from tasks import broker, job_store, webhooks
+from tasks import broker, job_events, job_store, webhooks
 from tasks.celery_app import model_queue
-from tasks.job_events import publish
 from tasks.job_queue import enqueue
 
 log = logging.getLogger(__name__)
 
 DELIVER_TASK = "mlxf.deliver"
+LOCK_KEY = "mlxf:reconciler-lock"
+LOCK_SECONDS = 120.0
+"""A run holding the lock longer than this (a crashed process) lets the next one in."""
+
+
+def verdict(
+    *,
+    lease_expired: bool,
+    worker_alive: bool,
+    seen_dead_before: bool,
+    held_by_live_worker: bool,
+    attempts: int,
+    max_attempts: int,
+) -> str | None:
+    """What to do with a ``processing`` job: None (leave it), ``suspect`` (look again next run), ``requeue``
+    or ``fail``. A run out lease is proof enough; a silent worker must be silent twice and hold nothing."""
+    if not lease_expired:
+        if worker_alive:
+            return None
+        if not seen_dead_before:
+            return "suspect"
+        if held_by_live_worker:
+            return None  # its worker is slow to beat, not dead
+    return "fail" if attempts >= max_attempts else "requeue"
+
+
+def once_per(client: redis.Redis, key: str, seconds: float) -> bool:
+    """True for the first caller in each window of ``seconds`` for ``key``, across processes."""
+    return bool(client.set(f"mlxf:once:{key}", "1", nx=True, px=max(1, int(seconds * 1000))))
 
 
 @dataclass
@@ -45,51 +76,87 @@ class Reconciler:
     held: set[str] | None = None
     """Task ids live workers said they hold, asked at most once per run."""
 
-    def run(self) -> dict[str, int]:
-        counts = {"requeued": 0, "failed": 0, "resent": 0, "deliveries": 0}
-        self.held = None
-        self.rescue_orphaned_jobs(counts)
-        self.resend_lost_jobs(counts)
-        self.resend_lost_deliveries(counts)
+    @property
+    def grace(self) -> float:
+        return self.settings.job_lost_grace_seconds
+
+    def run(self) -> dict[str, int] | None:
+        """One pass over everything; None when another run holds the lock."""
+        lock = self.redis.lock(LOCK_KEY, timeout=LOCK_SECONDS, blocking=False)
+        if not lock.acquire():
+            log.info("a reconciler run is still going on; this one does nothing")
+            return None
+        try:
+            counts = {"requeued": 0, "failed": 0, "resent": 0, "events": 0, "deliveries": 0}
+            self.held = None
+            self.take_back_lost_runs(counts)
+            self.fail_jobs_of_unavailable_models(counts)
+            self.resend_lost_jobs(counts)
+            self.announce_unsent_events(counts)
+            self.resend_lost_deliveries(counts)
+        finally:
+            lock.release()
         if any(counts.values()):
             log.info("reconciled: %s", counts)
         return counts
 
-    def rescue_orphaned_jobs(self, counts: dict[str, int]) -> None:
+    def take_back_lost_runs(self, counts: dict[str, int]) -> None:
         suspects = set()
+        moment = job_store.now()
         for job in job_store.processing():
-            if job.worker and self.liveness.is_alive(job.worker):
-                continue
-            if job.job_id not in self.suspects:
+            lease_expired = job.lease_expires_at is not None and job_store.as_utc(job.lease_expires_at) < moment
+            alive = bool(job.worker) and self.liveness.is_alive(job.worker)
+            seen = job.job_id in self.suspects
+            decision = verdict(
+                lease_expired=lease_expired,
+                worker_alive=alive,
+                seen_dead_before=seen,
+                held_by_live_worker=(not alive and seen and job.job_id in self._held_by_live_workers()),
+                attempts=job.attempts,
+                max_attempts=self.settings.job_max_attempts,
+            )
+            if decision == "suspect":
                 suspects.add(job.job_id)
                 continue
-            if job.job_id in self._held_by_live_workers():
-                continue  # its worker is slow to beat, not dead
-            reason = f"the worker running it ({job.worker}) stopped"
-            if job.attempts >= self.settings.job_max_attempts:
+            if decision is None:
+                continue
+            reason = (
+                f"its lease ran out: the engine of {job.worker} made no progress"
+                if lease_expired
+                else f"the worker running it ({job.worker}) stopped"
+            )
+            if decision == "fail":
                 message = f"Job abandoned: {reason}, and it has had {job.attempts} attempts"
-                if job_store.fail(job.job_id, job.claim, message, "worker_lost"):
+                if job_store.fail(job.job_id, job.claim, message, "lease_expired" if lease_expired else "worker_lost"):
                     counts["failed"] += 1
-                    publish("job.failed", job_store.get(job.job_id))
-            elif job_store.requeue(job.job_id, job.claim):
+            elif (fresh := job_store.requeue(job.job_id, job.claim)) is not None:
                 log.warning("job %s: %s; queued again (attempt %d done)", job.job_id, reason, job.attempts)
-                fresh = job_store.get(job.job_id)
                 self._forget_unacked(job.job_id)
                 enqueue(self.celery, fresh)
                 counts["requeued"] += 1
-                publish("job.queued", fresh)
         self.suspects = suspects
 
+    def fail_jobs_of_unavailable_models(self, counts: dict[str, int]) -> None:
+        """Queued jobs of a model that failed for good fail with its error; those of a model that is gone too."""
+        failed = {record.model_id: record for record in registry.list_records() if record.status == "failed"}
+        for job in job_store.queued_for_models(list(failed)):
+            record = failed[job.model_id]
+            message = f"Model '{job.model_id}' failed and cannot run the job: {record.error or 'no reason recorded'}"
+            if self._fail_queued(job, message, "model_failed"):
+                counts["failed"] += 1
+
     def resend_lost_jobs(self, counts: dict[str, int]) -> None:
-        grace = self.settings.job_lost_grace_seconds
-        stale = job_store.stale_queued(job_store.now() - timedelta(seconds=grace))
+        stale = job_store.stale_queued(job_store.now() - timedelta(seconds=self.grace))
         if not stale:
             return
         unacked = broker.unacked(self.redis)
         waiting: dict[str, set[str]] = {}
         for job in stale:
-            if self._fail_if_model_gone(job):
-                counts["failed"] += 1
+            record = registry.get_record(job.model_id)
+            if record is None or record.desired != "loaded":
+                message = f"Model '{job.model_id}' was unloaded before the job could run"
+                if self._fail_queued(job, message, "model_unloaded"):
+                    counts["failed"] += 1
                 continue
             queue = model_queue(job.model_id)
             if queue not in waiting:
@@ -98,7 +165,7 @@ class Reconciler:
                 continue
             if job.job_id in unacked:
                 tag, delivered_at = unacked[job.job_id]
-                if time.time() - delivered_at < grace:
+                if time.time() - delivered_at < self.grace:
                     continue
                 if job.job_id in self._held_by_live_workers():
                     continue
@@ -108,23 +175,25 @@ class Reconciler:
                 enqueue(self.celery, job)
                 counts["resent"] += 1
 
-    def _fail_if_model_gone(self, job: job_store.Job) -> bool:
-        record = registry.get_record(job.model_id)
-        if record is not None and record.desired == "loaded":
-            return False
-        message = f"Model '{job.model_id}' was unloaded before the job could run"
-        if not job_store.fail(job.job_id, None, message, "model_unloaded"):
+    def _fail_queued(self, job: job_store.Job, message: str, code: str) -> bool:
+        if not job_store.fail(job.job_id, None, message, code):
             return False
         broker.remove_waiting(self.redis, model_queue(job.model_id), job.job_id)
-        publish("job.failed", job_store.get(job.job_id))
         return True
 
+    def announce_unsent_events(self, counts: dict[str, int]) -> None:
+        for job_id, event_id in job_store.unsent_events(job_store.now() - timedelta(seconds=self.grace)):
+            if once_per(self.redis, f"event:{event_id}", self.grace) and job_events.announce(job_id, event_id):
+                counts["events"] += 1
+
     def resend_lost_deliveries(self, counts: dict[str, int]) -> None:
-        grace = max(self.settings.job_lost_grace_seconds, 2 * self.settings.webhook_timeout_seconds)
+        grace = max(self.grace, 2 * self.settings.webhook_timeout_seconds)
         for delivery in webhooks.overdue(job_store.now() - timedelta(seconds=grace)):
             if delivery.attempt_count >= self.settings.webhook_max_attempts:
                 webhooks.give_up(delivery.delivery_id, delivery.attempt_count)
                 continue
+            if not webhooks.postpone(delivery, grace):
+                continue  # another reconciler, or the delivery's own task, moved it meanwhile
             self.celery.send_task(
                 DELIVER_TASK, args=[delivery.delivery_id, delivery.attempt_count + 1], queue="webhooks"
             )

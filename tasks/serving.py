@@ -1,22 +1,45 @@
-"""The one serving runtime of a model worker process, and the function its Celery task calls."""
+"""The glue between a model worker's Celery tasks and its engine: the worker's runtime, and what the tasks call.
+
+A task hands its request to the engine thread and waits for the answer, never
+longer than the request's or the job's deadline; past it the request is
+abandoned (the engine drops it at its next checkpoint) and the caller gets a
+504. Running jobs are listed with their claim tokens so that the worker's
+heartbeat renews their leases while the engine makes progress.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from config.errors import ApiError
+from config.model_types import operations_of
 from config.settings import Settings
-from models.engine import Engine
+from models.engine import Engine, RequestCancelled
 from models.stats import ModelStats
 from tasks.progress import JobProgress
 from tasks.replies import ReplyChannel
 
 log = logging.getLogger(__name__)
+
+HOLD_POLL_SECONDS = 0.05
+
+
+def hold_key(request_id: str) -> str:
+    """Tests only (``ENGINE_TEST_HOLDS``): while this key exists, the request's generation waits between tokens."""
+    return f"mlxf:hold:{request_id}"
+
+
+def held_key(request_id: str) -> str:
+    """Set once the request has generated a token and is waiting on its hold."""
+    return f"mlxf:held:{request_id}"
 
 
 @dataclass
@@ -27,6 +50,13 @@ class Runtime:
     hostname: str
     engine: Engine
     redis: redis.Redis
+    leases: dict[str, str] = field(default_factory=dict)
+    """Job id -> claim token of every job this worker has taken and not finished."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def running_jobs(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return list(self.leases.items())
 
 
 _current: Runtime | None = None
@@ -43,6 +73,46 @@ def current() -> Runtime:
     return _current
 
 
+def _check_operation(runtime: Runtime, operation: str, param: str) -> None:
+    if operation not in operations_of(runtime.model_type):
+        raise ApiError(
+            400,
+            f"model {runtime.model_id!r} ({runtime.model_type}) cannot do {operation!r}",
+            code="unsupported_operation",
+            param=param,
+        )
+
+
+def _cancel_check(cancelled: Callable[[], bool], abandoned: threading.Event) -> Callable[[], bool]:
+    """True once the request is cancelled (by its client) or abandoned (its waiter gave up)."""
+    return lambda: abandoned.is_set() or cancelled()
+
+
+def _test_hold(runtime: Runtime, request_id: str, stop: Callable[[], bool]) -> Callable[[], None] | None:
+    """With ``ENGINE_TEST_HOLDS`` on, a pause that waits while the request's hold key exists (and it is not
+    cancelled), so that a test keeps a generation running between two tokens for as long as it needs."""
+    if not runtime.settings.engine_test_holds:
+        return None
+
+    def pause() -> None:
+        marked = False
+        while runtime.redis.exists(hold_key(request_id)) and not stop():
+            if not marked:
+                runtime.redis.set(held_key(request_id), "1", ex=600)
+                marked = True
+            time.sleep(HOLD_POLL_SECONDS)
+
+    return pause
+
+
+def _wait(future: Any, seconds: float, abandoned: threading.Event, what: str) -> dict[str, Any]:
+    try:
+        return future.result(timeout=seconds)
+    except FutureTimeout:
+        abandoned.set()
+        raise ApiError(504, f"The {what} did not finish within {seconds:g}s", code="timeout") from None
+
+
 def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], request_id: str) -> None:
     """Runs one OpenAI request on the engine and reports to the waiting web view over its reply channel."""
     runtime = current()
@@ -51,19 +121,18 @@ def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], req
         log.info("%s %s cancelled before it started", operation, task_id)
         return
     channel.publish({"type": "started", "worker": runtime.hostname, "at": time.time()})
-    if operation not in runtime.engine.handler.operations:
-        error = ApiError(
-            400,
-            f"model {runtime.model_id!r} ({runtime.model_type}) cannot do {operation!r}",
-            code="unsupported_operation",
-            param="model",
-        )
-        channel.publish({"type": "error", "error": error.to_dict()})
-        return
     started = time.perf_counter()
-    future = runtime.engine.submit(operation, payload, channel.publish, channel.cancelled, request_id)
+    abandoned = threading.Event()
     try:
-        result = future.result()
+        _check_operation(runtime, operation, "model")
+        stop = _cancel_check(channel.cancelled, abandoned)
+        future = runtime.engine.submit(
+            operation, payload, channel.publish, stop, request_id, pause=_test_hold(runtime, request_id, stop)
+        )
+        result = _wait(future, runtime.settings.request_timeout_seconds, abandoned, "request")
+    except RequestCancelled:
+        log.info("%s %s cancelled before it started", operation, task_id)
+        return
     except ApiError as exc:
         _record(runtime, started, 0, exc.message)
         channel.publish({"type": "error", "error": exc.to_dict()})
@@ -78,34 +147,48 @@ def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], req
     channel.publish({"type": "done", "result": result})
 
 
-def serve_job(job_id: str, operation: str, payload: dict[str, Any], request_id: str, priority: int) -> dict[str, Any]:
+def serve_job(
+    job_id: str, token: str, operation: str, payload: dict[str, Any], request_id: str, priority: int
+) -> dict[str, Any]:
     """Runs one MCP job on the engine and returns its result; raises what the handler raised.
 
     The job's cancel flag (set by ``DELETE /api/mcp/jobs/{id}``) is checked
-    between tokens; progress goes to Redis, never to MongoDB.
+    between tokens; progress goes to Redis, never to MongoDB; its lease is
+    renewed by the heartbeat while it is listed here.
     """
     runtime = current()
-    if operation not in runtime.engine.handler.operations:
-        raise ApiError(
-            400,
-            f"model {runtime.model_id!r} ({runtime.model_type}) cannot do {operation!r}",
-            code="unsupported_operation",
-            param="operation",
-        )
+    _check_operation(runtime, operation, "operation")
     cancel = ReplyChannel(runtime.redis, job_id, runtime.settings.stream_maxlen, runtime.settings.stream_ttl_seconds)
     progress = JobProgress(runtime.redis, job_id, payload.get("max_tokens"))
+    abandoned = threading.Event()
     started = time.perf_counter()
-    future = runtime.engine.submit(
-        operation, {**payload, "stream": True}, progress.on_event, cancel.cancelled, request_id, priority
-    )
+    with runtime.lock:
+        runtime.leases[job_id] = token
     try:
-        result = future.result()
+        stop = _cancel_check(cancel.cancelled, abandoned)
+        future = runtime.engine.submit(
+            operation,
+            {**payload, "stream": True},
+            progress.on_event,
+            stop,
+            request_id,
+            priority,
+            pause=_test_hold(runtime, request_id, stop),
+        )
+        result = _wait(future, runtime.settings.job_timeout_seconds, abandoned, "job")
+    except RequestCancelled:
+        return {"finish_reason": "cancelled"}
     except ApiError as exc:
         _record(runtime, started, 0, exc.message)
+        if exc.code == "timeout":
+            raise ApiError(504, exc.message, code="job_timeout") from None
         raise
     except Exception as exc:
         _record(runtime, started, 0, f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        with runtime.lock:
+            runtime.leases.pop(job_id, None)
     _record(runtime, started, result.get("usage", {}).get("total_tokens", 0))
     return result
 

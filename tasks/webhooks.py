@@ -13,7 +13,6 @@ import email.utils
 import hashlib
 import json
 import logging
-import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,10 +20,11 @@ from typing import Any
 
 import mongoengine as me
 import requests
+from celery.utils.time import get_exponential_backoff_interval
 
 from config.settings import Settings
 from tasks import job_store
-from tasks.job_events import EVENTS
+from tasks.job_states import EVENTS
 from tasks.job_store import iso, now
 from tasks.signing import new_secret, signature_headers, valid_secret
 from tasks.urls import Unresolvable, UnsafeUrl, check_url, guarded_session
@@ -164,31 +164,52 @@ def _delivery_id(event_id: str, target: str) -> str:
     return "msg_" + hashlib.sha256(f"{event_id}|{target}".encode()).hexdigest()[:32]
 
 
-def fan_out(event_id: str, payload: dict[str, Any]) -> list[str]:
-    """Creates a pending delivery of ``payload`` per subscribed webhook and for the job's callback URL.
+def event_payload(job: job_store.Job, entry: dict[str, Any], max_bytes: int) -> str:
+    """The body of every delivery of one stored event: the specification's payload, at most ``max_bytes``.
 
-    Returns the ids of the deliveries created now (none for an event already fanned out).
+    A completed job's result goes in when it fits; otherwise it is left out and the payload says so (the
+    receiver reads it from ``GET /api/mcp/jobs/{id}``), so a huge result never makes a delivery unstorable.
     """
-    event = payload["event"]
-    job_view = payload.get("job") or {}
-    targets = [(w.webhook_id, w.url, w.secret) for w in Webhook.objects(status="active", events=event)]
-    job = job_store.get(job_view.get("job_id", "")) if job_view.get("job_id") else None
-    if job is not None and job.callback_url:
-        targets.append((CALLBACK, job.callback_url, job.callback_secret or ""))
+    view = dict(entry["job"])
+    payload = {"event": entry["event"], "timestamp": iso(entry["at"]), "job": view}
+    if entry["event"] == "job.completed":
+        view["result"] = dict(job.result or {})
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    if len(body.encode()) > max_bytes and "result" in view:
+        view.pop("result")
+        view["result_omitted"] = f"the result is larger than {max_bytes} bytes; read it from the job"
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    return body
+
+
+def fan_out(job_id: str, event_id: str, max_bytes: int) -> list[str]:
+    """Creates a pending delivery of a stored job event per subscribed webhook and for the job's callback URL,
+    then marks the event fanned out. Returns the ids of the deliveries created now (none when the event was
+    already fanned out, or is unknown).
+    """
+    job = job_store.get(job_id)
+    entry = job_store.outbox_entry(job, event_id) if job is not None else None
+    if job is None or entry is None:
+        log.warning("event %s of job %s is not stored; nothing to fan out", event_id, job_id)
+        return []
+    event = entry["event"]
+    targets = [(w.webhook_id, w.url, w.secret) for w in Webhook.objects(status="active", events=event)]
+    if job.callback_url:
+        targets.append((CALLBACK, job.callback_url, job.callback_secret or ""))
+    body = event_payload(job, entry, max_bytes) if targets else ""
     created = []
     moment = now()
     for webhook_id, url, secret in targets:
         delivery = Delivery(
             delivery_id=_delivery_id(event_id, webhook_id if webhook_id != CALLBACK else f"callback|{url}"),
             webhook_id=webhook_id,
-            job_id=job_view.get("job_id"),
+            job_id=job_id,
             event=event,
             event_id=event_id,
             url=url,
             secret=secret,
             body=body,
-            request_id=job_view.get("request_id"),
+            request_id=job.request_id,
             created_at=moment,
             next_attempt_at=moment,
         )
@@ -197,12 +218,26 @@ def fan_out(event_id: str, payload: dict[str, Any]) -> list[str]:
         except me.NotUniqueError:
             continue
         created.append(delivery.delivery_id)
+    job_store.mark_fanned_out(job_id, event_id)
     return created
 
 
 def overdue(before: datetime) -> list[Delivery]:
     """Pending deliveries whose next attempt should have happened before ``before`` (their task was lost)."""
     return list(Delivery.objects(status="pending", next_attempt_at__lt=before))
+
+
+def postpone(delivery: Delivery, seconds: float) -> bool:
+    """Moves an overdue delivery's next attempt ``seconds`` ahead (compare-and-set on the attempt it is at), so
+    that re-sending its lost task happens once, not at every reconciler run; False when it moved meanwhile."""
+    return bool(
+        Delivery.objects(
+            delivery_id=delivery.delivery_id,
+            status="pending",
+            attempt_count=delivery.attempt_count,
+            next_attempt_at=delivery.next_attempt_at,
+        ).update_one(set__next_attempt_at=now() + timedelta(seconds=seconds))
+    )
 
 
 def give_up(delivery_id: str, attempts: int) -> bool:
@@ -234,9 +269,17 @@ def retry_after_seconds(header: str | None) -> float | None:
 
 
 def backoff_seconds(number: int, settings: Settings) -> float:
-    """Exponential in the attempt number, capped, with jitter so that many failing deliveries spread out."""
-    ceiling = min(settings.webhook_retry_max_seconds, settings.webhook_retry_base_seconds * 2 ** (number - 1))
-    return ceiling * random.uniform(0.5, 1.0)
+    """Celery's exponential backoff with full jitter (in milliseconds, so that fractional settings work):
+    the ceiling doubles per attempt up to the maximum, and many failing deliveries spread out."""
+    return (
+        get_exponential_backoff_interval(
+            factor=int(settings.webhook_retry_base_seconds * 1000),
+            retries=number - 1,
+            maximum=int(settings.webhook_retry_max_seconds * 1000),
+            full_jitter=True,
+        )
+        / 1000
+    )
 
 
 def _send(delivery: Delivery, settings: Settings) -> tuple[dict[str, Any], requests.Response | None, bool]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -39,6 +40,8 @@ def stack() -> Iterator[Stack]:
         "WEBHOOK_MAX_ATTEMPTS": "5",
         "JOB_RECONCILE_SECONDS": "1",
         "JOB_LOST_GRACE_SECONDS": "3",
+        # Tests hold a generation between tokens with a Redis key (see ``hold``), never by betting on its length.
+        "ENGINE_TEST_HOLDS": "true",
     }
     stack = Stack(workdir, env)
     os.environ.update(env)
@@ -131,9 +134,50 @@ def unload_model(base_url: str, model_id: str, force: bool = False) -> requests.
     return requests.delete(f"{base_url}/v1/models/{model_id}/unload", params={"force": str(force).lower()}, timeout=120)
 
 
-def submit_job(jobs_url: str, model_id: str, operation: str, job_input: dict, **extra) -> requests.Response:
+def submit_job(
+    jobs_url: str, model_id: str, operation: str, job_input: dict, request_id: str | None = None, **extra
+) -> requests.Response:
     body = {"model_id": model_id, "operation": operation, "input": job_input, **extra}
-    return requests.post(f"{jobs_url}/jobs", json=body, timeout=30)
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    return requests.post(f"{jobs_url}/jobs", json=body, headers=headers, timeout=30)
+
+
+class Hold:
+    """Holds the generation of one request (by its request ID) between two tokens until released.
+
+    The workers of the test session run with ``ENGINE_TEST_HOLDS=true``: while the key exists, the engine
+    waits at its next checkpoint (after the first token), still answering cancellation. So a test keeps a
+    request running for exactly as long as it needs, on any machine.
+    """
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        from tasks.serving import held_key, hold_key
+
+        self.client = client
+        self.request_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        self._hold, self._held = hold_key(self.request_id), held_key(self.request_id)
+        client.set(self._hold, "1", ex=900)
+
+    def wait_held(self, timeout: float = 120) -> None:
+        """Returns once the request has generated a token and is waiting on this hold."""
+        wait_until(lambda: self.client.exists(self._held), timeout, f"request {self.request_id} to be held")
+
+    def release(self) -> None:
+        self.client.delete(self._hold)
+
+
+@pytest.fixture()
+def hold(redis_client: redis.Redis) -> Iterator[Callable[[str], Hold]]:
+    """``hold(name)`` makes a held request ID; every hold is released when the test ends."""
+    made: list[Hold] = []
+
+    def make(name: str) -> Hold:
+        made.append(Hold(redis_client, name))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.release()
 
 
 def job_status(jobs_url: str, job_id: str) -> dict:

@@ -97,11 +97,13 @@ def test_registered_model_without_worker_is_503(client, base_url):
     assert caught.value.code == "model_unavailable"
 
 
-def test_deadline_passed_is_504_and_frees_the_model(stack, base_url):
+def test_deadline_passed_is_504_and_frees_the_model(stack, base_url, hold):
     _service, impatient = stack.start_web("web-impatient", {"REQUEST_TIMEOUT_SECONDS": "1.5"})
+    held = hold("deadline")  # never released before the end: only the deadline's cancellation can free the model
     response = requests.post(
         f"{impatient}/v1/chat/completions",
-        json={"model": CHAT_MODEL, "messages": ask("Write a long story about a dragon."), "max_tokens": 400},
+        json={"model": CHAT_MODEL, "messages": ask("Write a long story about a dragon."), "max_tokens": 40},
+        headers={"X-Request-ID": held.request_id},
         timeout=60,
     )
     assert response.status_code == 504

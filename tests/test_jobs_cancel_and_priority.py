@@ -1,4 +1,7 @@
-"""Cancelling queued and running jobs, priorities honoured on a busy model, and the per-model queue limit."""
+"""Cancelling queued and running jobs, priorities honoured on a busy model, and the per-model queue limit.
+
+The running job is held between two tokens by the test (``hold``), so every step happens while it runs.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ import requests
 from tests.conftest import CHAT_MODEL, ask, job_status, submit_job, wait_for_job
 from tests.stack import wait_until
 
-LONG = {"messages": ask("Count from 1 to 1000, one number per line."), "max_tokens": 400, "temperature": 0}
+LONG = {"messages": ask("Count from 1 to 1000, one number per line."), "max_tokens": 40, "temperature": 0}
 SHORT = {"messages": ask("Say hi."), "max_tokens": 2, "temperature": 0}
 
 
-def submit(jobs_url: str, job_input: dict, **extra) -> str:
-    response = submit_job(jobs_url, CHAT_MODEL, "chat", job_input, **extra)
+def submit(jobs_url: str, job_input: dict, request_id: str | None = None, **extra) -> str:
+    response = submit_job(jobs_url, CHAT_MODEL, "chat", job_input, request_id=request_id, **extra)
     assert response.status_code == 202, response.text
     return response.json()["job_id"]
 
@@ -21,11 +24,13 @@ def cancel(jobs_url: str, job_id: str) -> requests.Response:
     return requests.delete(f"{jobs_url}/jobs/{job_id}", timeout=10)
 
 
-def test_cancel_a_queued_and_a_running_job(jobs_url, receiver, supervisor):
-    running = submit(jobs_url, LONG)
-    wait_until(lambda: job_status(jobs_url, running).get("progress", 0) > 0, 60, "the long job to generate")
+def test_cancel_a_queued_and_a_running_job(jobs_url, receiver, supervisor, hold):
+    held = hold("cancel-running")  # never released: only the cancellation can stop this job
+    running = submit(jobs_url, LONG, request_id=held.request_id)
+    held.wait_held()
     ready = submit(jobs_url, SHORT)  # taken by the worker's second slot, waits behind the running job
     waiting = submit(jobs_url, SHORT, callback_url=receiver.url("/cancelled-queued"))  # stays in the broker
+    assert job_status(jobs_url, running)["status"] == "processing"
     assert job_status(jobs_url, waiting)["status"] == "queued"
 
     answer = cancel(jobs_url, waiting)
@@ -48,10 +53,11 @@ def test_cancel_a_queued_and_a_running_job(jobs_url, receiver, supervisor):
         assert again.status_code == 409 and again.json()["error"]["type"] == "conflict_error"
 
 
-def test_high_priority_jobs_overtake_low_ones_and_a_full_queue_answers_429(jobs_url, stack):
+def test_high_priority_jobs_overtake_low_ones_and_a_full_queue_answers_429(jobs_url, stack, hold):
     _service, small_url = stack.start_web("web-small-queue", {"JOB_QUEUE_LIMIT": "3"})
-    blocker = submit(jobs_url, {**LONG, "max_tokens": 40})
-    wait_until(lambda: job_status(jobs_url, blocker)["status"] == "processing", 60, "the blocker to start")
+    held = hold("priority-blocker")
+    blocker = submit(jobs_url, LONG, request_id=held.request_id)
+    held.wait_held()
     lows = [submit(jobs_url, SHORT, priority="low") for _ in range(3)]
     high = submit(jobs_url, SHORT, priority="high")
     assert job_status(jobs_url, high)["position_in_queue"] == 0
@@ -60,8 +66,9 @@ def test_high_priority_jobs_overtake_low_ones_and_a_full_queue_answers_429(jobs_
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"]["code"] == "queue_full" and refused.json()["error"]["type"] == "rate_limit_error"
 
+    held.release()
     finished = {job_id: wait_for_job(jobs_url, job_id) for job_id in [blocker, *lows, high]}
     assert all(job["status"] == "completed" for job in finished.values())
     order = sorted(finished, key=lambda job_id: finished[job_id]["completed_at"])
-    # the first low job was already waiting in the worker when the high one came; the others were not
+    # the first low job may already wait in the worker's second slot when the high one comes; the others cannot
     assert order.index(high) < order.index(lows[1]) and order.index(high) < order.index(lows[2]), order

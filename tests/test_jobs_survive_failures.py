@@ -26,21 +26,25 @@ from tests.conftest import (
 from tests.stack import Stack, wait_until
 
 
-def test_a_job_whose_worker_is_killed_runs_again_and_completes(jobs_url, base_url, redis_client, receiver):
+def test_a_job_whose_worker_is_killed_runs_again_and_completes(jobs_url, base_url, redis_client, receiver, hold):
     model_id = "test/jobs-victim"
     assert load_model(base_url, str(CHAT_MODEL_DIR), model_id, context_length=2048).status_code == 200
+    held = hold("job-victim")
     try:
         response = submit_job(
             jobs_url,
             model_id,
             "chat",
-            {"messages": ask("Count from 1 to 100."), "max_tokens": 60, "temperature": 0},
+            {"messages": ask("Count from 1 to 100."), "max_tokens": 20, "temperature": 0},
+            request_id=held.request_id,
             callback_url=receiver.url("/victim"),
         )
         job_id = response.json()["job_id"]
-        wait_until(lambda: job_status(jobs_url, job_id).get("progress", 0) > 0, 60, "the job to generate")
+        held.wait_held()
+        assert job_status(jobs_url, job_id)["status"] == "processing"
         killed = worker_pid(redis_client, model_id)
         os.kill(killed, signal.SIGKILL)
+        held.release()  # the second run may go on
 
         job = wait_for_job(jobs_url, job_id, timeout=180)
         assert job["status"] == "completed", job
@@ -104,17 +108,23 @@ def test_queued_jobs_survive_a_redis_restart(restartable_stack, receiver):
     )
 
 
-def test_jobs_of_a_model_unloaded_by_force_fail_with_the_reason(jobs_url, base_url):
+def test_jobs_of_a_model_unloaded_by_force_fail_with_the_reason(jobs_url, base_url, hold):
     model_id = "test/jobs-doomed"
     assert load_model(base_url, str(CHAT_MODEL_DIR), model_id, context_length=2048).status_code == 200
+    held = hold("doomed")  # never released: the first job runs until the forced unload
     job_ids = []
-    for max_tokens in (300, 2, 2):
+    for index in range(3):
         response = submit_job(
-            jobs_url, model_id, "chat", {"messages": ask("Count to 100."), "max_tokens": max_tokens, "temperature": 0}
+            jobs_url,
+            model_id,
+            "chat",
+            {"messages": ask("Count to 100."), "max_tokens": 20, "temperature": 0},
+            request_id=held.request_id if index == 0 else None,
         )
         assert response.status_code == 202
         job_ids.append(response.json()["job_id"])
-    wait_until(lambda: job_status(jobs_url, job_ids[0])["status"] == "processing", 60, "the first job to start")
+    held.wait_held()
+    assert job_status(jobs_url, job_ids[0])["status"] == "processing"
     assert unload_model(base_url, model_id).status_code == 409  # jobs wait for it
     assert unload_model(base_url, model_id, force=True).status_code == 200
 

@@ -123,15 +123,21 @@ def test_corrupt_weights_fail_at_load_and_never_serve(stack, base_url, client):
     assert unloaded.status_code == 200, unloaded.text
 
 
-def test_unload_in_use_needs_force(base_url, client):
+def test_unload_in_use_needs_force(base_url, client, hold):
     model_id = "test/busy-lm"
     assert load_model(base_url, str(CHAT_MODEL_DIR), model_id, context_length=4096).status_code == 200
+    held = hold("busy-unload")  # never released: the request is running until the forced unload ends it
     stream = client.with_options(timeout=60).chat.completions.create(
-        model=model_id, messages=ask("Count from 1 to 1000."), max_tokens=2000, stream=True, temperature=0
+        model=model_id,
+        messages=ask("Count from 1 to 1000."),
+        max_tokens=100,
+        stream=True,
+        temperature=0,
+        extra_headers={"X-Request-ID": held.request_id},
     )
     chunks = iter(stream)
     next(chunks)
-    next(chunks)
+    held.wait_held()
     refused = unload_model(base_url, model_id)
     assert refused.status_code == 409 and error_of(refused)["code"] == "model_in_use"
     forced = unload_model(base_url, model_id, force=True)

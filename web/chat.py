@@ -73,12 +73,14 @@ class ChatShape:
 
 def stream_chunks(
     events: Iterator[dict[str, Any]], first: dict[str, Any], shape: ChatShape, include_usage: bool
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[dict[str, Any] | None]:
     try:
         yield shape.chunk({"role": "assistant", "content": ""}, include_usage=include_usage)
         event = first
         while True:
-            if event["type"] == "delta":
+            if event["type"] == "idle":
+                yield None
+            elif event["type"] == "delta":
                 yield shape.chunk({"content": event["content"]}, include_usage=include_usage)
             elif event["type"] == "done":
                 result = event["result"]
@@ -102,6 +104,7 @@ class ChatCompletions(MethodView):
         if not streaming:
             return shape.completion(dispatcher().result(call))
         events = dispatcher().events(call)
-        first = next(events)  # errors before the first token still get their HTTP status
+        # Errors before the first token still get their HTTP status: nothing is sent until the first event.
+        first = next(event for event in events if event["type"] != "idle")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return sse_response(stream_chunks(events, first, shape, include_usage), g.request_id)

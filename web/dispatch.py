@@ -26,6 +26,8 @@ from tasks.celery_app import model_queue
 from tasks.replies import ReplyChannel
 
 _POLL_MS = 500
+IDLE = {"type": "idle"}
+"""Yielded by a streaming call's events when the worker sent nothing for a poll interval."""
 
 
 @dataclass
@@ -106,6 +108,8 @@ class Dispatcher:
                 batch = call.channel.read(call.cursor, block_ms=max(1, min(_POLL_MS, int(remaining * 1000))))
                 if not batch:
                     self._check_worker(call)
+                    if call.refresh_seconds is not None:
+                        yield IDLE  # lets a stream write something, so that a client that left is noticed
                     continue
                 for entry_id, event in batch:
                     call.cursor = entry_id

@@ -44,6 +44,7 @@ def health_report() -> tuple[dict[str, Any], bool]:
     records = registry.list_records() if mongo_ok else []
     failed = [record.model_id for record in records if record.status == "failed"]
     default_workers = live.get(settings.default_chat_model, [])
+    serving_workers = [w for w in default_workers if not w.get("stalled")]
     default_record = next((r for r in records if r.model_id == settings.default_chat_model), None)
     models = [
         {
@@ -51,17 +52,21 @@ def health_report() -> tuple[dict[str, Any], bool]:
             "status": live_status(record, live.get(record.model_id, [])),
             "workers": len(live.get(record.model_id, [])),
             "warmup_completed": any(w.get("warmup_completed") for w in live.get(record.model_id, [])),
+            "engine_stalled": any(w.get("stalled") for w in live.get(record.model_id, [])),
+            "stalled_seconds": max((w.get("stalled_seconds", 0.0) for w in live.get(record.model_id, [])), default=0.0),
             "error": record.error,
         }
         for record in records
     ]
-    models_healthy = bool(default_workers)
+    models_healthy = bool(serving_workers)
     healthy = redis_ok and mongo_ok and models_healthy
     body = {
         "status": "ok" if healthy else "error",
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "model_id": settings.default_chat_model,
-        "model_status": "loaded" if default_workers else (default_record.status if default_record else "missing"),
+        "model_status": ("loaded" if serving_workers else "stalled")
+        if default_workers
+        else (default_record.status if default_record else "missing"),
         "models_healthy": models_healthy,
         "warmup_enabled": settings.mlx_warmup,
         "warmup_completed": any(w.get("warmup_completed") for w in default_workers),

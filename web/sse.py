@@ -18,13 +18,18 @@ def _frame(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
-def sse_response(chunks: Iterable[dict[str, Any]], request_id: str) -> Response:
+KEEPALIVE = ": keep-alive\n\n"
+"""An SSE comment (clients ignore it): sent for a ``None`` chunk, while the model produces nothing, so that
+a client that went away is noticed at once (its generation is cancelled), not at the next token."""
+
+
+def sse_response(chunks: Iterable[dict[str, Any] | None], request_id: str) -> Response:
     """Streams ``chunks``; an ``ApiError`` mid-stream becomes an ``{"error": ...}`` event before the end."""
 
     def frames() -> Iterator[str]:
         try:
             for chunk in chunks:
-                yield _frame(chunk)
+                yield KEEPALIVE if chunk is None else _frame(chunk)
         except ApiError as exc:
             log.warning("stream ended with %s: %s", exc.code, exc.message)
             yield _frame({**exc.envelope(), "request_id": request_id})

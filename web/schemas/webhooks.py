@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from tasks.job_events import EVENTS
+from tasks.job_states import EVENTS
 from web.schemas.fields import storable_keys
 
 
