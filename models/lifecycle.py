@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,42 @@ def weights_bytes(path: Path) -> int:
 
 def _gb(size: int | float) -> float:
     return round(size / 1e9, 3)
+
+
+@dataclass(frozen=True)
+class Holding:
+    """A model holding memory, as the budget sees it."""
+
+    model_id: str
+    size: int
+    idle: bool
+    last_used: float
+
+
+def evictions(held: list[Holding], need: int, budget: float) -> list[str]:
+    """The idle models to unload, least recently used first, so that ``need`` more bytes fit ``budget``.
+
+    Raises the 503 ``insufficient_vram`` when even unloading every idle model would not make room.
+    """
+    used = sum(h.size for h in held)
+    if used + need <= budget:
+        return []
+    idle = sorted((h for h in held if h.idle), key=lambda h: h.last_used)
+    freeable = sum(h.size for h in idle)
+    if need > budget or used - freeable + need > budget:
+        raise ApiError(
+            503,
+            f"Not enough memory: the model needs {_gb(need)} GB, the budget is {_gb(budget)} GB "
+            f"and {_gb(used)} GB are held ({_gb(freeable)} GB by idle models)",
+            code="insufficient_vram",
+        )
+    chosen = []
+    for holding in idle:
+        if used + need <= budget:
+            break
+        chosen.append(holding.model_id)
+        used -= holding.size
+    return chosen
 
 
 class ModelLifecycle:
@@ -176,24 +213,17 @@ class ModelLifecycle:
         if budget <= 0:
             return
         held = [r for r in registry.list_records() if r.status in ("loading", "loaded") and r.model_id != exclude]
-        used = sum(self.held_bytes(r) for r in held)
-        if used + need <= budget:
-            return
-        idle = [r for r in held if r.status == "loaded" and not self.busy(r.model_id)]
-        idle.sort(key=lambda r: self.stats.last_used(r.model_id) or (r.loaded_at.timestamp() if r.loaded_at else 0))
-        freeable = sum(self.held_bytes(r) for r in idle)
-        if need > budget or used - freeable + need > budget:
-            raise ApiError(
-                503,
-                f"Not enough memory: the model needs {_gb(need)} GB, the budget is {_gb(budget)} GB "
-                f"and {_gb(used)} GB are held ({_gb(freeable)} GB by idle models)",
-                code="insufficient_vram",
+        holdings = [
+            Holding(
+                r.model_id,
+                self.held_bytes(r),
+                idle=r.status == "loaded" and not self.busy(r.model_id),
+                last_used=self.stats.last_used(r.model_id) or (r.loaded_at.timestamp() if r.loaded_at else 0.0),
             )
-        for record in idle:
-            if used + need <= budget:
-                break
-            self.unload(record.model_id, force=False)
-            used -= self.held_bytes(record)
+            for r in held
+        ]
+        for model_id in evictions(holdings, need, budget):
+            self.unload(model_id, force=False)
 
     # --- unload -----------------------------------------------------------------------------------------
 

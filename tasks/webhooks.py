@@ -342,6 +342,21 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
+def next_step(
+    code: int | None, retryable: bool, number: int, retry_after: str | None, settings: Settings
+) -> tuple[str, float | None]:
+    """What follows attempt ``number``: ``delivered``, ``gone`` (410: the webhook is disabled), ``retry`` after
+    the returned delay (``Retry-After`` when the receiver gave one, capped; else the backoff), or ``failed``."""
+    if code is not None and 200 <= code < 300:
+        return "delivered", None
+    if code == 410:
+        return "gone", None
+    if not retryable or number >= settings.webhook_max_attempts:
+        return "failed", None
+    asked = retry_after_seconds(retry_after)
+    return "retry", min(asked, MAX_RETRY_AFTER_SECONDS) if asked is not None else backoff_seconds(number, settings)
+
+
 def attempt(delivery_id: str, number: int, settings: Settings) -> float | None:
     """Makes attempt ``number`` of a delivery; returns the delay before the next attempt, or None when done.
 
@@ -373,20 +388,19 @@ def attempt(delivery_id: str, number: int, settings: Settings) -> float | None:
             True,
         )
     code = response.status_code if response is not None else None
-    delay: float | None = None
-    if code is not None and 200 <= code < 300:
+    retry_after = response.headers.get("Retry-After") if response is not None else None
+    verdict, delay = next_step(code, retryable, number, retry_after, settings)
+    if verdict == "delivered":
         outcome = {"set__status": "delivered", "set__delivered_at": now()}
         counters = {"inc__success_count": 1}
-    elif code == 410:
+    elif verdict == "gone":
         outcome = {"set__status": "failed"}
         counters = {
             "inc__failure_count": 1,
             "set__status": "disabled",
             "set__disabled_reason": "the receiver answered 410 Gone",
         }
-    elif retryable and number < settings.webhook_max_attempts:
-        asked = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
-        delay = min(asked, MAX_RETRY_AFTER_SECONDS) if asked is not None else backoff_seconds(number, settings)
+    elif verdict == "retry":
         record["retry_in_seconds"] = round(delay, 3)
         outcome = {"set__next_attempt_at": now() + timedelta(seconds=delay)}
         counters = {"inc__failure_count": 1}

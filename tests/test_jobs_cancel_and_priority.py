@@ -29,6 +29,7 @@ def test_cancel_a_queued_and_a_running_job(jobs_url, receiver, supervisor, hold)
     running = submit(jobs_url, LONG, request_id=held.request_id)
     held.wait_held()
     ready = submit(jobs_url, SHORT)  # taken by the worker's second slot, waits behind the running job
+    wait_until(lambda: job_status(jobs_url, ready)["status"] == "processing", 30, "the second slot to take a job")
     waiting = submit(jobs_url, SHORT, callback_url=receiver.url("/cancelled-queued"))  # stays in the broker
     assert job_status(jobs_url, running)["status"] == "processing"
     assert job_status(jobs_url, waiting)["status"] == "queued"

@@ -1,0 +1,116 @@
+"""No job stays stuck and no event is lost: a stored event whose announcement was lost still goes out; a hung
+engine shows in /health, its jobs lose their lease and are taken back; the supervisor restarts a hung worker.
+
+One small stack of its own (Redis, a chat worker, web, control, later a supervisor) with short stall and lease
+settings. The engine is "hung" deterministically by holding a generation between two tokens (``hold``).
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from tests.conftest import CHAT_MODEL, ask, job_status, submit_job, wait_for_job, worker_is_live, worker_pid
+from tests.stack import PYTHON, Stack, wait_until
+
+SHORT = {"messages": ask("Say hi."), "max_tokens": 2, "temperature": 0}
+STALL = {
+    "ENGINE_STALL_SECONDS": "2",
+    "JOB_LEASE_SECONDS": "3",
+    "JOB_MAX_ATTEMPTS": "2",
+    "AUTOSTART_CATALOG": "false",
+}
+
+
+@pytest.fixture()
+def stall_stack(stack: Stack):
+    workdir = Path(tempfile.mkdtemp(prefix="mlxf-stall-"))
+    mongo = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_stall"
+    small = Stack(workdir, {**stack.env, **STALL, "MONGODB_URL": mongo})
+    try:
+        yield small
+    finally:
+        small.stop_all()
+
+
+def health_of(base: str, model_id: str) -> tuple[int, dict]:
+    response = requests.get(f"{base}/health", timeout=10)
+    entry = next(m for m in response.json()["models"]["models"] if m["id"] == model_id)
+    return response.status_code, entry
+
+
+def test_events_survive_a_lost_announcement_and_a_hung_engine_is_seen_and_taken_back(stall_stack, receiver, hold):
+    small = stall_stack
+    small.start_redis()
+    client = redis.Redis.from_url(small.env["REDIS_URL"])
+    worker = small.start_worker(CHAT_MODEL, "stall-worker", {"DEFAULT_CHAT_MODEL": CHAT_MODEL})
+    wait_until(lambda: worker_is_live(client, CHAT_MODEL), 120, "the chat worker", worker.process)
+    _web, base = small.start_web("stall-web", {"DEFAULT_CHAT_MODEL": CHAT_MODEL})
+    jobs_url = f"{base}/api/mcp"
+    hook = requests.post(
+        f"{jobs_url}/webhooks",
+        json={
+            "url": receiver.url("/outbox"),
+            "events": list(("job.queued", "job.processing", "job.completed", "job.failed")),
+        },
+        timeout=10,
+    )
+    assert hook.status_code == 201
+
+    # 1. No control worker yet: the job runs, its three events are stored and announced, and the announcements
+    #    are then lost with the broker's webhooks queue. The control worker's reconciler announces them again.
+    first = submit_job(jobs_url, CHAT_MODEL, "chat", SHORT).json()["job_id"]
+    assert wait_for_job(jobs_url, first)["status"] == "completed"
+    wait_until(lambda: client.llen("webhooks") == 3, 10, "the three announcements in the broker")
+    client.delete("webhooks")
+    small.start_control("stall-control")
+    wait_until(
+        lambda: sorted(receiver.events("/outbox", first)) == ["job.completed", "job.processing", "job.queued"],
+        60,
+        "the stored events to be delivered after their announcements were lost",
+    )
+
+    # 2. A hung engine: held between two tokens, it makes no progress. /health says so, and the job's lease runs
+    #    out and is not renewed: the job is taken back and, out of attempts, fails with the reason.
+    held = hold("hung-engine")
+    job_id = submit_job(jobs_url, CHAT_MODEL, "chat", {**SHORT, "max_tokens": 20}, request_id=held.request_id)
+    job_id = job_id.json()["job_id"]
+    held.wait_held()
+    wait_until(lambda: health_of(base, CHAT_MODEL)[1]["engine_stalled"], 30, "/health to show the stalled engine")
+    status, entry = health_of(base, CHAT_MODEL)
+    assert status == 503 and entry["stalled_seconds"] >= 2
+    assert requests.get(f"{base}/health", timeout=10).json()["model_status"] == "stalled"
+
+    job = wait_for_job(jobs_url, job_id, ("failed",), timeout=60)
+    assert job["error_code"] == "lease_expired" and "lease ran out" in job["error"], job
+    assert job["attempts"] == 2  # taken back once and run again, then out of attempts
+    wait_until(lambda: "job.failed" in receiver.events("/outbox", job_id), 30, "job.failed delivered")
+    assert receiver.events("/outbox", job_id).count("job.queued") == 2
+
+    # 3. Under a supervisor, a worker whose engine hangs is restarted, and the job it held runs again.
+    worker.stop(signal.SIGKILL)
+    wait_until(lambda: not worker_is_live(client, CHAT_MODEL), 30, "the killed worker's heartbeat to expire")
+    supervisor = small.start("stall-supervisor", [PYTHON, "-m", "models.supervisor"])
+    wait_until(lambda: worker_is_live(client, CHAT_MODEL), 120, "the supervised worker", supervisor.process)
+    stuck = hold("hung-supervised")
+    job_id = submit_job(jobs_url, CHAT_MODEL, "chat", {**SHORT, "max_tokens": 20}, request_id=stuck.request_id)
+    job_id = job_id.json()["job_id"]
+    stuck.wait_held()
+    hung_pid = worker_pid(client, CHAT_MODEL)
+    wait_until(
+        lambda: "its engine stopped making progress" in supervisor.log(), 60, "the supervisor to restart the worker"
+    )
+    stuck.release()
+    wait_until(
+        lambda: worker_is_live(client, CHAT_MODEL) and worker_pid(client, CHAT_MODEL) != hung_pid,
+        120,
+        "the restarted worker",
+    )
+    job = wait_for_job(jobs_url, job_id, timeout=120)
+    assert job["status"] == "completed" and job["attempts"] == 2, job
+    assert job_status(jobs_url, job_id)["result"]["usage"]["completion_tokens"] >= 1

@@ -1,0 +1,38 @@
+"""Memory-budget eviction: least recently used idle models go first; 503 when they cannot make room."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.errors import ApiError
+from models.lifecycle import Holding, evictions
+
+GB = 10**9
+
+
+def test_nothing_is_evicted_when_the_model_fits():
+    assert evictions([Holding("a", 1 * GB, True, 1.0)], 1 * GB, 3 * GB) == []
+
+
+def test_least_recently_used_idle_models_go_first_and_only_as_many_as_needed():
+    held = [
+        Holding("recent", 1 * GB, True, 300.0),
+        Holding("oldest", 1 * GB, True, 100.0),
+        Holding("older", 1 * GB, True, 200.0),
+    ]
+    assert evictions(held, 1 * GB, 3 * GB) == ["oldest"]
+    assert evictions(held, 2 * GB, 3 * GB) == ["oldest", "older"]
+
+
+def test_busy_models_are_never_evicted():
+    held = [Holding("busy", 2 * GB, False, 1.0), Holding("idle", 1 * GB, True, 9.0)]
+    assert evictions(held, 1 * GB, 3 * GB) == ["idle"]
+    with pytest.raises(ApiError) as caught:
+        evictions(held, 2 * GB, 3 * GB)
+    assert caught.value.status == 503 and caught.value.code == "insufficient_vram"
+
+
+def test_a_model_bigger_than_the_budget_is_refused():
+    with pytest.raises(ApiError) as caught:
+        evictions([], 4 * GB, 3 * GB)
+    assert caught.value.code == "insufficient_vram"

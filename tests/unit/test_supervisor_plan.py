@@ -1,0 +1,58 @@
+"""The supervisor's tick, decided without side effects from the registry and its workers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from models.registry import ModelRecord
+from models.supervisor import Action, plan
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def record(model_id: str, status: str = "loaded", desired: str = "loaded", force: bool = False, age: float = 1.0):
+    return ModelRecord(
+        model_id=model_id,
+        model_type="lm",
+        path="/models/x",
+        created=0,
+        status=status,
+        desired=desired,
+        force_unload=force,
+        updated_at=NOW - timedelta(seconds=age),
+    )
+
+
+def tick(records, children=None, stalled=(), deadline=600.0):
+    return plan(records, children or {}, set(stalled), NOW, deadline)
+
+
+def test_a_wanted_model_without_a_worker_gets_one():
+    assert tick([record("a", "loading")]) == [Action("start", "a")]
+    assert tick([record("a", "loaded")]) == [Action("start", "a")]
+    assert tick([record("a", "loaded")], {"a": False}) == []
+
+
+def test_failed_models_are_not_started():
+    assert tick([record("a", "failed")]) == []
+
+
+def test_unloaded_models_are_stopped_then_forgotten():
+    assert tick([record("a", "unloading", "unloaded", force=True)], {"a": False}) == [Action("stop", "a", force=True)]
+    assert tick([record("a", "unloading", "unloaded")]) == [Action("forget", "a")]
+
+
+def test_a_worker_whose_model_is_no_longer_registered_is_stopped():
+    assert tick([], {"ghost": False}) == [Action("stop", "ghost")]
+
+
+def test_a_stalled_engine_is_restarted():
+    actions = tick([record("a")], {"a": False}, stalled={"a"})
+    assert [(a.kind, a.model_id) for a in actions] == [("restart", "a")]
+
+
+def test_a_model_stuck_loading_past_the_deadline_fails():
+    actions = tick([record("a", "loading", age=601)], {"a": False})
+    assert [(a.kind, a.model_id) for a in actions] == [("fail", "a")]
+    assert "did not finish loading within 600s" in actions[0].reason
+    assert tick([record("a", "loading", age=599)], {"a": False}) == []
