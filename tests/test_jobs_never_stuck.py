@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import signal
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pymongo
 import pytest
 import redis
 import requests
 
-from tests.conftest import CHAT_MODEL, ask, job_status, submit_job, wait_for_job, worker_is_live, worker_pid
+from tests.conftest import CHAT_MODEL, Hold, ask, job_status, submit_job, wait_for_job, worker_is_live, worker_pid
 from tests.stack import PYTHON, Stack, wait_until
 
 SHORT = {"messages": ask("Say hi."), "max_tokens": 2, "temperature": 0}
@@ -44,10 +46,10 @@ def health_of(base: str, model_id: str) -> tuple[int, dict]:
     return response.status_code, entry
 
 
-def test_events_survive_a_lost_announcement_and_a_hung_engine_is_seen_and_taken_back(stall_stack, receiver, hold):
+def test_events_survive_a_lost_announcement_and_a_hung_engine_is_seen_and_taken_back(stall_stack, receiver):
     small = stall_stack
     small.start_redis()
-    client = redis.Redis.from_url(small.env["REDIS_URL"])
+    client = redis.Redis.from_url(small.env["REDIS_URL"])  # this stack's own Redis: its holds are set there
     worker = small.start_worker(CHAT_MODEL, "stall-worker", {"DEFAULT_CHAT_MODEL": CHAT_MODEL})
     wait_until(lambda: worker_is_live(client, CHAT_MODEL), 120, "the chat worker", worker.process)
     _web, base = small.start_web("stall-web", {"DEFAULT_CHAT_MODEL": CHAT_MODEL})
@@ -75,9 +77,23 @@ def test_events_survive_a_lost_announcement_and_a_hung_engine_is_seen_and_taken_
         "the stored events to be delivered after their announcements were lost",
     )
 
-    # 2. A hung engine: held between two tokens, it makes no progress. /health says so, and the job's lease runs
+    # 2. Jobs queued for a model that then fails for good (here: no supervisor, the registry is told so by hand,
+    #    as a worker that cannot load does) fail with the model's error instead of waiting forever.
+    registry = pymongo.MongoClient(small.env["MONGODB_URL"]).get_default_database()["models"]
+    registry.insert_one(
+        {"_id": "test/never-loads", "model_type": "lm", "path": "/nowhere", "created": 0, "tags": []}
+        | {"desired": "loaded", "status": "loading", "updated_at": datetime.now(UTC)}
+    )
+    doomed = submit_job(jobs_url, "test/never-loads", "chat", SHORT)
+    assert doomed.status_code == 202, doomed.text
+    registry.update_one({"_id": "test/never-loads"}, {"$set": {"status": "failed", "error": "weights missing"}})
+    job = wait_for_job(jobs_url, doomed.json()["job_id"], timeout=60)
+    assert job["status"] == "failed" and job["error_code"] == "model_failed", job
+    assert "weights missing" in job["error"]
+
+    # 3. A hung engine: held between two tokens, it makes no progress. /health says so, and the job's lease runs
     #    out and is not renewed: the job is taken back and, out of attempts, fails with the reason.
-    held = hold("hung-engine")
+    held = Hold(client, "hung-engine")  # never released: a hung engine
     job_id = submit_job(jobs_url, CHAT_MODEL, "chat", {**SHORT, "max_tokens": 20}, request_id=held.request_id)
     job_id = job_id.json()["job_id"]
     held.wait_held()
@@ -92,12 +108,12 @@ def test_events_survive_a_lost_announcement_and_a_hung_engine_is_seen_and_taken_
     wait_until(lambda: "job.failed" in receiver.events("/outbox", job_id), 30, "job.failed delivered")
     assert receiver.events("/outbox", job_id).count("job.queued") == 2
 
-    # 3. Under a supervisor, a worker whose engine hangs is restarted, and the job it held runs again.
+    # 4. Under a supervisor, a worker whose engine hangs is restarted, and the job it held runs again.
     worker.stop(signal.SIGKILL)
     wait_until(lambda: not worker_is_live(client, CHAT_MODEL), 30, "the killed worker's heartbeat to expire")
     supervisor = small.start("stall-supervisor", [PYTHON, "-m", "models.supervisor"])
     wait_until(lambda: worker_is_live(client, CHAT_MODEL), 120, "the supervised worker", supervisor.process)
-    stuck = hold("hung-supervised")
+    stuck = Hold(client, "hung-supervised")
     job_id = submit_job(jobs_url, CHAT_MODEL, "chat", {**SHORT, "max_tokens": 20}, request_id=stuck.request_id)
     job_id = job_id.json()["job_id"]
     stuck.wait_held()
