@@ -95,7 +95,10 @@ class Reconciler:
             self.announce_unsent_events(counts)
             self.resend_lost_deliveries(counts)
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("a reconciler run outlasted its lock (%ss)", LOCK_SECONDS)
         if any(counts.values()):
             log.info("reconciled: %s", counts)
         return counts
