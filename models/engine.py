@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.logs import request_id_var
-from models.handlers.base import Cancelled, Emit, ModelHandler
+from models.handlers.base import PROGRESS, Cancelled, Emit, ModelHandler
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,11 @@ class Engine:
         self.on_change()
         started = time.perf_counter()
 
+        def emit(event: dict[str, Any]) -> None:
+            self.last_progress = time.monotonic()
+            if event is not PROGRESS:
+                work.emit(event)
+
         def checkpoint() -> bool:
             self.last_progress = time.monotonic()
             if work.pause is not None:
@@ -135,7 +140,7 @@ class Engine:
             return work.cancelled()
 
         try:
-            result = self.handler.run(work.operation, work.payload, work.emit, checkpoint)
+            result = self.handler.run(work.operation, work.payload, emit, checkpoint)
             log.info(
                 "%s finished in %.0f ms (%s)",
                 work.operation,

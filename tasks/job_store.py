@@ -176,12 +176,15 @@ def _outbox_entry(job: Job, event: str, moment: datetime) -> dict[str, Any]:
     }
 
 
-def _move(job_id: str, move_name: str, token: str | None = None, **changes: Any) -> tuple[Job, str] | None:
+def _move(
+    job_id: str, move_name: str, token: str | None = None, expect: dict[str, Any] | None = None, **changes: Any
+) -> tuple[Job, str] | None:
     """Makes one move of the state machine as one compare-and-set that also appends the move's event to the
     job's outbox; then announces the event. Returns the job as it is after the move and the status it left,
     or None when the move is not allowed (another process moved the job first, or ``token`` does not own it).
 
-    A change whose value is None unsets the field.
+    A change whose value is None unsets the field; a callable value is computed from the job as read, and the
+    field's read value joins the compare-and-set. ``expect`` adds conditions of the caller's own.
     """
     move = job_states.MOVES[move_name]
     for _ in range(3):  # a move allowed from two statuses may see the job change between reading and writing
@@ -191,15 +194,22 @@ def _move(job_id: str, move_name: str, token: str | None = None, **changes: Any)
         if move.owned and job.claim != token:
             return None
         left = job.status
-        conditions: dict[str, Any] = {"status": left}
+        conditions: dict[str, Any] = {"status": left, **(expect or {})}
         if move.owned:
             conditions["claim"] = token
         moment = now()
+        changes_now = dict(changes)
         for name, value in changes.items():
+            if callable(value):
+                conditions[name] = getattr(job, name)
+                changes_now[name] = value(job)
+        for name, value in changes_now.items():
             setattr(job, name, value)
         job.status = move.target
         entry = _outbox_entry(job, move.event, moment)
-        updates = {f"unset__{k}" if v is None else f"set__{k}": True if v is None else v for k, v in changes.items()}
+        updates = {
+            f"unset__{k}" if v is None else f"set__{k}": True if v is None else v for k, v in changes_now.items()
+        }
         if Job.objects(job_id=job_id, **conditions).update_one(
             set__status=move.target, push__outbox=entry, inc__events_pending=1, **updates
         ):
@@ -214,15 +224,13 @@ def claim(job_id: str, worker: str, lease_seconds: float) -> str | None:
     """queued -> processing for the run on ``worker``, leased for ``lease_seconds``; the claim token, or None."""
     token = uuid.uuid4().hex
     moment = now()
-    job = get(job_id)
-    attempts = (job.attempts if job else 0) + 1
     moved = _move(
         job_id,
         "claim",
         started_at=moment,
         worker=worker,
         claim=token,
-        attempts=attempts,
+        attempts=lambda job: job.attempts + 1,
         lease_expires_at=moment + timedelta(seconds=lease_seconds),
     )
     return token if moved is not None else None
@@ -241,10 +249,29 @@ def complete(job_id: str, token: str, result: dict[str, Any]) -> bool:
     return _move(job_id, "complete", token, completed_at=now(), result=result, lease_expires_at=None) is not None
 
 
-def fail(job_id: str, token: str | None, error: str, code: str = "job_failed") -> bool:
-    """processing (owned by ``token``) -> failed; with no token, queued -> failed."""
+def _lease_ran_out(expired_before: datetime | None) -> dict[str, Any] | None:
+    return {"lease_expires_at__lt": expired_before} if expired_before is not None else None
+
+
+def fail(
+    job_id: str, token: str | None, error: str, code: str = "job_failed", expired_before: datetime | None = None
+) -> bool:
+    """processing (owned by ``token``) -> failed; with no token, queued -> failed. With ``expired_before``, only
+    while the run's lease is still out of date (its worker did not renew it meanwhile)."""
     move = "fail" if token else "fail_queued"
-    return _move(job_id, move, token, failed_at=now(), error=error, error_code=code, lease_expires_at=None) is not None
+    return (
+        _move(
+            job_id,
+            move,
+            token,
+            _lease_ran_out(expired_before),
+            failed_at=now(),
+            error=error,
+            error_code=code,
+            lease_expires_at=None,
+        )
+        is not None
+    )
 
 
 def cancel(job_id: str) -> str | None:
@@ -253,9 +280,19 @@ def cancel(job_id: str) -> str | None:
     return moved[1] if moved else None
 
 
-def requeue(job_id: str, token: str) -> Job | None:
-    """processing -> queued again, for a job whose run was lost (worker dead, or lease run out)."""
-    moved = _move(job_id, "requeue", token, enqueued_at=now(), worker=None, claim=None, lease_expires_at=None)
+def requeue(job_id: str, token: str, expired_before: datetime | None = None) -> Job | None:
+    """processing -> queued again, for a job whose run was lost (worker dead, or lease run out: then only while
+    it is still out of date at ``expired_before``)."""
+    moved = _move(
+        job_id,
+        "requeue",
+        token,
+        _lease_ran_out(expired_before),
+        enqueued_at=now(),
+        worker=None,
+        claim=None,
+        lease_expires_at=None,
+    )
     return moved[0] if moved else None
 
 

@@ -43,6 +43,11 @@ def _claim(task_id: str | None = None, task: Any = None, **_kwargs: Any) -> None
         return
     task.request.job_claim = None
     runtime = current()
+    stalled_for = runtime.engine.stalled_seconds()
+    if stalled_for > runtime.settings.engine_stall_seconds / 2:
+        # A hung engine must not take jobs back: left queued, the job is sent again to a worker that can run it.
+        log.warning("job %s left queued: this worker's engine has made no progress for %.0fs", task_id, stalled_for)
+        return
     try:
         token = job_store.claim(task_id, runtime.hostname, runtime.settings.job_lease_seconds)
     except Exception:  # noqa: BLE001 - unclaimed, the job stays queued and the reconciler sends it again

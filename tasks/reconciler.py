@@ -128,11 +128,14 @@ class Reconciler:
                 if lease_expired
                 else f"the worker running it ({job.worker}) stopped"
             )
+            # A lease renewed since it was read (MongoDB was slow, not the engine) keeps the run.
+            expired_before = moment if lease_expired else None
             if decision == "fail":
                 message = f"Job abandoned: {reason}, and it has had {job.attempts} attempts"
-                if job_store.fail(job.job_id, job.claim, message, "lease_expired" if lease_expired else "worker_lost"):
+                code = "lease_expired" if lease_expired else "worker_lost"
+                if job_store.fail(job.job_id, job.claim, message, code, expired_before):
                     counts["failed"] += 1
-            elif (fresh := job_store.requeue(job.job_id, job.claim)) is not None:
+            elif (fresh := job_store.requeue(job.job_id, job.claim, expired_before)) is not None:
                 log.warning("job %s: %s; queued again (attempt %d done)", job.job_id, reason, job.attempts)
                 self._forget_unacked(job.job_id)
                 enqueue(self.celery, fresh)

@@ -179,6 +179,12 @@ def event_payload(job: job_store.Job, entry: dict[str, Any], max_bytes: int) -> 
         view.pop("result")
         view["result_omitted"] = f"the result is larger than {max_bytes} bytes; read it from the job"
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    if len(body.encode()) > max_bytes:  # still too big: the caller's metadata or a long error message
+        view["metadata"] = {}
+        view["error"] = str(view.get("error") or "")[:1000] or None
+        view["truncated"] = True
+        trimmed = {**payload, "job": {k: v for k, v in view.items() if v is not None}}
+        body = json.dumps(trimmed, separators=(",", ":"), sort_keys=True)
     return body
 
 
@@ -373,8 +379,10 @@ def attempt(delivery_id: str, number: int, settings: Settings) -> float | None:
         if webhook is None or webhook.status != "active":
             Delivery.objects(delivery_id=delivery_id, status="pending").update_one(set__status="cancelled")
             return None
+    # While the attempt is in flight it is not overdue: the reconciler must not send the next one beside it.
+    in_flight_until = now() + timedelta(seconds=2 * settings.webhook_timeout_seconds)
     if not Delivery.objects(delivery_id=delivery_id, status="pending", attempt_count=number - 1).update_one(
-        set__attempt_count=number
+        set__attempt_count=number, set__next_attempt_at=in_flight_until
     ):
         return None  # another copy of this task took the attempt
     delivery.attempt_count = number
@@ -407,7 +415,11 @@ def attempt(delivery_id: str, number: int, settings: Settings) -> float | None:
     else:
         outcome = {"set__status": "failed"}
         counters = {"inc__failure_count": 1}
-    Delivery.objects(delivery_id=delivery_id).update_one(push__attempts=record, **outcome)
+    if not Delivery.objects(delivery_id=delivery_id, status="pending", attempt_count=number).update_one(
+        push__attempts=record, **outcome
+    ):
+        log.warning("delivery %s moved on during attempt %d; its outcome is not recorded", delivery_id, number)
+        return None
     if webhook is not None:
         Webhook.objects(webhook_id=webhook.webhook_id).update_one(set__last_triggered_at=now(), **counters)
     log.info(

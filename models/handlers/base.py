@@ -7,6 +7,9 @@ from typing import Any, Protocol
 
 Emit = Callable[[dict[str, Any]], None]
 """Sends an event (e.g. a text delta) to the waiting client."""
+PROGRESS: dict[str, Any] = {"type": "progress"}
+"""Emitted by a handler during long work that yields no token (a prompt's prefill, a batch of embeddings): the
+engine counts it as progress (so a slow engine is not taken for a hung one) and does not pass it on."""
 Cancelled = Callable[[], bool]
 """True once the client has gone or cancelled; checked between tokens."""
 

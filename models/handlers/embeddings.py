@@ -9,7 +9,7 @@ import mlx.core as mx
 from mlx_embeddings.utils import load as load_embedding_model
 
 from config.errors import ApiError
-from models.handlers.base import Cancelled, Emit
+from models.handlers.base import PROGRESS, Cancelled, Emit
 
 MAX_BATCH = 32
 
@@ -23,10 +23,12 @@ class EmbeddingsHandler:
     def warmup(self) -> None:
         self.embed(["warm-up"])
 
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def embed(self, texts: list[str], emit: Emit | None = None) -> tuple[list[list[float]], int]:
         vectors: list[list[float]] = []
         tokens = 0
         for start in range(0, len(texts), MAX_BATCH):
+            if emit is not None:
+                emit(PROGRESS)
             batch = texts[start : start + MAX_BATCH]
             inputs = self.tokenizer(
                 batch, return_tensors="mlx", padding=True, truncation=True, max_length=self.context_length
@@ -44,7 +46,7 @@ class EmbeddingsHandler:
         texts = payload["input"]
         if any(not text for text in texts):
             raise ApiError(400, "input must not contain empty strings", code="invalid_value", param="input")
-        vectors, tokens = self.embed(texts)
+        vectors, tokens = self.embed(texts, emit)
         return {"embeddings": vectors, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 

@@ -12,7 +12,7 @@ from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
 from config.errors import ApiError
-from models.handlers.base import Cancelled, Emit
+from models.handlers.base import PROGRESS, Cancelled, Emit
 
 DEFAULT_MAX_TOKENS = 512
 
@@ -112,7 +112,15 @@ class LanguageModelHandler:
         scanner = StopScanner(payload.get("stop") or [])
         finish_reason = "length"
         completion_tokens = 0
-        for response in stream_generate(self.model, self.tokenizer, prompt, max_tokens=max_tokens, sampler=sampler):
+        generation = stream_generate(
+            self.model,
+            self.tokenizer,
+            prompt,
+            max_tokens=max_tokens,
+            sampler=sampler,
+            prompt_progress_callback=lambda _done, _total: emit(PROGRESS),
+        )
+        for response in generation:
             fresh = scanner.feed(response.text)
             if stream and fresh:
                 emit({"type": "delta", "content": fresh})

@@ -34,3 +34,12 @@ def test_other_events_carry_their_snapshot_not_the_current_job():
     entry = {**entry, "event": "job.processing", "job": {**entry["job"], "status": "processing"}}
     payload = json.loads(event_payload(job, entry, 10_000))
     assert payload["job"]["status"] == "processing" and "result" not in payload["job"]
+
+
+def test_huge_metadata_or_error_cannot_make_the_body_unbounded():
+    job, entry = completed_job({"content": "Paris"})
+    entry = {**entry, "job": {**entry["job"], "metadata": {"note": "y" * 50_000}, "error": "z" * 50_000}}
+    body = event_payload(job, entry, 4_096)
+    payload = json.loads(body)
+    assert len(body.encode()) <= 4_096 and payload["job"]["truncated"] is True
+    assert payload["job"]["job_id"] == "job-1"
