@@ -113,10 +113,9 @@ def test_a_failing_receiver_that_recovers_gets_every_event(jobs_url, receiver):
 def test_gone_disables_the_webhook_and_redirects_are_not_followed(jobs_url, receiver):
     receiver.script("/gone", [Answer(410)])
     receiver.script("/moved", [Answer(302, {"Location": receiver.url("/elsewhere")})] * 10)
-    gone = register(jobs_url, receiver.url("/gone"), ["job.queued", "job.completed"]).json()
+    gone = register(jobs_url, receiver.url("/gone"), ["job.completed"]).json()
     moved = register(jobs_url, receiver.url("/moved"), ["job.completed"]).json()
-    job_id = embed_job(jobs_url)
-    wait_for_job(jobs_url, job_id)
+    wait_for_job(jobs_url, embed_job(jobs_url))
 
     def gone_disabled() -> bool:
         return requests.get(f"{jobs_url}/webhooks/{gone['webhook_id']}", timeout=10).json()["status"] == "disabled"
@@ -124,6 +123,9 @@ def test_gone_disables_the_webhook_and_redirects_are_not_followed(jobs_url, rece
     wait_until(gone_disabled, 30, "the 410 to disable the webhook")
     wait_until(lambda: len(receiver.at("/moved")) >= 2, 30, "the redirected delivery to be retried")
     assert receiver.at("/elsewhere") == []
+    later = embed_job(jobs_url)  # its event comes after the webhook was disabled
+    wait_for_job(jobs_url, later)
+    wait_until(lambda: receiver.events("/moved", later), 30, "the later job's event to be fanned out")
     assert len(receiver.at("/gone")) == 1  # disabled at once: no retry, no later event
     attempts = deliveries(jobs_url, moved["webhook_id"])[0]["attempts"]
     assert attempts[0]["status_code"] == 302
