@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     engine_stall_seconds: float = 120.0
     """A worker whose engine has work but has made no progress (no token, no step) for this long is stalled:
     ``/health`` says so, the supervisor restarts it, and its jobs' leases are no longer renewed."""
+    engine_kv_budget_gb: float = 4.0
+    """KV-cache memory a worker's batch may hold; a request that cannot fit alone is 503 ``insufficient_vram``,
+    one that cannot fit beside the others waits."""
+    prompt_cache_entries: int = 16
+    """Prompts whose KV cache a worker keeps for reuse (least recently used dropped first); 0 turns it off."""
+    prompt_cache_gb: float = 1.0
+    prefill_step_size: int = 512
+    """Prompt tokens computed per batch step: a long prompt joins in chunks instead of stalling the others."""
     engine_test_holds: bool = False
     """Tests only: the engine waits between tokens while the Redis key ``mlxf:hold:<request id>`` exists."""
     openblas_library: str = ""

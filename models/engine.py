@@ -19,16 +19,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.errors import ApiError
 from config.logs import request_id_var
-from models.handlers.base import PROGRESS, Cancelled, Emit, ModelHandler
+from models.batch import BATCHED_OPERATIONS, BatchSession, Ticket
+from models.handlers.base import PROGRESS, Cancelled, Emit, ModelHandler, RequestCancelled
 
 log = logging.getLogger(__name__)
 
 STOP_PRIORITY = 1_000_000
-
-
-class RequestCancelled(Exception):
-    """The request was cancelled while it waited for the engine; it never ran."""
 
 
 @dataclass
@@ -56,11 +54,17 @@ class Engine:
         self.load_seconds = 0.0
         self.warmup_completed = False
         self.memory_bytes = 0
-        self.active = 0
+        self.solo_active = 0
+        self.batch_active = 0
         self.served = 0
         self.last_progress = time.monotonic()
         """When the engine last made progress: took up work, or reached a checkpoint between two tokens."""
         self.on_change: Callable[[], None] = lambda: None
+
+    @property
+    def active(self) -> int:
+        """Requests being served now: in the batch, or alone."""
+        return self.solo_active + self.batch_active
 
     @property
     def queued(self) -> int:
@@ -77,8 +81,11 @@ class Engine:
         if self.load_error is not None:
             raise self.load_error
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Asks the engine thread to finish what it has, and waits for it (MLX must not be torn down under it)."""
         self._inbox.put((STOP_PRIORITY, next(self._arrivals), None))
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def submit(
         self,
@@ -113,8 +120,79 @@ class Engine:
             return
         self.load_seconds = time.perf_counter() - started
         self._ready.set()
-        while (work := self._inbox.get()[2]) is not None:
-            self._serve(work)
+        batch: BatchSession | None = getattr(self.handler, "batch", None)
+        while True:
+            busy = batch is not None and batch.busy
+            work: Work | None | bool = False
+            if not busy or batch.has_room:
+                try:
+                    work = self._inbox.get(block=not busy)[2]
+                except queue.Empty:
+                    pass
+            if work is None:
+                break
+            if work is not False:
+                if batch is not None and work.operation in BATCHED_OPERATIONS:
+                    self._join(batch, work)
+                else:
+                    self._serve(work)
+            if batch is not None and batch.busy:
+                self._step(batch)
+
+    def _join(self, batch: BatchSession, work: Work) -> None:
+        if not work.future.set_running_or_notify_cancel():
+            return
+        self.last_progress = time.monotonic()
+        batch.submit(
+            Ticket(
+                work.operation,
+                work.payload,
+                self._emitter(work),
+                self._checkpoint(work),
+                work.cancelled,
+                work.future,
+                work.request_id,
+            )
+        )
+        self.on_change()
+
+    def _step(self, batch: BatchSession) -> None:
+        """One step of the batch; a failure of the step (out of memory, say) ends its requests, not the worker."""
+        running = len(batch.running)
+        try:
+            batch.step()
+        except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error; the worker goes on
+            log.exception("a batch step failed; its %d requests end with the error", running)
+            batch.fail_all(
+                ApiError(503, f"The model could not go on: {type(exc).__name__}: {exc}", code="inference_failed")
+            )
+        self.last_progress = time.monotonic()
+        finished = running - len(batch.running)
+        if finished > 0:
+            self.served += finished
+        self.batch_active = len(batch.running)
+        self.on_change()
+
+    def _emitter(self, work: Work) -> Emit:
+        """Passes events on to the request; every event, ``PROGRESS`` included, counts as progress."""
+
+        def emit(event: dict[str, Any]) -> None:
+            self.last_progress = time.monotonic()
+            if event is not PROGRESS:
+                work.emit(event)
+
+        return emit
+
+    def _checkpoint(self, work: Work) -> Cancelled:
+        """What runs between two tokens: progress, the test hold if any, then the cancel check."""
+
+        def checkpoint() -> bool:
+            self.last_progress = time.monotonic()
+            if work.pause is not None:
+                work.pause()
+            return work.cancelled()
+
+        return checkpoint
 
     def _serve(self, work: Work) -> None:
         if not work.future.set_running_or_notify_cancel():
@@ -124,23 +202,12 @@ class Engine:
             return
         token = request_id_var.set(work.request_id)
         self.last_progress = time.monotonic()
-        self.active += 1
+        self.solo_active += 1
         self.on_change()
         started = time.perf_counter()
 
-        def emit(event: dict[str, Any]) -> None:
-            self.last_progress = time.monotonic()
-            if event is not PROGRESS:
-                work.emit(event)
-
-        def checkpoint() -> bool:
-            self.last_progress = time.monotonic()
-            if work.pause is not None:
-                work.pause()
-            return work.cancelled()
-
         try:
-            result = self.handler.run(work.operation, work.payload, emit, checkpoint)
+            result = self.handler.run(work.operation, work.payload, self._emitter(work), self._checkpoint(work))
             log.info(
                 "%s finished in %.0f ms (%s)",
                 work.operation,
@@ -151,7 +218,7 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
             work.future.set_exception(exc)
         finally:
-            self.active -= 1
+            self.solo_active -= 1
             self.served += 1
             request_id_var.reset(token)
             self.on_change()

@@ -28,6 +28,7 @@ from models.blas import reexec_with_openblas
 from models.catalog import load_catalog, served_path, slug
 from models.engine import Engine
 from models.handlers import load_handler
+from models.handlers.base import ServingLimits
 from models.liveness import Liveness
 from models.supervisor import EXIT_LOAD_FAILED, EXIT_UNKNOWN_MODEL
 from tasks import inference, job_store, jobs  # noqa: F401 - importing them registers the tasks
@@ -126,7 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNKNOWN_MODEL
     model_id, model_type, path = record.model_id, record.model_type, Path(record.path)
     log.info("loading %s (%s) from %s", model_id, model_type, path)
-    engine = Engine(lambda: load_handler(model_type, path, record.context_length), warmup=settings.mlx_warmup)
+    limits = ServingLimits(
+        max_sequences=settings.max_concurrency,
+        kv_budget_bytes=int(settings.engine_kv_budget_gb * 1e9),
+        prompt_cache_entries=settings.prompt_cache_entries,
+        prompt_cache_bytes=int(settings.prompt_cache_gb * 1e9),
+        prefill_step_size=settings.prefill_step_size,
+    )
+    engine = Engine(lambda: load_handler(model_type, path, record.context_length, limits), warmup=settings.mlx_warmup)
     try:
         engine.start()
     except Exception as exc:

@@ -24,22 +24,13 @@ from config.model_types import operations_of
 from config.settings import Settings
 from models.engine import Engine, RequestCancelled
 from models.stats import ModelStats
+from tasks.holds import held_key, hold_key
 from tasks.progress import JobProgress
 from tasks.replies import ReplyChannel
 
 log = logging.getLogger(__name__)
 
 HOLD_POLL_SECONDS = 0.05
-
-
-def hold_key(request_id: str) -> str:
-    """Tests only (``ENGINE_TEST_HOLDS``): while this key exists, the request's generation waits between tokens."""
-    return f"mlxf:hold:{request_id}"
-
-
-def held_key(request_id: str) -> str:
-    """Set once the request has generated a token and is waiting on its hold."""
-    return f"mlxf:held:{request_id}"
 
 
 @dataclass

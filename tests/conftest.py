@@ -151,7 +151,7 @@ class Hold:
     """
 
     def __init__(self, client: redis.Redis, name: str) -> None:
-        from tasks.serving import held_key, hold_key
+        from tasks.holds import held_key, hold_key
 
         self.client = client
         self.request_id = f"{name}-{uuid.uuid4().hex[:8]}"

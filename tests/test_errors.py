@@ -55,7 +55,10 @@ def test_malformed_json_is_400(base_url):
         ({"model": CHAT_MODEL, "messages": [{"role": "user"}]}, "messages[0].content"),
         ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "temperature": 7}, "temperature"),
         ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 0}, "max_tokens"),
-        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "n": 2}, "n"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "n": 17}, "n"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "top_logprobs": 2}, "top_logprobs"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "logit_bias": {"x": 1}}, "logit_bias"),
+        ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "top_k": -1}, "top_k"),
         (
             {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "stop": ["a", "b", "c", "d", "e"]},
             "stop",

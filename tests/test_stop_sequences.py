@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.handlers.lm import StopScanner, held_back
+from models.stops import StopScanner, held_back
 
 
 def feed_all(stops: list[str], deltas: list[str]) -> tuple[str, str, bool]:

@@ -11,21 +11,10 @@ from flask import g
 from flask.views import MethodView
 
 from web.api import Blueprint, dispatcher
-from web.schemas.chat import ChatCompletionRequestSchema, ChatCompletionSchema
+from web.schemas.chat import ChatCompletionRequestSchema, ChatCompletionSchema, generation_payload
 from web.sse import sse_response
 
 blp = Blueprint("chat", __name__, url_prefix="/v1", description="OpenAI chat completions")
-
-_PAYLOAD_FIELDS = ("messages", "temperature", "top_p", "seed", "stop", "stream")
-
-
-def worker_payload(body: dict[str, Any]) -> dict[str, Any]:
-    """What the worker needs of a validated request."""
-    payload = {name: body[name] for name in _PAYLOAD_FIELDS if body.get(name) is not None}
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    if max_tokens:
-        payload["max_tokens"] = max_tokens
-    return payload
 
 
 class ChatShape:
@@ -48,21 +37,32 @@ class ChatShape:
         }
 
     def completion(self, result: dict[str, Any]) -> dict[str, Any]:
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": result["content"]},
-            "finish_reason": result["finish_reason"],
-            "logprobs": None,
-        }
-        return {**self._envelope("chat.completion"), "choices": [choice], "usage": result["usage"]}
+        choices = [
+            {
+                "index": choice["index"],
+                "message": {"role": "assistant", "content": choice["content"]},
+                "finish_reason": choice["finish_reason"],
+                "logprobs": choice.get("logprobs"),
+            }
+            for choice in result["choices"]
+        ]
+        return {**self._envelope("chat.completion"), "choices": choices, "usage": result["usage"]}
 
     def chunk(
-        self, delta: dict[str, Any], finish_reason: str | None = None, include_usage: bool = False
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        include_usage: bool = False,
+        index: int = 0,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        chunk = {
-            **self._envelope("chat.completion.chunk"),
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        choice = {
+            "index": index,
+            "delta": delta,
+            "finish_reason": finish_reason,
+            "logprobs": {"content": logprobs} if logprobs is not None else None,
         }
+        chunk = {**self._envelope("chat.completion.chunk"), "choices": [choice]}
         if include_usage:
             chunk["usage"] = None
         return chunk
@@ -72,19 +72,29 @@ class ChatShape:
 
 
 def stream_chunks(
-    events: Iterator[dict[str, Any]], first: dict[str, Any], shape: ChatShape, include_usage: bool
+    events: Iterator[dict[str, Any]], first: dict[str, Any], shape: ChatShape, include_usage: bool, choices: int
 ) -> Iterator[dict[str, Any] | None]:
+    """OpenAI's chunks: a role chunk per choice, then each choice's deltas, then each one's finish reason."""
     try:
-        yield shape.chunk({"role": "assistant", "content": ""}, include_usage=include_usage)
+        for index in range(choices):
+            yield shape.chunk({"role": "assistant", "content": ""}, include_usage=include_usage, index=index)
         event = first
         while True:
             if event["type"] == "idle":
                 yield None
             elif event["type"] == "delta":
-                yield shape.chunk({"content": event["content"]}, include_usage=include_usage)
+                yield shape.chunk(
+                    {"content": event["content"]},
+                    include_usage=include_usage,
+                    index=event.get("index", 0),
+                    logprobs=event.get("logprobs"),
+                )
             elif event["type"] == "done":
                 result = event["result"]
-                yield shape.chunk({}, finish_reason=result["finish_reason"], include_usage=include_usage)
+                for choice in result["choices"]:
+                    yield shape.chunk(
+                        {}, finish_reason=choice["finish_reason"], include_usage=include_usage, index=choice["index"]
+                    )
                 if include_usage:
                     yield shape.usage_chunk(result["usage"])
                 return
@@ -100,11 +110,12 @@ class ChatCompletions(MethodView):
     def post(self, body: dict[str, Any]):
         shape = ChatShape(body["model"], g.request_id)
         streaming = bool(body.get("stream"))
-        call = dispatcher().start(body["model"], "chat", worker_payload(body), g.request_id, streaming=streaming)
+        call = dispatcher().start(body["model"], "chat", generation_payload(body), g.request_id, streaming=streaming)
         if not streaming:
             return shape.completion(dispatcher().result(call))
         events = dispatcher().events(call)
         # Errors before the first token still get their HTTP status: nothing is sent until the first event.
         first = next(event for event in events if event["type"] != "idle")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return sse_response(stream_chunks(events, first, shape, include_usage), g.request_id)
+        chunks = stream_chunks(events, first, shape, include_usage, body.get("n") or 1)
+        return sse_response(chunks, g.request_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 Emit = Callable[[dict[str, Any]], None]
@@ -12,6 +13,21 @@ PROGRESS: dict[str, Any] = {"type": "progress"}
 engine counts it as progress (so a slow engine is not taken for a hung one) and does not pass it on."""
 Cancelled = Callable[[], bool]
 """True once the client has gone or cancelled; checked between tokens."""
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """How much one worker serves at once: sequences in its batch, KV-cache memory, the prompt cache's size."""
+
+    max_sequences: int = 1
+    kv_budget_bytes: int = 4 * 10**9
+    prompt_cache_entries: int = 16
+    prompt_cache_bytes: int = 10**9
+    prefill_step_size: int = 512
+
+
+class RequestCancelled(Exception):
+    """The request was cancelled while it waited for the engine; it never ran."""
 
 
 class ModelHandler(Protocol):

@@ -50,7 +50,7 @@ class EmbeddingsHandler:
         return {"embeddings": vectors, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
-def load(path: Path, context_length: int | None = None) -> EmbeddingsHandler:
+def load(path: Path, context_length: int | None = None, limits: object = None) -> EmbeddingsHandler:
     model, tokenizer = load_embedding_model(str(path))
     limit = context_length or int(getattr(model.config, "max_position_embeddings", 512))
     return EmbeddingsHandler(model, tokenizer, limit)

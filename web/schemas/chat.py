@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from web.schemas.fields import MessageContent, StringOrStringList
+
+MAX_CHOICES = 16
+MAX_TOP_LOGPROBS = 20
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -25,27 +30,79 @@ class StreamOptionsSchema(Schema):
     include_usage = fields.Boolean(load_default=False)
 
 
-class ChatCompletionRequestSchema(Schema):
-    """Fields OpenAI clients send that the platform does not use are accepted and ignored,
-    except those whose silent omission would mislead (``n`` > 1, ``logprobs``, ``tools``)."""
+def _token_bias(value: dict[str, Any]) -> None:
+    for key, bias in value.items():
+        if not str(key).isdigit():
+            raise ValidationError(f"Keys must be token ids, got {key!r}.")
+        if isinstance(bias, bool) or not isinstance(bias, int | float) or not -100 <= bias <= 100:
+            raise ValidationError(f"The bias of token {key} must be a number between -100 and 100.")
+
+
+class SamplingSchema(Schema):
+    """The generation settings a chat or completion request may carry; every one is applied by the worker."""
 
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
-    messages = fields.List(fields.Nested(ChatMessageSchema), required=True, validate=validate.Length(min=1))
     max_tokens = fields.Integer(allow_none=True, validate=validate.Range(min=1))
     max_completion_tokens = fields.Integer(allow_none=True, validate=validate.Range(min=1))
     temperature = fields.Float(allow_none=True, validate=validate.Range(min=0, max=2))
     top_p = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1, min_inclusive=False))
-    n = fields.Integer(allow_none=True, validate=validate.Equal(1, error="Only n=1 is supported."))
-    stream = fields.Boolean(load_default=False, allow_none=True)
-    stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
+    top_k = fields.Integer(allow_none=True, validate=validate.Range(min=0))
+    min_p = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
+    n = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_CHOICES))
     stop = StringOrStringList(allow_none=True, max_items=4, allow_empty_strings=False)
     seed = fields.Integer(allow_none=True)
     presence_penalty = fields.Float(allow_none=True, validate=validate.Range(min=-2, max=2))
     frequency_penalty = fields.Float(allow_none=True, validate=validate.Range(min=-2, max=2))
-    logprobs = fields.Boolean(allow_none=True, validate=validate.Equal(False, error="logprobs are not supported yet."))
+    repetition_penalty = fields.Float(allow_none=True, validate=validate.Range(min=0.01, max=10))
+    logit_bias = fields.Dict(keys=fields.String(), allow_none=True, validate=_token_bias)
+    logprobs = fields.Boolean(allow_none=True)
+    top_logprobs = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=MAX_TOP_LOGPROBS))
+
+    @validates_schema
+    def _top_logprobs_need_logprobs(self, data, **_kwargs) -> None:
+        if data.get("top_logprobs") and not data.get("logprobs"):
+            raise ValidationError("top_logprobs needs logprobs set to true.", field_name="top_logprobs")
+
+
+GENERATION_FIELDS = (
+    "messages",
+    "prompt",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "n",
+    "seed",
+    "stop",
+    "stream",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+)
+
+
+def generation_payload(loaded: dict[str, Any]) -> dict[str, Any]:
+    """What a worker needs of a validated chat or completion request."""
+    payload = {name: loaded[name] for name in GENERATION_FIELDS if loaded.get(name) is not None}
+    max_tokens = loaded.get("max_completion_tokens") or loaded.get("max_tokens")
+    if max_tokens:
+        payload["max_tokens"] = max_tokens
+    return payload
+
+
+class ChatCompletionRequestSchema(SamplingSchema):
+    """Fields OpenAI clients send that the platform does not use are accepted and ignored,
+    except those whose silent omission would mislead (``tools``)."""
+
+    model = fields.String(required=True, validate=validate.Length(min=1))
+    messages = fields.List(fields.Nested(ChatMessageSchema), required=True, validate=validate.Length(min=1))
+    stream = fields.Boolean(load_default=False, allow_none=True)
+    stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
     tools = fields.List(fields.Dict(), allow_none=True)
     user = fields.String(allow_none=True)
 
@@ -67,10 +124,15 @@ class ChatChoiceSchema(Schema):
     logprobs = fields.Raw(allow_none=True)
 
 
+class PromptTokensDetailsSchema(Schema):
+    cached_tokens = fields.Integer()
+
+
 class UsageSchema(Schema):
     prompt_tokens = fields.Integer()
     completion_tokens = fields.Integer()
     total_tokens = fields.Integer()
+    prompt_tokens_details = fields.Nested(PromptTokensDetailsSchema)
 
 
 class ChatCompletionSchema(Schema):

@@ -8,21 +8,13 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, val
 
 from tasks.job_queue import OPERATIONS
 from tasks.job_store import PRIORITIES, STATUSES
-from web.schemas.chat import ChatCompletionRequestSchema
+from web.schemas.chat import ChatCompletionRequestSchema, SamplingSchema, generation_payload
 from web.schemas.embeddings import MAX_INPUTS
 from web.schemas.fields import StringOrStringList, storable_keys
 
 
-class CompletionInputSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
+class CompletionInputSchema(SamplingSchema):
     prompt = fields.String(required=True, validate=validate.Length(min=1))
-    max_tokens = fields.Integer(allow_none=True, validate=validate.Range(min=1))
-    temperature = fields.Float(allow_none=True, validate=validate.Range(min=0, max=2))
-    top_p = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1, min_inclusive=False))
-    seed = fields.Integer(allow_none=True)
-    stop = StringOrStringList(allow_none=True, max_items=4, allow_empty_strings=False)
 
 
 class EmbedInputSchema(Schema):
@@ -37,18 +29,13 @@ def _chat_input() -> Schema:
 
 
 INPUT_SCHEMAS = {"chat": _chat_input, "completion": CompletionInputSchema, "embed": EmbedInputSchema}
-_GENERATION_FIELDS = ("messages", "prompt", "temperature", "top_p", "seed", "stop")
 
 
 def worker_input(operation: str, loaded: dict[str, Any]) -> dict[str, Any]:
     """What the worker needs of a validated input."""
     if operation == "embed":
         return {"input": loaded["input"]}
-    payload = {name: loaded[name] for name in _GENERATION_FIELDS if loaded.get(name) is not None}
-    max_tokens = loaded.get("max_completion_tokens") or loaded.get("max_tokens")
-    if max_tokens:
-        payload["max_tokens"] = max_tokens
-    return payload
+    return generation_payload(loaded)
 
 
 class JobRequestSchema(Schema):

@@ -1,0 +1,379 @@
+"""Continuous batching of one language model's requests, driven step by step by the engine thread.
+
+Requests join mlx-lm's ``BatchGenerator`` whenever there is room and leave it as soon as they finish, are
+cancelled or hit a stop sequence. Each keeps its own sampler (with its own random key), logits processors,
+stop sequences, ``max_tokens``, logprobs and ``n`` output sequences; each starts from the longest cached prefix
+of its prompt and leaves its prompt and answer in the prompt cache when it ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+from mlx_lm.generate import BatchGenerator, StopSequences
+
+from config.errors import ApiError
+from config.logs import request_id_var
+from models.handlers.base import PROGRESS, Emit, RequestCancelled
+from models.prompt_cache import PromptCache
+from models.sampling import SamplingOptions, options_from, processors_for, samplers_for, token_logprobs
+from models.stops import StopScanner
+
+log = logging.getLogger(__name__)
+
+BATCHED_OPERATIONS = frozenset({"chat", "completion"})
+
+
+@dataclass
+class Ticket:
+    """One request handed to the batch by the engine."""
+
+    operation: str
+    payload: dict[str, Any]
+    emit: Emit
+    checkpoint: Callable[[], bool]
+    """Between two tokens: True once cancelled (tests may hold the request here)."""
+    cancelled: Callable[[], bool]
+    future: Future
+    request_id: str
+    logits_processors: list[Any] = field(default_factory=list)
+    """Extra processors for every sequence of the request (constrained decoding puts its mask here)."""
+
+
+@dataclass
+class Sequence:
+    """One output sequence (``choices[index]``) of a request."""
+
+    index: int
+    uid: int
+    detokenizer: Any
+    scanner: StopScanner
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class Request:
+    ticket: Ticket
+    options: SamplingOptions
+    prompt: list[int]
+    cached_tokens: int
+    kv_bytes: int
+    sequences: list[Sequence]
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def generating(self) -> bool:
+        return any(s.tokens for s in self.sequences)
+
+    @property
+    def finished(self) -> bool:
+        return all(s.finish_reason is not None for s in self.sequences)
+
+
+class BatchSession:
+    """The batch of one worker. Only the engine thread calls it (MLX state belongs to the thread that made it)."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        prompt_for: Callable[[str, dict[str, Any]], list[int]],
+        context_length: int,
+        max_sequences: int,
+        kv_budget_bytes: int,
+        prompt_cache: PromptCache,
+        prefill_step_size: int = 512,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt_for = prompt_for
+        self.context_length = context_length
+        self.max_sequences = max(1, max_sequences)
+        self.kv_budget_bytes = kv_budget_bytes
+        self.prompt_cache = prompt_cache
+        self.prefill_step_size = prefill_step_size
+        self.vocabulary_size = int(getattr(model, "vocab_size", 0) or len(tokenizer.vocab))
+        self.kv_bytes_per_token = kv_bytes_per_token(model)
+        self.stop_tokens = StopSequences([[token] for token in tokenizer.eos_token_ids])
+        self.generator: BatchGenerator | None = None
+        self.pending: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.requests: dict[int, Request] = {}
+        """Running requests by the uid of each of their sequences still generating."""
+        self.sequences: dict[int, Sequence] = {}
+        self.steps = 0
+
+    # --- what the engine asks -------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.pending)
+
+    @property
+    def size(self) -> int:
+        """Requests in the batch or waiting to join it."""
+        return len(self.running) + len(self.pending)
+
+    @property
+    def has_room(self) -> bool:
+        return len(self.sequences) + sum(r.options.n for r in self.pending) < self.max_sequences
+
+    def submit(self, ticket: Ticket) -> None:
+        """Checks and prepares a request; it joins the batch at the next step with room and memory for it."""
+        try:
+            request = self._prepare(ticket)
+        except ApiError as exc:
+            ticket.future.set_exception(exc)
+            return
+        self.pending.append(request)
+
+    def step(self) -> None:
+        """Admits what fits, drops cancelled requests, and generates one token for every running sequence."""
+        self._drop_cancelled()
+        self._admit()
+        if not self.sequences:
+            self._complete_finished()
+            return
+        prompt_responses, responses = self._generator().next()
+        self.steps += 1
+        for request in {
+            id(self.requests[r.uid]): self.requests[r.uid] for r in prompt_responses if r.uid in self.requests
+        }.values():
+            request.ticket.emit(PROGRESS)
+        for response in responses:
+            sequence = self.sequences.get(response.uid)
+            if sequence is not None:
+                self._advance(self.requests[response.uid], sequence, response)
+        self._complete_finished()
+
+    def _complete_finished(self) -> None:
+        for request in [r for r in self.running if r.finished]:
+            self._complete(request)
+
+    def fail_all(self, error: BaseException) -> None:
+        """Ends every request with ``error`` and starts over with an empty batch (e.g. after running out of memory)."""
+        for request in [*self.running, *self.pending]:
+            if not request.ticket.future.done():
+                request.ticket.future.set_exception(error)
+        self.pending.clear()
+        self.running.clear()
+        self.requests.clear()
+        self.sequences.clear()
+        if self.generator is not None:
+            self.generator.close()
+        self.generator = None
+
+    # --- preparing and admitting ----------------------------------------------------------------------------
+
+    def _generator(self) -> BatchGenerator:
+        if self.generator is None:
+            self.generator = BatchGenerator(
+                self.model,
+                completion_batch_size=self.max_sequences,
+                prefill_batch_size=min(8, self.max_sequences),
+                prefill_step_size=self.prefill_step_size,
+                stop_tokens=[[token] for token in self.tokenizer.eos_token_ids],
+            )
+        return self.generator
+
+    def _prepare(self, ticket: Ticket) -> Request:
+        options = options_from(ticket.payload, self.vocabulary_size)
+        prompt = self.prompt_for(ticket.operation, ticket.payload)
+        if not prompt:
+            raise ApiError(400, "The prompt is empty", code="invalid_value", param="prompt")
+        param = "prompt" if ticket.operation == "completion" else "messages"
+        if len(prompt) + options.max_tokens > self.context_length:
+            raise ApiError(
+                400,
+                f"This model's context length is {self.context_length} tokens; the {param} take {len(prompt)} "
+                f"and max_tokens asks for {options.max_tokens}. Shorten the {param} or lower max_tokens.",
+                code="context_length_exceeded",
+                param=param,
+            )
+        kv_bytes = (len(prompt) + options.max_tokens) * options.n * self.kv_bytes_per_token
+        if kv_bytes > self.kv_budget_bytes:
+            raise ApiError(
+                503,
+                f"The request needs about {kv_bytes / 1e9:.2f} GB of KV cache ({options.n} x "
+                f"{len(prompt) + options.max_tokens} tokens); this worker may use {self.kv_budget_bytes / 1e9:.2f} GB",
+                code="insufficient_vram",
+            )
+        return Request(ticket, options, prompt, 0, kv_bytes, [])
+
+    def _kv_in_use(self) -> int:
+        return sum(r.kv_bytes for r in self.running)
+
+    def _admit(self) -> None:
+        while self.pending:
+            request = self.pending[0]
+            if len(self.sequences) + request.options.n > self.max_sequences and self.sequences:
+                return
+            if self._kv_in_use() + request.kv_bytes > self.kv_budget_bytes and self.sequences:
+                return  # waits for memory; a request that fits alone always gets in once the batch drains
+            self.pending.popleft()
+            if request.ticket.cancelled():
+                request.ticket.future.set_exception(_cancelled())
+                continue
+            self._insert(request)
+
+    def _insert(self, request: Request) -> None:
+        options, prompt, ticket = request.options, request.prompt, request.ticket
+        hit = self.prompt_cache.fetch(prompt)
+        request.cached_tokens = hit.cached_tokens
+        caches = [hit.cache if index == 0 else copy.deepcopy(hit.cache) for index in range(options.n)]
+        uids = self._generator().insert(
+            [hit.remaining] * options.n,
+            max_tokens=[options.max_tokens] * options.n,
+            caches=caches if hit.cache is not None else None,
+            all_tokens=[prompt[: hit.cached_tokens] for _ in range(options.n)],
+            samplers=samplers_for(options),
+            logits_processors=[
+                [*processors_for(options, len(prompt)), *ticket.logits_processors] for _ in range(options.n)
+            ],
+            stop_sequences=[self.stop_tokens] * options.n,
+        )
+        self.running.append(request)
+        for index, uid in enumerate(uids):
+            sequence = Sequence(
+                index,
+                uid,
+                self.tokenizer.detokenizer,
+                StopScanner(list(options.stop)),
+                logprobs=[] if options.logprobs else None,
+            )
+            request.sequences.append(sequence)
+            self.sequences[uid] = sequence
+            self.requests[uid] = request
+
+    # --- generating -----------------------------------------------------------------------------------------
+
+    def _drop_cancelled(self) -> None:
+        for request in self.running:
+            check = request.ticket.checkpoint if request.generating else request.ticket.cancelled
+            if check():
+                for sequence in request.sequences:
+                    if sequence.finish_reason is None:
+                        sequence.finish_reason = "cancelled"
+                self._remove(request)
+                self._complete(request)
+        for request in list(self.pending):
+            if request.ticket.cancelled():
+                self.pending.remove(request)
+                request.ticket.future.set_exception(_cancelled())
+
+    def _advance(self, request: Request, sequence: Sequence, response: Any) -> None:
+        finish = response.finish_reason
+        stopped_on_token = finish == "stop"  # an end-of-sequence token: not part of the answer
+        if not stopped_on_token:
+            sequence.tokens.append(response.token)
+            sequence.detokenizer.add_token(response.token)
+            if finish is not None:
+                sequence.detokenizer.finalize()
+            fresh = sequence.scanner.feed(sequence.detokenizer.last_segment)
+            entry = None
+            if sequence.logprobs is not None:
+                entry = token_logprobs(response.logprobs, response.token, request.options.top_logprobs, self._decode)
+                sequence.logprobs.append(entry)
+            if finish is not None or sequence.scanner.stopped:
+                fresh += sequence.scanner.flush()
+            if request.ticket.payload.get("stream") and (fresh or entry):
+                delta: dict[str, Any] = {"type": "delta", "index": sequence.index, "content": fresh}
+                if entry is not None:
+                    delta["logprobs"] = [entry]
+                request.ticket.emit(delta)
+        if sequence.scanner.stopped and finish is None:
+            sequence.finish_reason = "stop"
+            self._remove_sequence(request, sequence, keep_cache=True)
+            return
+        if finish is not None:
+            sequence.finish_reason = "stop" if (stopped_on_token or sequence.scanner.stopped) else finish
+            self._forget(sequence)
+            if sequence.index == 0 and response.prompt_cache is not None:
+                self.prompt_cache.keep(response.all_tokens, response.prompt_cache)
+
+    def _decode(self, token: int) -> str:
+        return self.tokenizer.decode([token])
+
+    def _remove_sequence(self, request: Request, sequence: Sequence, keep_cache: bool) -> None:
+        caches = self._generator().remove([sequence.uid], return_prompt_caches=keep_cache and sequence.index == 0)
+        if sequence.uid in caches:
+            cache, tokens = caches[sequence.uid]
+            self.prompt_cache.keep(tokens, cache)
+        self._forget(sequence)
+
+    def _remove(self, request: Request) -> None:
+        live = [s for s in request.sequences if s.uid in self.sequences]
+        if live:
+            self._generator().remove([s.uid for s in live])
+        for sequence in live:
+            self._forget(sequence)
+
+    def _forget(self, sequence: Sequence) -> None:
+        self.sequences.pop(sequence.uid, None)
+        self.requests.pop(sequence.uid, None)
+
+    def _complete(self, request: Request) -> None:
+        for sequence in request.sequences:
+            self._forget(sequence)
+        if request in self.running:
+            self.running.remove(request)
+        if request.ticket.future.done():
+            return
+        completion_tokens = sum(len(s.tokens) for s in request.sequences)
+        first = request.sequences[0]
+        choices = [
+            {
+                "index": s.index,
+                "content": s.scanner.text,
+                "finish_reason": s.finish_reason,
+                "logprobs": {"content": s.logprobs} if s.logprobs is not None else None,
+            }
+            for s in request.sequences
+        ]
+        result = {
+            "content": first.scanner.text,
+            "finish_reason": first.finish_reason,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": len(request.prompt),
+                "completion_tokens": completion_tokens,
+                "total_tokens": len(request.prompt) + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": request.cached_tokens},
+            },
+        }
+        token = request_id_var.set(request.ticket.request_id)
+        try:
+            log.info(
+                "%s finished in %.0f ms (%s)",
+                request.ticket.operation,
+                (time.perf_counter() - request.started) * 1000,
+                first.finish_reason,
+            )
+        finally:
+            request_id_var.reset(token)
+        request.ticket.future.set_result(result)
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """KV-cache bytes one token takes in every layer (keys and values), from the model's own shapes."""
+    args = model.args
+    attention_heads = int(getattr(args, "num_attention_heads", 1))
+    heads = int(getattr(args, "num_key_value_heads", 0) or attention_heads)
+    head_dim = int(getattr(args, "head_dim", 0) or args.hidden_size // attention_heads)
+    floats = [p.dtype.size for _, p in tree_flatten(model.parameters()) if mx.issubdtype(p.dtype, mx.floating)]
+    return 2 * len(model.layers) * heads * head_dim * max(floats, default=2)
+
+
+def _cancelled() -> Exception:
+    return RequestCancelled("cancelled before it started")
