@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
-from bench import concurrency, embeddings, jobs, lifecycle, overhead, progress, weights
+from bench import concurrency, embeddings, jobs, lifecycle, overhead, prefix, progress, weights
 from bench.context import BenchContext
 from bench.defaults import RESULTS_DIR, ROOT
 from bench.environment import describe
@@ -25,7 +25,7 @@ from bench.stack import STACK_ENV
 from bench.targets import TARGETS
 
 SECTIONS: dict[str, ModuleType] = {
-    module.NAME: module for module in (weights, overhead, concurrency, lifecycle, jobs, embeddings)
+    module.NAME: module for module in (weights, overhead, concurrency, prefix, lifecycle, jobs, embeddings)
 }
 
 

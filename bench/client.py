@@ -25,6 +25,8 @@ class RequestTiming:
     token_source: str = ""
     error: str | None = None
     text: str = ""
+    cached_tokens: int | None = None
+    """``usage.prompt_tokens_details.cached_tokens`` when the server reports it."""
 
     @property
     def decode_tps(self) -> float | None:
@@ -90,6 +92,7 @@ def stream_chat(
     if not chunks:
         return RequestTiming(False, started, total, error="the stream carried no text")
     tokens, source = (usage.completion_tokens, "usage") if usage else (counter.count(text), "retokenized")
+    details = getattr(usage, "prompt_tokens_details", None) if usage else None
     return RequestTiming(
         True,
         started,
@@ -99,6 +102,7 @@ def stream_chat(
         first_to_last_s=chunks[-1] - chunks[0],
         token_source=source,
         text=text,
+        cached_tokens=getattr(details, "cached_tokens", None),
     )
 
 

@@ -17,7 +17,7 @@ class Options:
     overhead_tokens: int = 128
     overhead_runs: int = 5
     overhead_warmup_runs: int = 1
-    levels: list[int] = field(default_factory=lambda: [1, 4, 8, 16])
+    levels: list[int] = field(default_factory=lambda: [1, 4, 8, 16, 32])
     servers: list[str] = field(default_factory=lambda: ["platform", "platform-2-workers", "mlx-lm", "llama-cpp"])
     concurrency_tokens: int = 64
     requests_per_client: int = 2

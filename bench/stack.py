@@ -24,9 +24,10 @@ STACK_ENV = {
     "LOAD_TIMEOUT_SECONDS": "300",
     "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     "PYTHONUNBUFFERED": "1",
+    "MAX_CONCURRENCY": "32",
 }
-"""Settings of the platform under test: defaults but for long deadlines (16 streams queue on one worker)
-and loopback webhooks (the jobs section's receiver runs on 127.0.0.1)."""
+"""Settings of the platform under test: a worker batches up to 32 requests (as `make run` sets it), long
+deadlines, and loopback webhooks (the jobs section's receiver runs on 127.0.0.1)."""
 
 
 class PlatformStack:

@@ -31,10 +31,11 @@ class Target:
 
 @contextmanager
 def platform_one_worker(context: BenchContext) -> Iterator[Target]:
-    """The platform as ``make run`` starts it: one worker on the model's queue."""
+    """The platform as ``make run`` starts it: one worker on the model's queue, batching."""
     platform = context.platform()
     workers = platform.worker_count(CHAT_MODEL)
-    yield Target(platform.base_url, CHAT_MODEL, f"{workers} worker, MAX_CONCURRENCY=1")
+    batch = platform.env["MAX_CONCURRENCY"]
+    yield Target(platform.base_url, CHAT_MODEL, f"{workers} worker batching up to {batch} requests")
 
 
 @contextmanager
@@ -45,7 +46,8 @@ def platform_two_workers(context: BenchContext) -> Iterator[Target]:
     extra = platform.add_worker(CHAT_MODEL)
     try:
         workers = platform.worker_count(CHAT_MODEL)
-        yield Target(platform.base_url, CHAT_MODEL, f"{workers} workers on one queue, MAX_CONCURRENCY=1 each")
+        batch = platform.env["MAX_CONCURRENCY"]
+        yield Target(platform.base_url, CHAT_MODEL, f"{workers} workers on one queue, each batching up to {batch}")
     finally:
         platform.remove_worker(extra, CHAT_MODEL)
 

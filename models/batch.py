@@ -113,6 +113,7 @@ class BatchSession:
         """Running requests by the uid of each of their sequences still generating."""
         self.sequences: dict[int, Sequence] = {}
         self.steps = 0
+        self.completed = 0
 
     # --- what the engine asks -------------------------------------------------------------------------------
 
@@ -330,6 +331,7 @@ class BatchSession:
             self.running.remove(request)
         if request.ticket.future.done():
             return
+        self.completed += 1
         completion_tokens = sum(len(s.tokens) for s in request.sequences)
         first = request.sequences[0]
         choices = [

@@ -56,7 +56,9 @@ class Engine:
         self.memory_bytes = 0
         self.solo_active = 0
         self.batch_active = 0
-        self.served = 0
+        self.batch_peak = 0
+        """The most requests the batch has held at once."""
+        self.solo_served = 0
         self.last_progress = time.monotonic()
         """When the engine last made progress: took up work, or reached a checkpoint between two tokens."""
         self.on_change: Callable[[], None] = lambda: None
@@ -68,7 +70,14 @@ class Engine:
 
     @property
     def queued(self) -> int:
-        return self._inbox.qsize()
+        """Requests waiting for the engine: in its inbox, or checked and waiting to join the batch."""
+        batch = getattr(self.handler, "batch", None)
+        return self._inbox.qsize() + (len(batch.pending) if batch is not None else 0)
+
+    @property
+    def served(self) -> int:
+        batch = getattr(self.handler, "batch", None)
+        return self.solo_served + (batch.completed if batch is not None else 0)
 
     def stalled_seconds(self) -> float:
         """How long the engine has had work without making progress; 0 while idle."""
@@ -121,23 +130,25 @@ class Engine:
         self.load_seconds = time.perf_counter() - started
         self._ready.set()
         batch: BatchSession | None = getattr(self.handler, "batch", None)
-        while True:
-            busy = batch is not None and batch.busy
-            work: Work | None | bool = False
-            if not busy or batch.has_room:
-                try:
-                    work = self._inbox.get(block=not busy)[2]
-                except queue.Empty:
-                    pass
-            if work is None:
-                break
-            if work is not False:
-                if batch is not None and work.operation in BATCHED_OPERATIONS:
-                    self._join(batch, work)
-                else:
-                    self._serve(work)
+        while self._take_work(batch):
             if batch is not None and batch.busy:
                 self._step(batch)
+
+    def _take_work(self, batch: BatchSession | None) -> bool:
+        """Takes waiting work while the batch has room (blocking only when idle); False once told to stop."""
+        while batch is None or not batch.busy or batch.has_room:
+            try:
+                work = self._inbox.get(block=batch is None or not batch.busy)[2]
+            except queue.Empty:
+                return True
+            if work is None:
+                return False
+            if batch is not None and work.operation in BATCHED_OPERATIONS:
+                self._join(batch, work)
+            else:
+                self._serve(work)
+                return True
+        return True
 
     def _join(self, batch: BatchSession, work: Work) -> None:
         if not work.future.set_running_or_notify_cancel():
@@ -167,11 +178,10 @@ class Engine:
                 ApiError(503, f"The model could not go on: {type(exc).__name__}: {exc}", code="inference_failed")
             )
         self.last_progress = time.monotonic()
-        finished = running - len(batch.running)
-        if finished > 0:
-            self.served += finished
-        self.batch_active = len(batch.running)
-        self.on_change()
+        if len(batch.running) != self.batch_active:
+            self.batch_active = len(batch.running)
+            self.batch_peak = max(self.batch_peak, self.batch_active)
+            self.on_change()
 
     def _emitter(self, work: Work) -> Emit:
         """Passes events on to the request; every event, ``PROGRESS`` included, counts as progress."""
@@ -219,6 +229,6 @@ class Engine:
             work.future.set_exception(exc)
         finally:
             self.solo_active -= 1
-            self.served += 1
+            self.solo_served += 1
             request_id_var.reset(token)
             self.on_change()

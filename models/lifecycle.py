@@ -119,6 +119,7 @@ class ModelLifecycle:
         context_length: int | None = None,
         priority: str = "normal",
         metadata: dict[str, Any] | None = None,
+        max_concurrency: int | None = None,
     ) -> dict[str, Any]:
         started = time.monotonic()
         if model_type not in TYPE_NAMES:
@@ -164,6 +165,7 @@ class ModelLifecycle:
             tags=registry.tags_for(model_type, path, spec.tags if spec else ()),
             priority=priority,
             user_metadata=metadata,
+            max_concurrency=max_concurrency,
         )
         if not registered:
             raise ApiError(409, f"Model '{model_id}' already exists", code="model_already_loaded", param="model_id")

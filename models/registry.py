@@ -33,6 +33,8 @@ class ModelRecord(me.Document):
     tags = me.ListField(me.StringField())
     tier = me.StringField(default=TIER)
     context_length = me.IntField()
+    max_concurrency = me.IntField()
+    """Requests this model's worker batches together; unset means the ``MAX_CONCURRENCY`` setting."""
     description = me.StringField(default="")
     priority = me.StringField(default="normal")
     user_metadata = me.DictField()
@@ -94,6 +96,7 @@ def request_load(
     priority: str = "normal",
     user_metadata: dict | None = None,
     origin: str = "api",
+    max_concurrency: int | None = None,
 ) -> bool:
     """Records the wish to serve ``model_id``; False when it is already loading, loaded or unloading.
 
@@ -107,6 +110,7 @@ def request_load(
         tags=tags if tags is not None else tags_for(model_type, path),
         tier=TIER,
         context_length=context_length,
+        max_concurrency=max_concurrency,
         description=description,
         priority=priority,
         user_metadata=user_metadata or {},

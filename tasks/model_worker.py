@@ -71,6 +71,9 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "active": engine.active,
         "queued": engine.queued,
         "served": engine.served,
+        "batch_size": engine.batch_active,
+        "max_concurrency": runtime.batch_size,
+        "batch_peak": engine.batch_peak,
         "memory_bytes": engine.memory_bytes,
         "pid": os.getpid(),
         "stalled_seconds": round(stalled_for, 1),
@@ -126,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("model %r is neither registered nor in the catalog", args.model_id)
         return EXIT_UNKNOWN_MODEL
     model_id, model_type, path = record.model_id, record.model_type, Path(record.path)
-    log.info("loading %s (%s) from %s", model_id, model_type, path)
+    batch_size = record.max_concurrency or settings.max_concurrency
+    log.info("loading %s (%s) from %s; it batches up to %d requests", model_id, model_type, path, batch_size)
     limits = ServingLimits(
-        max_sequences=settings.max_concurrency,
+        max_sequences=batch_size,
         kv_budget_bytes=int(settings.engine_kv_budget_gb * 1e9),
         prompt_cache_entries=settings.prompt_cache_entries,
         prompt_cache_bytes=int(settings.prompt_cache_gb * 1e9),
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hostname = f"{slug(model_id)}.{os.getpid()}@{socket.gethostname()}"
     client = connect_redis(settings)
-    runtime = Runtime(settings, model_id, model_type, hostname, engine, client)
+    runtime = Runtime(settings, model_id, model_type, hostname, engine, client, batch_size)
     install(runtime)
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
     wake, stop = threading.Event(), threading.Event()
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     celery = create_celery(settings)
     # One request ready behind each running one: the rest wait in the broker, where priorities apply and
     # other workers of the model can take them.
-    concurrency = args.concurrency or settings.max_concurrency + 1
+    concurrency = args.concurrency or batch_size + 1
     try:
         celery.worker_main(
             [

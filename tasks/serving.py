@@ -41,6 +41,8 @@ class Runtime:
     hostname: str
     engine: Engine
     redis: redis.Redis
+    batch_size: int = 1
+    """Requests the engine batches together (the model's ``max_concurrency``)."""
     leases: dict[str, str] = field(default_factory=dict)
     """Job id -> claim token of every job this worker has taken and not finished."""
     lock: threading.Lock = field(default_factory=threading.Lock)

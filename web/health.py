@@ -101,6 +101,8 @@ class QueueStats(MethodView):
                 "queued_in_workers": sum(w.get("queued", 0) for w in workers),
                 "pending_in_broker": dispatcher().queue_depth(model_id),
                 "served": sum(w.get("served", 0) for w in workers),
-                "max_concurrency": settings.max_concurrency * len(workers),
+                "batch_size": sum(w.get("batch_size", 0) for w in workers),
+                "batch_peak": max((w.get("batch_peak", 0) for w in workers), default=0),
+                "max_concurrency": sum(w.get("max_concurrency", settings.max_concurrency) for w in workers),
             }
         return jsonify({"queues": queues, "request_id": g.request_id})

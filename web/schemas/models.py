@@ -39,6 +39,10 @@ class LoadModelRequestSchema(Schema):
     model_type = fields.String(required=True, validate=validate.OneOf(TYPE_NAMES))
     model_id = fields.String(validate=validate.Length(min=1, max=200))
     context_length = fields.Integer(validate=validate.Range(min=16, max=10_000_000))
+    max_concurrency = fields.Integer(
+        validate=validate.Range(min=1, max=256),
+        metadata={"description": "requests its worker batches together (default: MAX_CONCURRENCY)"},
+    )
     priority = fields.String(load_default="normal", validate=validate.OneOf(("low", "normal", "high")))
     metadata = fields.Dict(keys=fields.String())
 
