@@ -1,4 +1,4 @@
-"""Section 2: the queue hop. The same greedy request in-process (the worker's own handler) and through the API."""
+"""Section 2: the queue hop. The same greedy request with mlx-lm in-process and through the API (batch of one)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def run(context: BenchContext) -> SectionResult:
     """In-process first (the platform idle), then the same requests through the API."""
     options = context.options
     platform = context.platform()
-    progress.say("in-process: the worker's handler with OpenBLAS, as in the worker")
+    progress.say("in-process: mlx-lm on the worker's model with OpenBLAS, as in the worker")
     spec = {
         "path": str(CHAT_MODEL_DIR),
         "max_tokens": options.overhead_tokens,
@@ -144,7 +144,7 @@ def run(context: BenchContext) -> SectionResult:
     same_text = all(run["text"] == inprocess[mode][0]["text"] for mode in MODES for run in api[mode] + inprocess[mode])
     result.notes.append(
         "streamed tok/s run from the first to the last text chunk; non-streamed tok/s are tokens over the whole "
-        "request; in-process is the worker's own handler (models/handlers/lm.py) with OpenBLAS preloaded"
+        "request; in-process is mlx-lm's stream_generate on the worker's model and prompt, OpenBLAS preloaded"
     )
     result.notes.append(f"in-process and API answers identical: {'yes' if same_text else 'no'}")
     result.tables.append(breakdown(api, inprocess, engine_seconds(platform.workdir / "supervisor.log")))

@@ -1,4 +1,5 @@
-"""The worker's own chat handler called directly: what a request costs with no queue, no HTTP, no Redis."""
+"""In-process mlx-lm on the worker's model and prompt: what a request costs with no queue, no HTTP, no Redis,
+and no batch (mlx-lm's own ``stream_generate``, the reference a single stream through the platform is held to)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,29 @@ from bench.defaults import story_messages
 
 
 def timed_chat(handler: Any, max_tokens: int, stream: bool) -> dict[str, Any]:
-    """One greedy chat request; times of the first and last text delta when streaming."""
+    """One greedy chat request with mlx-lm; times of the first and last text piece (``stream`` changes nothing
+    here: mlx-lm yields every token either way, so both modes time the same generation)."""
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
     deltas: list[float] = []
-
-    def emit(event: dict[str, Any]) -> None:
-        if event.get("content"):
-            deltas.append(time.perf_counter())
-
-    payload = {"messages": story_messages(), "max_tokens": max_tokens, "temperature": 0.0, "stream": stream}
+    prompt = handler.prompt_for("chat", {"messages": story_messages()})
+    text, tokens = "", 0
     started = time.perf_counter()
-    result = handler.run("chat", payload, emit, lambda: False)
+    for response in stream_generate(
+        handler.model, handler.tokenizer, prompt, max_tokens=max_tokens, sampler=make_sampler(0.0)
+    ):
+        if response.text:
+            deltas.append(time.perf_counter())
+            text += response.text
+        tokens = response.generation_tokens - (response.finish_reason == "stop")
     ended = time.perf_counter()
     return {
-        "tokens": result["usage"]["completion_tokens"],
+        "tokens": tokens,
         "total_s": ended - started,
         "ttft_s": deltas[0] - started if deltas else None,
         "first_to_last_s": deltas[-1] - deltas[0] if len(deltas) > 1 else None,
-        "text": result["content"],
+        "text": text,
     }
 
 

@@ -93,3 +93,18 @@ def test_top_logprobs_are_sorted_and_include_the_sampled_token_value():
     assert entry["token"] == "t3" and entry["logprob"] == pytest.approx(logprobs[3].item())
     assert [alt["token"] for alt in entry["top_logprobs"]] == ["t1", "t3", "t2"]
     assert entry["bytes"] == list(b"t3")
+
+
+@pytest.mark.parametrize("narrowing", [{"top_k": 1}, {"min_p": 1.0}, {"top_p": 0.01}])
+def test_top_k_min_p_and_top_p_narrow_what_is_sampled(narrowing):
+    sampler = KeyedSampler(SamplingOptions(temperature=2.0, **narrowing), seed=1)
+    assert set(draw(sampler, 30)) == {VOCABULARY - 1}  # only the most likely token survives the filter
+    assert len(set(draw(KeyedSampler(SamplingOptions(temperature=2.0), seed=1), 30))) > 1
+
+
+def test_repetition_penalty_is_applied():
+    from models.sampling import processors_for
+
+    (penalty,) = processors_for(SamplingOptions(repetition_penalty=2.0), prompt_length=0)
+    logits = penalty(mx.array([2]), mx.array([[1.0, 1.0, 4.0, -1.0]]))[0].tolist()
+    assert logits == [1.0, 1.0, 2.0, -1.0]
