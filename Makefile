@@ -11,14 +11,14 @@ PACKAGES_STAMP := $(STAMPS)/packages-$(shell cat pyproject.toml Makefile | cksum
 NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
 PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control models flower
 
-.PHONY: help setup system-packages python-packages models run test bench lint clean
+.PHONY: help setup system-packages python-packages models documents run test bench lint clean
 
 help:
 	@echo "make run    set up what is missing, then start the local stack (API on :8000)"
 	@echo "make test   set up what is missing, then run the whole test suite"
 	@echo "make lint   ruff"
 
-setup: system-packages python-packages models
+setup: system-packages python-packages models documents
 
 system-packages:
 ifeq ($(UNAME),Linux)
@@ -56,6 +56,31 @@ comma := ,
 
 models: python-packages
 	@$(BIN)/python -m models.prepare
+
+# Real documents for the extraction tests, taken from Debian packages: bash-doc (bash.pdf, bashref.html),
+# python3.11-doc (Sphinx HTML). Each package is unpacked once into $(DOCUMENTS)/<package>.
+DOCUMENTS := .data/documents
+DOCUMENT_PACKAGES := bash-doc python3.11-doc
+
+documents:
+ifeq ($(UNAME),Linux)
+	@mkdir -p $(DOCUMENTS); \
+	for package in $(DOCUMENT_PACKAGES); do \
+	  if [ -e $(DOCUMENTS)/$$package/.unpacked ]; then echo "[setup] documents: $$package present"; continue; fi; \
+	  echo "[setup] documents: downloading $$package"; \
+	  rm -f $(DOCUMENTS)/$${package}_*.deb; \
+	  if ! (cd $(DOCUMENTS) && apt-get download -qq $$package); then \
+	    echo "[setup] documents: refreshing the package lists"; \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq; \
+	    (cd $(DOCUMENTS) && apt-get download -qq $$package) || exit 1; \
+	  fi; \
+	  echo "[setup] documents: unpacking $$package into $(DOCUMENTS)/$$package"; \
+	  rm -rf $(DOCUMENTS)/$$package && dpkg -x $(DOCUMENTS)/$${package}_*.deb $(DOCUMENTS)/$$package || exit 1; \
+	  rm -f $(DOCUMENTS)/$${package}_*.deb && touch $(DOCUMENTS)/$$package/.unpacked; \
+	done
+else
+	@echo "[setup] documents: apt-get is Debian's; copy $(DOCUMENT_PACKAGES) unpacked into $(DOCUMENTS) by hand"
+endif
 
 run: setup
 	@echo "[run] starting: $(PROCESSES) (API on http://localhost:8000, Flower on http://localhost:5555)"
