@@ -133,6 +133,14 @@ class Settings(BaseSettings):
     callback_secret: str = ""
     """Signs ``callback_url`` deliveries of jobs that bring no ``callback_secret`` of their own."""
 
+    weaviate_url: str = ""
+    """Weaviate server (e.g. ``http://127.0.0.1:8080``) holding RAG vectors; empty means the embedded LanceDB store
+    under the data dir's ``vectors``."""
+    weaviate_api_key: str = ""
+    """API key sent to Weaviate; empty means none."""
+    weaviate_grpc_port: int = 50051
+    """Weaviate's gRPC port on the host of ``WEAVIATE_URL`` (the client v4 queries over gRPC)."""
+
     model_config = SettingsConfigDict(
         frozen=True,
         case_sensitive=False,
