@@ -1,1 +1,1 @@
-"""Retrieval-augmented generation: extraction, chunking, vector stores, ingest and query (to come)."""
+"""Retrieval-augmented generation: text extraction, token chunking and the vector stores (ingest and query to come)."""
