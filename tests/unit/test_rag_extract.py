@@ -72,6 +72,8 @@ def test_texinfo_page_loses_its_next_previous_up_bars():
 
 
 def test_html_falls_back_to_the_main_element_when_trafilatura_finds_nothing(monkeypatch):
+    """A stand-in, said plainly: no real page tried here makes trafilatura return nothing, so its answer is
+    replaced by None to reach the fallback; the HTML and BeautifulSoup that parse it are real."""
     monkeypatch.setattr(extract_module.trafilatura, "extract", lambda *args, **kwargs: None)
     html = (
         b"<!doctype html><html><body><nav><a href='/'>Home</a> <a href='/docs'>Docs</a></nav>"
