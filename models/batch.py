@@ -112,7 +112,6 @@ class BatchSession:
         self.requests: dict[int, Request] = {}
         """Running requests by the uid of each of their sequences still generating."""
         self.sequences: dict[int, Sequence] = {}
-        self.steps = 0
         self.completed = 0
 
     # --- what the engine asks -------------------------------------------------------------------------------
@@ -120,11 +119,6 @@ class BatchSession:
     @property
     def busy(self) -> bool:
         return bool(self.running or self.pending)
-
-    @property
-    def size(self) -> int:
-        """Requests in the batch or waiting to join it."""
-        return len(self.running) + len(self.pending)
 
     @property
     def has_room(self) -> bool:
@@ -147,7 +141,6 @@ class BatchSession:
             self._complete_finished()
             return
         prompt_responses, responses = self._generator().next()
-        self.steps += 1
         for request in {
             id(self.requests[r.uid]): self.requests[r.uid] for r in prompt_responses if r.uid in self.requests
         }.values():
@@ -276,26 +269,26 @@ class BatchSession:
     def _advance(self, request: Request, sequence: Sequence, response: Any) -> None:
         finish = response.finish_reason
         stopped_on_token = finish == "stop"  # an end-of-sequence token: not part of the answer
+        entry = None
         if not stopped_on_token:
             sequence.tokens.append(response.token)
             sequence.detokenizer.add_token(response.token)
-            if finish is not None:
-                sequence.detokenizer.finalize()
-            fresh = sequence.scanner.feed(sequence.detokenizer.last_segment)
-            entry = None
             if sequence.logprobs is not None:
                 entry = token_logprobs(response.logprobs, response.token, request.options.top_logprobs, self._decode)
                 sequence.logprobs.append(entry)
-            if finish is not None or sequence.scanner.stopped:
-                fresh += sequence.scanner.flush()
-            if request.ticket.payload.get("stream") and (fresh or entry):
-                delta: dict[str, Any] = {"type": "delta", "index": sequence.index, "content": fresh}
-                if entry is not None:
-                    delta["logprobs"] = [entry]
-                request.ticket.emit(delta)
+        if finish is not None:
+            sequence.detokenizer.finalize()
+        fresh = sequence.scanner.feed(sequence.detokenizer.last_segment)
+        if finish is not None or sequence.scanner.stopped:
+            fresh += sequence.scanner.flush()  # what was held back as a possible stop sequence, and never became one
+        if request.ticket.payload.get("stream") and (fresh or entry):
+            delta: dict[str, Any] = {"type": "delta", "index": sequence.index, "content": fresh}
+            if entry is not None:
+                delta["logprobs"] = [entry]
+            request.ticket.emit(delta)
         if sequence.scanner.stopped and finish is None:
             sequence.finish_reason = "stop"
-            self._remove_sequence(request, sequence, keep_cache=True)
+            self._remove_sequence(sequence, keep_cache=True)
             return
         if finish is not None:
             sequence.finish_reason = "stop" if (stopped_on_token or sequence.scanner.stopped) else finish
@@ -306,7 +299,7 @@ class BatchSession:
     def _decode(self, token: int) -> str:
         return self.tokenizer.decode([token])
 
-    def _remove_sequence(self, request: Request, sequence: Sequence, keep_cache: bool) -> None:
+    def _remove_sequence(self, sequence: Sequence, keep_cache: bool) -> None:
         caches = self._generator().remove([sequence.uid], return_prompt_caches=keep_cache and sequence.index == 0)
         if sequence.uid in caches:
             cache, tokens = caches[sequence.uid]

@@ -365,11 +365,6 @@ def search(
     return jobs, total
 
 
-def expired_leases(at: datetime) -> list[Job]:
-    """Running jobs whose lease ran out before ``at``: their engine stopped making progress, or their worker died."""
-    return list(Job.objects(status="processing", lease_expires_at__lt=at))
-
-
 def stale_queued(older_than: datetime) -> list[Job]:
     return list(Job.objects(status="queued", enqueued_at__lt=older_than))
 

@@ -47,6 +47,11 @@ def ticket(text: str, cancelled: Flag | None = None, deltas: list | None = None,
     )
 
 
+def deltas_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The text deltas among a request's events (the batch also emits progress events during a prefill)."""
+    return [event for event in events if event["type"] == "delta"]
+
+
 def run(batch: BatchSession, *tickets: Ticket) -> list[dict[str, Any]]:
     for one in tickets:
         batch.submit(one)
@@ -69,7 +74,7 @@ def test_a_request_cancelled_mid_batch_leaves_the_others_unchanged(batch):
     others = [ticket(text, max_tokens=16) for text in PROMPTS[1:]]
     for one in (victim, *others):
         batch.submit(one)
-    while len(streamed) < 3:  # the victim has generated three tokens beside the others
+    while len(deltas_of(streamed)) < 3:  # the victim has generated three tokens beside the others
         batch.step()
     assert len(batch.running) == 4
     flag.raised = True
@@ -114,3 +119,10 @@ def test_logit_bias_and_penalties_change_the_greedy_answer(batch):
     assert batch.tokenizer.encode(banned, add_special_tokens=False)[0] != tokens[0]
     penalised = run(batch, ticket(question, max_tokens=16, frequency_penalty=2.0, presence_penalty=2.0))[0]["content"]
     assert penalised != plain
+
+
+def test_text_held_back_for_a_possible_stop_sequence_is_streamed_when_the_answer_ends(batch):
+    streamed: list = []
+    result = run(batch, ticket("What is the capital of France?", deltas=streamed, stop=[". Z"], max_tokens=20))[0]
+    assert result["finish_reason"] == "stop" and result["content"].endswith(".")  # ended by its end-of-sequence
+    assert "".join(event["content"] for event in deltas_of(streamed)) == result["content"]
