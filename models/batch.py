@@ -68,7 +68,6 @@ class Request:
     options: SamplingOptions
     prompt: list[int]
     cached_tokens: int
-    kv_bytes: int
     sequences: list[Sequence]
     started: float = field(default_factory=time.perf_counter)
 
@@ -131,6 +130,10 @@ class BatchSession:
         except ApiError as exc:
             ticket.future.set_exception(exc)
             return
+        except Exception as exc:  # noqa: BLE001 - e.g. a chat template refusing the messages: this request's error
+            message = f"The model cannot take this request: {type(exc).__name__}: {exc}"
+            ticket.future.set_exception(ApiError(400, message, code="invalid_request"))
+            return
         self.pending.append(request)
 
     def step(self) -> None:
@@ -164,9 +167,12 @@ class BatchSession:
         self.running.clear()
         self.requests.clear()
         self.sequences.clear()
-        if self.generator is not None:
-            self.generator.close()
-        self.generator = None
+        generator, self.generator = self.generator, None
+        if generator is not None:
+            try:
+                generator.close()
+            except Exception:  # noqa: BLE001 - the device may still be in the state that failed the step
+                log.warning("closing the failed batch generator failed too", exc_info=True)
 
     # --- preparing and admitting ----------------------------------------------------------------------------
 
@@ -203,23 +209,33 @@ class BatchSession:
                 f"{len(prompt) + options.max_tokens} tokens); this worker may use {self.kv_budget_bytes / 1e9:.2f} GB",
                 code="insufficient_vram",
             )
-        return Request(ticket, options, prompt, 0, kv_bytes, [])
+        return Request(ticket, options, prompt, 0, [])
 
-    def _kv_in_use(self) -> int:
-        return sum(r.kv_bytes for r in self.running)
+    def _kv_with(self, candidate: Request) -> int:
+        """The batch's KV cache with ``candidate`` in it: one left-padded tensor, so every row is as long as the
+        longest (rounded up to mlx-lm's 256-token steps)."""
+        requests = [*self.running, candidate]
+        rows = sum(r.options.n for r in requests)
+        longest = max(len(r.prompt) + r.options.max_tokens for r in requests)
+        return rows * (-(-longest // 256) * 256) * self.kv_bytes_per_token
 
     def _admit(self) -> None:
         while self.pending:
             request = self.pending[0]
             if len(self.sequences) + request.options.n > self.max_sequences and self.sequences:
                 return
-            if self._kv_in_use() + request.kv_bytes > self.kv_budget_bytes and self.sequences:
+            if self._kv_with(request) > self.kv_budget_bytes and self.sequences:
                 return  # waits for memory; a request that fits alone always gets in once the batch drains
             self.pending.popleft()
             if request.ticket.cancelled():
                 request.ticket.future.set_exception(_cancelled())
                 continue
-            self._insert(request)
+            try:
+                self._insert(request)
+            except BaseException as exc:
+                if not request.ticket.future.done():
+                    request.ticket.future.set_exception(exc)
+                raise
 
     def _insert(self, request: Request) -> None:
         options, prompt, ticket = request.options, request.prompt, request.ticket
@@ -253,7 +269,7 @@ class BatchSession:
     # --- generating -----------------------------------------------------------------------------------------
 
     def _drop_cancelled(self) -> None:
-        for request in self.running:
+        for request in list(self.running):
             check = request.ticket.checkpoint if request.generating else request.ticket.cancelled
             if check():
                 for sequence in request.sequences:

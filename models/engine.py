@@ -91,7 +91,8 @@ class Engine:
             raise self.load_error
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Asks the engine thread to finish what it has, and waits for it (MLX must not be torn down under it)."""
+        """Asks the engine thread to finish what is in its batch, and waits for it (MLX must not be torn down under
+        it); work still waiting behind the stop is not started."""
         self._inbox.put((STOP_PRIORITY, next(self._arrivals), None))
         if self._thread.is_alive():
             self._thread.join(timeout)

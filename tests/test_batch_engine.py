@@ -15,6 +15,7 @@ import pytest
 from models.batch import BatchSession, Ticket
 from models.handlers import load_handler
 from models.handlers.base import ServingLimits
+from models.prompt_cache import PromptCache
 from tests.conftest import CHAT_MODEL, CHAT_MODEL_DIR
 
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Count to five.", "Say hi."]
@@ -126,3 +127,48 @@ def test_text_held_back_for_a_possible_stop_sequence_is_streamed_when_the_answer
     result = run(batch, ticket("What is the capital of France?", deltas=streamed, stop=[". Z"], max_tokens=20))[0]
     assert result["finish_reason"] == "stop" and result["content"].endswith(".")  # ended by its end-of-sequence
     assert "".join(event["content"] for event in deltas_of(streamed)) == result["content"]
+
+
+def test_answers_served_from_the_prompt_cache_are_the_answers_computed_cold(batch):
+    question = "What is the capital of France?"
+    follow_up = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+        {"role": "user", "content": "And of Italy?"},
+    ]
+
+    def chat(messages: list[dict[str, str]], **options: Any) -> dict[str, Any]:
+        one = ticket("", **options)
+        one.payload["messages"] = messages
+        return run(batch, one)[0]
+
+    cold = [chat(ask_one, max_tokens=10) for ask_one in ([{"role": "user", "content": question}], follow_up)]
+    cold_choices = chat([{"role": "user", "content": question}], n=2, max_tokens=10)
+    batch.prompt_cache = PromptCache(max_entries=8, max_bytes=10**9)
+    try:
+        first = chat([{"role": "user", "content": question}], max_tokens=10)
+        again = chat([{"role": "user", "content": question}], max_tokens=10)  # an exact hit: all but one token
+        continued = chat(follow_up, max_tokens=10)  # its prefix is the first request's prompt and answer
+        choices = chat([{"role": "user", "content": question}], n=2, max_tokens=10)  # one cache copied per sequence
+    finally:
+        batch.prompt_cache = PromptCache(0, 0)
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == again["usage"]["prompt_tokens"] - 1
+    assert continued["usage"]["prompt_tokens_details"]["cached_tokens"] > first["usage"]["prompt_tokens"]
+    assert [first["content"], again["content"], continued["content"]] == [
+        cold[0]["content"],
+        cold[0]["content"],
+        cold[1]["content"],
+    ]
+    assert [c["content"] for c in choices["choices"]] == [c["content"] for c in cold_choices["choices"]]
+
+
+def test_a_request_the_model_cannot_take_is_its_own_400_and_the_batch_goes_on(batch):
+    from config.errors import ApiError
+
+    broken = Ticket("completion", {"max_tokens": 4}, lambda _e: None, Flag(), Flag(), Future(), "broken")
+    batch.submit(broken)  # no prompt: preparing it fails outside the request checks
+    with pytest.raises(ApiError) as caught:
+        broken.future.result(timeout=0)
+    assert caught.value.status == 400 and "KeyError" in caught.value.message
+    assert run(batch, ticket("Say hi.", max_tokens=4))[0]["usage"]["completion_tokens"] >= 1
