@@ -27,6 +27,8 @@ from rag.store import (
     Hit,
     Scalar,
     check_collection_name,
+    check_dimension,
+    check_query,
     check_records,
     filter_terms,
     metadata_json,
@@ -74,15 +76,12 @@ class LanceDBStore:
 
     def ensure_collection(self, name: str, dimension: int) -> None:
         check_collection_name(name)
-        if dimension < 1:
-            raise ValueError(f"dimension must be positive (got {dimension})")
+        check_dimension(name, dimension)
         try:
             table = self.db.create_table(name, schema=_schema(dimension), exist_ok=True)
         except ValueError:
             table = self.db.open_table(name)
-        existing = _dimension(table)
-        if existing != dimension:
-            raise ValueError(f"collection {name!r} holds {existing}-dimensional vectors, not {dimension}")
+        check_dimension(name, dimension, _dimension(table))
         indexed = {index.name for index in table.list_indices()}
         if "text_idx" not in indexed:
             table.create_index("text", config=FTS(), name="text_idx")
@@ -114,8 +113,7 @@ class LanceDBStore:
         document_ids: Sequence[str] | None = None,
     ) -> list[Hit]:
         table = self._table(collection)
-        if len(vector) != _dimension(table):
-            raise ValueError(f"query vector has {len(vector)} dimensions, the collection {_dimension(table)}")
+        check_query(vector, _dimension(table))
         query = table.search(list(map(float, vector)), vector_column_name="vector").distance_type("cosine")
         query = query.ef(SEARCH_EF).refine_factor(SEARCH_REFINE_FACTOR).select([*_COLUMNS, "_distance"]).limit(top_k)
         where = _where(filters, document_ids)

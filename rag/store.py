@@ -104,6 +104,19 @@ def check_collection_name(name: str) -> str:
     return name
 
 
+def check_dimension(name: str, dimension: int, existing: int | None = None) -> None:
+    """``ValueError`` for a dimension that is not positive, or that differs from the collection's ``existing`` one."""
+    if dimension < 1:
+        raise ValueError(f"dimension must be positive (got {dimension})")
+    if existing is not None and existing != dimension:
+        raise ValueError(f"collection {name!r} holds {existing}-dimensional vectors, not {dimension}")
+
+
+def check_query(vector: Sequence[float], dimension: int) -> None:
+    if len(vector) != dimension:
+        raise ValueError(f"query vector has {len(vector)} dimensions, the collection {dimension}")
+
+
 def check_records(records: Sequence[ChunkRecord], dimension: int) -> None:
     """``ValueError`` for a vector of another dimension, a repeated ``chunk_id`` or metadata that is not JSON."""
     seen: set[str] = set()

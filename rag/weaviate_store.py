@@ -25,6 +25,8 @@ from rag.store import (
     Hit,
     Scalar,
     check_collection_name,
+    check_dimension,
+    check_query,
     check_records,
     filter_terms,
     metadata_json,
@@ -88,8 +90,7 @@ class WeaviateStore:
 
     def ensure_collection(self, name: str, dimension: int) -> None:
         class_name = _class_name(name)
-        if dimension < 1:
-            raise ValueError(f"dimension must be positive (got {dimension})")
+        check_dimension(name, dimension)
         if not self.client.collections.exists(class_name):
             self.client.collections.create(
                 class_name,
@@ -101,9 +102,7 @@ class WeaviateStore:
                 ),
             )
             return
-        existing = self._dimension(class_name)
-        if existing != dimension:
-            raise ValueError(f"collection {name!r} holds {existing}-dimensional vectors, not {dimension}")
+        check_dimension(name, dimension, self._dimension(class_name))
 
     def upsert(self, collection: str, records: Sequence[ChunkRecord]) -> int:
         handle = self._collection(collection)
@@ -129,9 +128,7 @@ class WeaviateStore:
         document_ids: Sequence[str] | None = None,
     ) -> list[Hit]:
         handle = self._collection(collection)
-        dimension = self._dimension(handle.name)
-        if len(vector) != dimension:
-            raise ValueError(f"query vector has {len(vector)} dimensions, the collection {dimension}")
+        check_query(vector, self._dimension(handle.name))
         where = _filters(filters, document_ids)
         if (threshold is not None and threshold > 1.0) or where is False:
             return []
