@@ -140,6 +140,22 @@ class Settings(BaseSettings):
     """API key sent to Weaviate; empty means none."""
     weaviate_grpc_port: int = 50051
     """Weaviate's gRPC port on the host of ``WEAVIATE_URL`` (the client v4 queries over gRPC)."""
+    vector_dir: Path | None = None
+    """The embedded vector store's folder; unset means the data dir's ``vectors``."""
+    rag_max_file_bytes: int = 10 * 1024 * 1024
+    """Largest file ``POST /api/rag/ingest`` takes (413 beyond it)."""
+    rag_max_files: int = 20
+    """Most files one ingest request may carry."""
+    rag_embed_batch: int = 64
+    """Chunks sent to the embedding model in one call during an ingest."""
+    rag_lease_seconds: float = 30.0
+    """An ingest or delete that has not renewed its lease for this long is taken as dead and undone (or finished)
+    by the reconciler."""
+    rag_ingest_timeout_seconds: float = 1800.0
+    """Longest one ingest request may run."""
+    control_silence_seconds: float = 15.0
+    """A RAG task that sent nothing for this long (it sends a beat every 3 s) is taken as lost: its caller gets a
+    503 ``worker_lost``."""
 
     model_config = SettingsConfigDict(
         frozen=True,

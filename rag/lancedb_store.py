@@ -30,6 +30,7 @@ from rag.store import (
     check_dimension,
     check_query,
     check_records,
+    cosine,
     filter_terms,
     metadata_json,
     metadata_terms,
@@ -130,15 +131,22 @@ class LanceDBStore:
         top_k: int = 5,
         filters: Mapping[str, Scalar] | None = None,
         document_ids: Sequence[str] | None = None,
+        vector: Sequence[float] | None = None,
     ) -> list[Hit]:
         table = self._table(collection)
+        if vector is not None:
+            check_query(vector, _dimension(table))
         if not query.strip():
             return []
-        search = table.search(query, query_type="fts", fts_columns="text").select([*_COLUMNS, "_score"]).limit(top_k)
+        columns = [*_COLUMNS, "_score", *(["vector"] if vector is not None else [])]
+        search = table.search(query, query_type="fts", fts_columns="text").select(columns).limit(top_k)
         where = _where(filters, document_ids)
         if where:
             search = search.where(where, prefilter=True)
-        return [_hit(row, row["_score"]) for row in search.to_list()]
+        rows = search.to_list()
+        if vector is None:
+            return [_hit(row, row["_score"]) for row in rows]
+        return [_hit(row, cosine(vector, row["vector"])) for row in rows]
 
     def delete_document(self, collection: str, document_id: str) -> int:
         table = self._table(collection)

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from config.settings import Settings
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -73,8 +75,10 @@ class VectorStore(Protocol):
         top_k: int = 5,
         filters: Mapping[str, Scalar] | None = None,
         document_ids: Sequence[str] | None = None,
+        vector: Sequence[float] | None = None,
     ) -> list[Hit]:
-        """The ``top_k`` chunks best matching the words of ``query`` (BM25), best first."""
+        """The ``top_k`` chunks best matching the words of ``query`` (BM25), best first; each hit's score is
+        its BM25 score, or its cosine similarity to ``vector`` when one is given (what hybrid search fuses)."""
 
     def delete_document(self, collection: str, document_id: str) -> int:
         """Remove a document's chunks; returns how many were removed."""
@@ -131,6 +135,12 @@ def check_records(records: Sequence[ChunkRecord], dimension: int) -> None:
         metadata_json(record.metadata)
 
 
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    left, right = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norms = float(np.linalg.norm(left) * np.linalg.norm(right))
+    return float(left @ right / norms) if norms else 0.0
+
+
 def metadata_json(metadata: Mapping[str, Any]) -> str:
     try:
         return json.dumps(dict(metadata), sort_keys=True, ensure_ascii=False, allow_nan=False)
@@ -160,7 +170,7 @@ def filter_terms(filters: Mapping[str, Scalar] | None) -> list[str]:
 
 
 def make_store(settings: Settings) -> VectorStore:
-    """Weaviate when ``WEAVIATE_URL`` is set, else LanceDB under the data directory's ``vectors``."""
+    """Weaviate when ``WEAVIATE_URL`` is set, else LanceDB in ``VECTOR_DIR`` (default: the data dir's ``vectors``)."""
     if settings.weaviate_url:
         from rag.weaviate_store import WeaviateStore
 
@@ -169,4 +179,4 @@ def make_store(settings: Settings) -> VectorStore:
         )
     from rag.lancedb_store import LanceDBStore
 
-    return LanceDBStore(settings.data_dir / "vectors")
+    return LanceDBStore(settings.vector_dir or settings.data_dir / "vectors")

@@ -28,6 +28,7 @@ from rag.store import (
     check_dimension,
     check_query,
     check_records,
+    cosine,
     filter_terms,
     metadata_json,
     metadata_terms,
@@ -152,8 +153,11 @@ class WeaviateStore:
         top_k: int = 5,
         filters: Mapping[str, Scalar] | None = None,
         document_ids: Sequence[str] | None = None,
+        vector: Sequence[float] | None = None,
     ) -> list[Hit]:
         handle = self._collection(collection)
+        if vector is not None:
+            check_query(vector, self._dimension(handle.name))
         where = _filters(filters, document_ids)
         if not query.strip() or where is False:
             return []
@@ -162,10 +166,13 @@ class WeaviateStore:
             query_properties=["text"],
             limit=top_k,
             filters=where,
+            include_vector=vector is not None,
             return_metadata=MetadataQuery(score=True),
             return_properties=_RETURNED,
         )
-        return [_hit(item.properties, item.metadata.score or 0.0) for item in response.objects]
+        if vector is None:
+            return [_hit(item.properties, item.metadata.score or 0.0) for item in response.objects]
+        return [_hit(item.properties, cosine(vector, _vector_of(item.vector))) for item in response.objects]
 
     def delete_document(self, collection: str, document_id: str) -> int:
         handle = self._collection(collection)
@@ -277,6 +284,11 @@ def _filters(filters: Mapping[str, Scalar] | None, document_ids: Sequence[str] |
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else Filter.all_of(clauses)
+
+
+def _vector_of(vectors: Any) -> Sequence[float]:
+    """The object's vector: the client gives named vectors as ``{VECTOR_NAME: [...]}``."""
+    return vectors[VECTOR_NAME] if isinstance(vectors, Mapping) else vectors
 
 
 def _hit(properties: Mapping[str, Any], score: float) -> Hit:

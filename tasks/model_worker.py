@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery.signals import task_postrun, task_prerun
 
-from config.logs import configure_logging, request_id_var
+from config.logs import configure_logging
 from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
@@ -31,7 +30,7 @@ from models.handlers import load_handler
 from models.handlers.base import ServingLimits
 from models.liveness import Liveness
 from models.supervisor import EXIT_LOAD_FAILED, EXIT_UNKNOWN_MODEL
-from tasks import inference, job_store, jobs  # noqa: F401 - importing them registers the tasks
+from tasks import inference, job_store, jobs, request_ids  # noqa: F401 - importing them registers the tasks
 from tasks.celery_app import create_celery, model_queue
 from tasks.serving import Runtime, install
 
@@ -45,19 +44,6 @@ def _register_from_catalog(settings: Settings, model_id: str) -> registry.ModelR
         return None
     registry.request_catalog_load(spec, served_path(settings, spec))
     return registry.get_record(model_id)
-
-
-@task_prerun.connect
-def _adopt_request_id(task=None, **_kwargs) -> None:
-    headers = getattr(task.request, "headers", None) or {}
-    request_id = getattr(task.request, "request_id", None) or headers.get("request_id") or "-"
-    request_id_var.set(request_id)
-    log.info("task %s %s received", task.name, task.request.id)
-
-
-@task_postrun.connect
-def _forget_request_id(**_kwargs) -> None:
-    request_id_var.set("-")
 
 
 def engine_report(runtime: Runtime) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from tests.stack import ROOT, Service, Stack, wait_until
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CHAT_MODEL_DIR = ROOT / ".data" / "models" / "HuggingFaceTB--SmolLM2-135M-Instruct"
+DOCUMENTS = ROOT / ".data" / "documents"
+BASH_PDF = DOCUMENTS / "bash-doc" / "usr" / "share" / "doc" / "bash" / "bash.pdf"
+PYTHON_HTML = DOCUMENTS / "python3.11-doc" / "usr" / "share" / "doc" / "python3.11" / "html"
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +45,10 @@ def stack() -> Iterator[Stack]:
         "JOB_LOST_GRACE_SECONDS": "3",
         # Tests hold a generation between tokens with a Redis key (see ``hold``), never by betting on its length.
         "ENGINE_TEST_HOLDS": "true",
+        "VECTOR_DIR": str(workdir / "vectors"),
+        "RAG_MAX_FILE_BYTES": "2000000",
+        "RAG_LEASE_SECONDS": "4",
+        "CONTROL_SILENCE_SECONDS": "6",
     }
     stack = Stack(workdir, env)
     os.environ.update(env)
@@ -95,6 +102,11 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
+
+
+@pytest.fixture()
+def rag_url(base_url: str, control_worker: Service) -> str:
+    return f"{base_url}/api/rag"
 
 
 @pytest.fixture()

@@ -12,10 +12,10 @@ from models.lifecycle import ModelLifecycle
 from models.liveness import Liveness
 from models.stats import ModelStats
 from tasks.celery_app import create_celery
+from tasks.dispatch import Dispatcher
 from tasks.job_queue import JobQueue
-from web import capabilities, chat, embeddings, health, jobs, models, webhooks
+from web import capabilities, chat, embeddings, health, jobs, models, rag, webhooks
 from web.api import Api
-from web.dispatch import Dispatcher
 from web.errors import register_error_handlers
 from web.request_id import register_request_id
 
@@ -52,7 +52,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_request_id(app)
     api = Api(app)
-    for blueprint in (chat.blp, embeddings.blp, models.blp, health.blp, capabilities.blp, jobs.blp, webhooks.blp):
+    for blueprint in (
+        chat.blp,
+        embeddings.blp,
+        models.blp,
+        health.blp,
+        capabilities.blp,
+        jobs.blp,
+        webhooks.blp,
+        rag.blp,
+    ):
         api.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

@@ -7,7 +7,7 @@ from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
 from webargs.flaskparser import FlaskParser
 
-from web.dispatch import Dispatcher
+from tasks.dispatch import Dispatcher
 
 
 class OpenAIParser(FlaskParser):

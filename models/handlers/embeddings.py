@@ -9,7 +9,7 @@ import mlx.core as mx
 from mlx_embeddings.utils import load as load_embedding_model
 
 from config.errors import ApiError
-from models.handlers.base import PROGRESS, Cancelled, Emit
+from models.handlers.base import PROGRESS, Cancelled, Emit, RequestCancelled
 
 MAX_BATCH = 32
 
@@ -23,10 +23,15 @@ class EmbeddingsHandler:
     def warmup(self) -> None:
         self.embed(["warm-up"])
 
-    def embed(self, texts: list[str], emit: Emit | None = None) -> tuple[list[list[float]], int]:
+    def embed(
+        self, texts: list[str], emit: Emit | None = None, cancelled: Cancelled | None = None
+    ) -> tuple[list[list[float]], int]:
+        """Vectors and token count of ``texts``; stops between batches once ``cancelled`` says so."""
         vectors: list[list[float]] = []
         tokens = 0
         for start in range(0, len(texts), MAX_BATCH):
+            if cancelled is not None and cancelled():
+                raise RequestCancelled("cancelled between embedding batches")
             if emit is not None:
                 emit(PROGRESS)
             batch = texts[start : start + MAX_BATCH]
@@ -46,7 +51,7 @@ class EmbeddingsHandler:
         texts = payload["input"]
         if any(not text for text in texts):
             raise ApiError(400, "input must not contain empty strings", code="invalid_value", param="input")
-        vectors, tokens = self.embed(texts, emit)
+        vectors, tokens = self.embed(texts, emit, cancelled)
         return {"embeddings": vectors, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 

@@ -143,6 +143,17 @@ def test_full_text_search_finds_a_word(store, collection, filled):
     assert store.search_text(collection, "zulu", top_k=10) == []
 
 
+def test_full_text_hits_scored_by_a_vector_carry_its_cosine_similarity(store, collection, filled):
+    query = unit(np.arange(1, DIMENSION + 1, dtype=float))
+    hits = store.search_text(collection, "foxtrot", top_k=10, vector=query.tolist())
+    by_id = {record.chunk_id: record for record in filled}
+    assert hits
+    for hit in hits:
+        assert hit.score == pytest.approx(float(np.dot(query, by_id[hit.chunk_id].vector)), abs=1e-5)
+    with pytest.raises(ValueError, match="dimensions"):
+        store.search_text(collection, "foxtrot", vector=[1.0, 0.0])
+
+
 def test_upserting_the_same_ids_twice_does_not_duplicate(store, collection, filled):
     changed = [
         ChunkRecord(**{**record.__dict__, "text": record.text + " revised", "metadata": {"lang": "en", "part": 9}})

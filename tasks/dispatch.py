@@ -1,8 +1,11 @@
-"""Hands OpenAI requests to model workers through Celery and waits for their events over Redis.
+"""Hands requests to model workers (and RAG tasks to the control worker) through Celery and waits for their
+events over Redis.
 
-The view only enqueues and waits: it never loads a model. A request ends with
+The caller only enqueues and waits: it never loads a model. A request ends with
 an error, never a hang, when its model has no worker (503), its worker dies
-mid-request (503), or its deadline passes (504, and the task is revoked).
+mid-request (503), or its deadline passes (504, and the task is revoked). A
+control task proves it is alive by its events: one silent for
+the setting ``CONTROL_SILENCE_SECONDS`` after it started is taken as lost.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from tasks.celery_app import model_queue
 from tasks.replies import ReplyChannel
 
 _POLL_MS = 500
+ALIVE = "alive"
+"""The event a control task sends while it works, so that its waiter can tell it from a dead one."""
 IDLE = {"type": "idle"}
 """Yielded by a streaming call's events when the worker sent nothing for a poll interval."""
 
@@ -35,13 +40,15 @@ class Call:
     """One request in flight on a model worker."""
 
     task_id: str
-    model_id: str
+    model_id: str | None
+    """None for a control task (RAG), which has no model worker to watch."""
     channel: ReplyChannel
     deadline: float
     refresh_seconds: float | None
     worker: str | None = None
     cursor: str = "0"
     finished: bool = False
+    last_event: float | None = None
 
 
 class Dispatcher:
@@ -74,6 +81,15 @@ class Dispatcher:
                 param=param,
             )
 
+    def pick_model(self, operation: str, param: str) -> str:
+        """The first model (by id) with a running worker that serves ``operation``: the "auto-select" default."""
+        for model_id, reports in sorted(self.liveness.models().items()):
+            if operation in operations_of(reports[0].get("model_type", "")):
+                return model_id
+        raise ApiError(
+            503, f"No running model can serve {operation} requests; load one", code="model_unavailable", param=param
+        )
+
     def start(
         self, model_id: str, operation: str, payload: dict[str, Any], request_id: str, streaming: bool = False
     ) -> Call:
@@ -90,6 +106,18 @@ class Dispatcher:
             expires=timeout,
         )
         return Call(task_id, model_id, channel, time.monotonic() + timeout, timeout if streaming else None)
+
+    def start_control(
+        self, task_name: str, args: list[Any], queue: str, request_id: str, timeout: float | None = None
+    ) -> Call:
+        """Sends a control task (RAG work on ``queue``) that answers on its reply channel as model tasks do."""
+        task_id = f"task-{uuid.uuid4().hex}"
+        timeout = timeout or self.settings.request_timeout_seconds
+        channel = ReplyChannel(self.redis, task_id, self.settings.stream_maxlen, self.settings.stream_ttl_seconds)
+        self.celery.send_task(
+            task_name, args=args, task_id=task_id, queue=queue, headers={"request_id": request_id}, expires=timeout
+        )
+        return Call(task_id, None, channel, time.monotonic() + timeout, None)
 
     def events(self, call: Call) -> Iterator[dict[str, Any]]:
         """The worker's delta and done events; raises ``ApiError`` on error, deadline or a dead worker.
@@ -111,11 +139,14 @@ class Dispatcher:
                     if call.refresh_seconds is not None:
                         yield IDLE  # lets a stream write something, so that a client that left is noticed
                     continue
+                call.last_event = time.monotonic()
                 for entry_id, event in batch:
                     call.cursor = entry_id
                     if call.refresh_seconds is not None:
                         call.deadline = time.monotonic() + call.refresh_seconds
                     kind = event.get("type")
+                    if kind == ALIVE:
+                        continue
                     if kind == "started":
                         call.worker = event.get("worker")
                     elif kind == "error":
@@ -146,6 +177,13 @@ class Dispatcher:
         self.celery.control.revoke(call.task_id)
 
     def _check_worker(self, call: Call) -> None:
+        if call.model_id is None:
+            silent = time.monotonic() - (call.last_event or time.monotonic())
+            if call.worker is not None and silent > self.settings.control_silence_seconds:
+                raise ApiError(
+                    503, f"The worker running this request ({call.worker}) stopped answering", code="worker_lost"
+                )
+            return
         if call.worker is not None:
             if not self.liveness.is_alive(call.worker):
                 raise ApiError(

@@ -1,0 +1,256 @@
+"""Collections and documents of the RAG store, kept in MongoDB beside the vectors, and the moves that keep both
+consistent.
+
+A document is written ``ingesting`` (with a lease) before any of its chunks
+reaches the vector store and turns ``ready`` only after all of them did;
+deleting turns it ``deleting`` first and removes the record only after its
+chunks are gone. So an ingest or delete that dies midway leaves a record whose
+lease runs out, and the reconciler (``rag.sweep``) undoes the ingest or
+finishes the delete: never chunks without a record, never a ready record
+without its chunks. Searches return chunks of ``ready`` documents only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import mongoengine as me
+
+from config.errors import ApiError
+
+COLLECTION_STATUSES = ("ready", "deleting")
+DOCUMENT_STATUSES = ("ingesting", "ready", "deleting")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+class RagCollection(me.Document):
+    meta = {"collection": "rag_collections", "indexes": ["status"]}
+
+    name = me.StringField(primary_key=True)
+    embedding_model = me.StringField(required=True)
+    dimension = me.IntField(required=True)
+    chunk_size = me.IntField(required=True)
+    overlap = me.IntField(required=True)
+    metadata = me.DictField()
+    status = me.StringField(choices=COLLECTION_STATUSES, default="ready")
+    lease_until = me.DateTimeField()
+    created_at = me.DateTimeField(required=True)
+    updated_at = me.DateTimeField(required=True)
+
+
+class RagDocument(me.Document):
+    meta = {
+        "collection": "rag_documents",
+        "indexes": [
+            {"fields": ["collection", "content_hash"], "unique": True},
+            ("collection", "status"),
+            ("status", "lease_until"),
+        ],
+    }
+
+    document_id = me.StringField(primary_key=True)
+    collection = me.StringField(required=True)
+    filename = me.StringField(required=True)
+    content_hash = me.StringField(required=True)
+    kind = me.StringField()
+    pages = me.IntField()
+    chunk_count = me.IntField(default=0)
+    chunk_size = me.IntField()
+    overlap = me.IntField()
+    metadata = me.DictField()
+    status = me.StringField(choices=DOCUMENT_STATUSES, required=True)
+    lease_until = me.DateTimeField()
+    ingested_at = me.DateTimeField()
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "document_id": self.document_id,
+            "filename": self.filename,
+            "chunk_count": self.chunk_count,
+            "ingested_at": iso(self.ingested_at),
+            "metadata": dict(self.metadata or {}),
+        }
+
+
+def collection_not_found(name: str, param: str = "collection") -> ApiError:
+    return ApiError(404, f"Collection '{name}' not found", code="collection_not_found", param=param)
+
+
+def new_document_id() -> str:
+    return f"doc-{uuid.uuid4().hex[:16]}"
+
+
+def lease(seconds: float) -> datetime:
+    return now() + timedelta(seconds=seconds)
+
+
+def get_collection(name: str) -> RagCollection | None:
+    return RagCollection.objects(name=name, status="ready").first()
+
+
+def open_collection(
+    name: str, embedding_model: str, dimension: int, chunk_size: int, overlap: int, metadata: dict[str, Any]
+) -> RagCollection:
+    """The ready collection ``name``, created with these settings when it does not exist.
+
+    ``ValueError`` when it exists with another embedding model, or is being deleted.
+    """
+    moment = now()
+    RagCollection.objects(name=name).update_one(
+        upsert=True,
+        set_on_insert__embedding_model=embedding_model,
+        set_on_insert__dimension=dimension,
+        set_on_insert__chunk_size=chunk_size,
+        set_on_insert__overlap=overlap,
+        set_on_insert__metadata=metadata,
+        set_on_insert__status="ready",
+        set_on_insert__created_at=moment,
+        set_on_insert__updated_at=moment,
+    )
+    collection = RagCollection.objects(name=name).first()
+    if collection is None or collection.status != "ready":
+        raise ValueError(f"collection {name!r} is being deleted; try again when it is gone")
+    if collection.embedding_model != embedding_model or collection.dimension != dimension:
+        raise ValueError(
+            f"collection {name!r} holds embeddings of model '{collection.embedding_model}'"
+            f" ({collection.dimension} dimensions); ingest into it with that model or use another collection"
+        )
+    return collection
+
+
+def begin_document(
+    collection: str, filename: str, content_hash: str, lease_seconds: float, **fields: Any
+) -> RagDocument | None:
+    """A new ``ingesting`` document, or None when the collection already has (or is ingesting) this content."""
+    document = RagDocument(
+        document_id=new_document_id(),
+        collection=collection,
+        filename=filename,
+        content_hash=content_hash,
+        status="ingesting",
+        lease_until=lease(lease_seconds),
+        **fields,
+    )
+    try:
+        document.save(force_insert=True)
+    except me.NotUniqueError:
+        return None
+    return document
+
+
+def existing_document(collection: str, content_hash: str) -> RagDocument | None:
+    return RagDocument.objects(collection=collection, content_hash=content_hash).first()
+
+
+def renew(document_ids: list[str], lease_seconds: float) -> int:
+    """Extends the leases of documents still being ingested or deleted by this process."""
+    if not document_ids:
+        return 0
+    return RagDocument.objects(document_id__in=document_ids, status__in=("ingesting", "deleting")).update(
+        set__lease_until=lease(lease_seconds)
+    )
+
+
+def finish_document(document_id: str, chunk_count: int) -> bool:
+    """``ingesting`` -> ``ready``, only if the collection still exists; False otherwise (undo the ingest)."""
+    document = RagDocument.objects(document_id=document_id).first()
+    if document is None or get_collection(document.collection) is None:
+        return False
+    moment = now()
+    done = RagDocument.objects(document_id=document_id, status="ingesting").update_one(
+        set__status="ready", set__chunk_count=chunk_count, set__ingested_at=moment, unset__lease_until=True
+    )
+    if done:
+        RagCollection.objects(name=document.collection).update_one(set__updated_at=moment)
+    return bool(done)
+
+
+def start_delete(collection: str, document_id: str, lease_seconds: float) -> RagDocument | None:
+    """``ready`` -> ``deleting`` (with a lease); None when no ready document of that id is in the collection."""
+    claimed = RagDocument.objects(collection=collection, document_id=document_id, status="ready").update_one(
+        set__status="deleting", set__lease_until=lease(lease_seconds)
+    )
+    return RagDocument.objects(document_id=document_id).first() if claimed else None
+
+
+def remove_document(document_id: str) -> None:
+    document = RagDocument.objects(document_id=document_id).first()
+    if document is None:
+        return
+    document.delete()
+    RagCollection.objects(name=document.collection).update_one(set__updated_at=now())
+
+
+def start_drop(name: str, lease_seconds: float) -> RagCollection | None:
+    """``ready`` -> ``deleting`` for the collection and all its documents; None when there is no such collection."""
+    claimed = RagCollection.objects(name=name, status="ready").update_one(
+        set__status="deleting", set__lease_until=lease(lease_seconds)
+    )
+    if not claimed:
+        return None
+    RagDocument.objects(collection=name).update(set__status="deleting", set__lease_until=lease(lease_seconds))
+    return RagCollection.objects(name=name).first()
+
+
+def finish_drop(name: str) -> int:
+    """Removes the collection's records; returns how many documents it had."""
+    removed = RagDocument.objects(collection=name).delete()
+    RagCollection.objects(name=name).delete()
+    return removed
+
+
+def ready_documents(collection: str) -> list[RagDocument]:
+    return list(RagDocument.objects(collection=collection, status="ready").order_by("ingested_at"))
+
+
+def ready_ids(document_ids: list[str]) -> set[str]:
+    """Which of ``document_ids`` are ready (searchable)."""
+    if not document_ids:
+        return set()
+    return {
+        d.document_id for d in RagDocument.objects(document_id__in=document_ids, status="ready").only("document_id")
+    }
+
+
+def collections() -> list[RagCollection]:
+    return list(RagCollection.objects(status="ready").order_by("name"))
+
+
+def counts(collection: str) -> tuple[int, int]:
+    """(ready documents, their chunks) of a collection."""
+    documents = RagDocument.objects(collection=collection, status="ready").only("chunk_count")
+    return documents.count(), sum(d.chunk_count or 0 for d in documents)
+
+
+def totals() -> dict[str, int]:
+    """Collections, ready documents and their chunks over the whole store."""
+    documents = RagDocument.objects(status="ready").only("chunk_count")
+    return {
+        "collections": RagCollection.objects(status="ready").count(),
+        "documents": documents.count(),
+        "chunks": sum(d.chunk_count or 0 for d in documents),
+    }
+
+
+def expired_documents(moment: datetime | None = None) -> list[RagDocument]:
+    """Ingests and deletes whose process stopped renewing their lease."""
+    moment = moment or now()
+    return list(RagDocument.objects(status__in=("ingesting", "deleting"), lease_until__lt=moment))
+
+
+def expired_drops(moment: datetime | None = None) -> list[RagCollection]:
+    moment = moment or now()
+    return list(RagCollection.objects(status="deleting", lease_until__lt=moment))

@@ -1,0 +1,327 @@
+"""RAG work as the control worker runs it: ingest, retrieve, delete and the sweep of work that died midway.
+
+The vector store lives where the ``rag`` queue is consumed; embeddings are
+computed on the embedding model's own queue (``Dispatcher``), in batches.
+MongoDB holds the collection and document records (``rag.records``), whose
+statuses and leases keep records and vectors consistent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from config.errors import ApiError
+from config.settings import Settings
+from models import registry
+from rag import records
+from rag.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, validate_chunking
+from rag.extract import ExtractionError
+from rag.ingest import Prepared, max_chunk_tokens, prepare
+from rag.ingest import records as chunk_records
+from rag.retrieval import retrieve
+from rag.store import CollectionNotFound, Hit, VectorStore, make_store
+from tasks.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, Any]], None]
+"""Progress events of a running ingest (``{"type": "progress", ...}``)."""
+
+
+@dataclass
+class IngestRequest:
+    collection: str
+    files: list[tuple[str, bytes]]
+    embedding_model: str
+    chunk_size: int | None = None
+    overlap: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class RagService:
+    settings: Settings
+    dispatcher: Dispatcher
+
+    @cached_property
+    def store(self) -> VectorStore:
+        return make_store(self.settings)
+
+    # -- ingest ---------------------------------------------------------------------------------------------
+
+    def ingest(self, request: IngestRequest, request_id: str, report: Report, working: list[str]) -> dict[str, Any]:
+        """Ingests every file or none: its documents stay ``ingesting`` until all are stored, then turn ready
+        together; on any failure the documents this request added are removed again.
+
+        ``working`` receives the ids of documents being written, whose leases the caller keeps renewing. Each
+        file's embedding calls carry the request id ``<request_id>.file<n>``.
+        """
+        started = time.perf_counter()
+        model = registry.get_record(request.embedding_model)
+        if model is None:
+            raise ApiError(404, f"Model '{request.embedding_model}' not found", code="model_not_found")
+        chunk_size, overlap = self._chunking(request, model.path, model.context_length)
+        prepared = [self._prepare(name, data, model.path, chunk_size, overlap) for name, data in request.files]
+        existed = records.get_collection(request.collection) is not None
+        added: list[str] = []
+        results: list[dict[str, Any]] = []
+        embedding_ms = 0.0
+        try:
+            for number, item in enumerate(prepared, start=1):
+                duplicate = records.existing_document(request.collection, item.document.content_hash)
+                if duplicate is not None and duplicate.status == "ready":
+                    results.append({"document_id": duplicate.document_id, "chunks": 0, "duplicate": True})
+                    continue
+                embed_started = time.perf_counter()
+                vectors = self._embed(request.embedding_model, item, request_id, report, number, len(prepared))
+                embedding_ms += (time.perf_counter() - embed_started) * 1000
+                results.append(self._store(request, item, vectors, chunk_size, overlap, working, added))
+            for result in results:
+                if not result.get("duplicate") and not records.finish_document(result["document_id"], result["chunks"]):
+                    raise ApiError(
+                        409,
+                        f"Collection '{request.collection}' was deleted during this ingest",
+                        code="collection_deleted",
+                        param="collection",
+                    )
+        except BaseException:
+            self._undo(request.collection, added, drop_empty=not existed)
+            raise
+        finally:
+            working.clear()
+        new = [r for r in results if not r.get("duplicate")]
+        return {
+            "collection": request.collection,
+            "documents_ingested": len(new),
+            "chunks_created": sum(r["chunks"] for r in new),
+            "embedding_time_ms": round(embedding_ms),
+            "document_ids": [r["document_id"] for r in results],
+            "duplicates": [r["document_id"] for r in results if r.get("duplicate")],
+            "chunk_size": chunk_size,
+            "overlap": overlap,
+            "embedding_model": request.embedding_model,
+            "total_time_ms": round((time.perf_counter() - started) * 1000),
+            "status": "completed",
+        }
+
+    def _chunking(self, request: IngestRequest, model_dir: str, context_length: int | None) -> tuple[int, int]:
+        limit = max_chunk_tokens(model_dir, context_length)
+        chunk_size = request.chunk_size if request.chunk_size is not None else min(DEFAULT_CHUNK_SIZE, limit)
+        if chunk_size > limit:
+            raise ApiError(
+                400,
+                f"chunk_size {chunk_size} is over the {limit} tokens embedding model '{request.embedding_model}'"
+                " reads: longer chunks would be cut before they are embedded",
+                code="invalid_value",
+                param="chunk_size",
+            )
+        overlap = request.overlap if request.overlap is not None else min(DEFAULT_OVERLAP, chunk_size // 4)
+        try:
+            validate_chunking(chunk_size, overlap)
+        except ValueError as exc:
+            param = "overlap" if str(exc).startswith("overlap") else "chunk_size"
+            raise ApiError(400, str(exc), code="invalid_value", param=param) from None
+        return chunk_size, overlap
+
+    @staticmethod
+    def _prepare(filename: str, data: bytes, model_dir: str, chunk_size: int, overlap: int) -> Prepared:
+        try:
+            prepared = prepare(filename, data, model_dir, chunk_size, overlap)
+        except ExtractionError as exc:
+            raise ApiError(
+                400, f"File '{exc.filename}' cannot be ingested: {exc.reason}", code="invalid_file", param="files"
+            ) from None
+        if not prepared.chunks:
+            raise ApiError(400, f"File '{filename}' has no text to ingest", code="invalid_file", param="files")
+        return prepared
+
+    def _embed(
+        self, model: str, item: Prepared, request_id: str, report: Report, number: int, files: int
+    ) -> list[list[float]]:
+        texts = [chunk.text for chunk in item.chunks]
+        batch = self.settings.rag_embed_batch
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), batch):
+            call = self.dispatcher.start(
+                model, "embed", {"input": texts[start : start + batch]}, f"{request_id}.file{number}"
+            )
+            vectors.extend(self.dispatcher.result(call)["embeddings"])
+            report(
+                {
+                    "type": "progress",
+                    "file": item.document.filename,
+                    "file_number": number,
+                    "files": files,
+                    "chunks_embedded": len(vectors),
+                    "chunks": len(texts),
+                }
+            )
+        return vectors
+
+    def _store(
+        self,
+        request: IngestRequest,
+        item: Prepared,
+        vectors: list[list[float]],
+        chunk_size: int,
+        overlap: int,
+        working: list[str],
+        added: list[str],
+    ) -> dict[str, Any]:
+        metadata = dict(request.metadata or {})
+        dimension = len(vectors[0])
+        try:
+            records.open_collection(
+                request.collection, request.embedding_model, dimension, chunk_size, overlap, metadata
+            )
+        except ValueError as exc:
+            raise ApiError(400, str(exc), code="invalid_value", param="collection") from None
+        document = records.begin_document(
+            request.collection,
+            item.document.filename,
+            item.document.content_hash,
+            self.settings.rag_lease_seconds,
+            kind=item.document.kind,
+            pages=sum(1 for part in item.document.parts if part.page is not None) or None,
+            chunk_size=chunk_size,
+            overlap=overlap,
+            metadata=metadata,
+        )
+        if document is None:
+            existing = records.existing_document(request.collection, item.document.content_hash)
+            return {"document_id": existing.document_id if existing else None, "chunks": 0, "duplicate": True}
+        working.append(document.document_id)
+        added.append(document.document_id)
+        self.store.ensure_collection(request.collection, dimension)
+        self.store.upsert(request.collection, chunk_records(document.document_id, item, vectors, metadata))
+        return {"document_id": document.document_id, "chunks": len(item.chunks)}
+
+    def _undo(self, collection: str, document_ids: list[str], drop_empty: bool) -> None:
+        for document_id in document_ids:
+            try:
+                self._remove_chunks(collection, document_id)
+                records.remove_document(document_id)
+            except Exception:  # noqa: BLE001 - left ingesting, its lease runs out and the sweep removes it
+                log.exception("could not undo document %s of a failed ingest", document_id)
+        if (
+            drop_empty
+            and records.counts(collection) == (0, 0)
+            and not records.RagDocument.objects(collection=collection).count()
+        ):
+            records.RagCollection.objects(name=collection, status="ready").delete()
+
+    def _remove_chunks(self, collection: str, document_id: str) -> int:
+        try:
+            return self.store.delete_document(collection, document_id)
+        except CollectionNotFound:
+            return 0
+
+    # -- retrieval ------------------------------------------------------------------------------------------
+
+    def retrieve(self, query: dict[str, Any], request_id: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        name = query["collection"]
+        collection = records.get_collection(name)
+        if collection is None:
+            raise records.collection_not_found(name)
+        model = query.get("embedding_model") or collection.embedding_model
+        if model != collection.embedding_model:
+            raise ApiError(
+                400,
+                f"Collection '{name}' was embedded with '{collection.embedding_model}'; querying it with '{model}'"
+                " would compare vectors of different models",
+                code="invalid_value",
+                param="embedding_model",
+            )
+        call = self.dispatcher.start(model, "embed", {"input": [query["query"]]}, request_id)
+        vector = self.dispatcher.result(call)["embeddings"][0]
+        try:
+            ranked = retrieve(
+                self.store,
+                name,
+                query["query"],
+                vector,
+                top_k=query["top_k"],
+                threshold=query.get("similarity_threshold"),
+                filters=query.get("filters"),
+                mode=query.get("mode", "vector"),
+                keep=_ready_only,
+            )
+        except CollectionNotFound:
+            ranked = []
+        except ValueError as exc:
+            raise ApiError(400, str(exc), code="invalid_value", param="filters") from None
+        return {
+            "sources": [source(item.hit) for item in ranked],
+            "embedding_model": model,
+            "retrieval_latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+
+    # -- deletion -------------------------------------------------------------------------------------------
+
+    def delete_document(self, collection: str, document_id: str, working: list[str]) -> dict[str, Any]:
+        if records.get_collection(collection) is None:
+            raise records.collection_not_found(collection)
+        document = records.start_delete(collection, document_id, self.settings.rag_lease_seconds)
+        if document is None:
+            raise ApiError(
+                404,
+                f"Document '{document_id}' not found in collection '{collection}'",
+                code="document_not_found",
+                param="document_id",
+            )
+        working.append(document_id)
+        deleted = self._remove_chunks(collection, document_id)
+        records.remove_document(document_id)
+        working.clear()
+        return {"collection": collection, "document_id": document_id, "chunks_deleted": deleted, "status": "deleted"}
+
+    def drop_collection(self, name: str) -> dict[str, Any]:
+        documents, chunks = records.counts(name)
+        if records.start_drop(name, self.settings.rag_lease_seconds) is None:
+            raise records.collection_not_found(name)
+        self._drop_store(name)
+        records.finish_drop(name)
+        return {"collection": name, "documents_deleted": documents, "chunks_deleted": chunks, "status": "deleted"}
+
+    def _drop_store(self, name: str) -> int:
+        try:
+            return self.store.drop_collection(name)
+        except CollectionNotFound:
+            return 0
+
+    # -- sweep ----------------------------------------------------------------------------------------------
+
+    def sweep(self) -> dict[str, int]:
+        """Undoes ingests and finishes deletes whose process died (their leases ran out)."""
+        counts = {"undone": 0, "deleted": 0, "dropped": 0}
+        for document in records.expired_documents():
+            self._remove_chunks(document.collection, document.document_id)
+            records.remove_document(document.document_id)
+            counts["undone" if document.status == "ingesting" else "deleted"] += 1
+            log.info("rag sweep: %s document %s (%s)", document.status, document.document_id, document.filename)
+        for collection in records.expired_drops():
+            self._drop_store(collection.name)
+            records.finish_drop(collection.name)
+            counts["dropped"] += 1
+            log.info("rag sweep: finished dropping collection %s", collection.name)
+        return counts
+
+
+def _ready_only(hits: list[Hit]) -> list[Hit]:
+    ready = records.ready_ids(sorted({hit.document_id for hit in hits}))
+    return [hit for hit in hits if hit.document_id in ready]
+
+
+def source(hit: Hit) -> dict[str, Any]:
+    return {
+        "chunk_id": hit.chunk_id,
+        "text": hit.text,
+        "score": round(hit.score, 4),
+        "metadata": {**hit.metadata, "file": hit.file, "page": hit.page, "document_id": hit.document_id},
+    }

@@ -1,0 +1,274 @@
+"""RAG (specification section 4): ingest files into collections, answer questions from them with sources.
+
+The view validates and stages; extraction, embedding, search and deletion run
+as tasks on the ``rag`` queue (``tasks.rag_tasks``), the answer on the chat
+model's queue. Collections and documents are read from MongoDB directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import current_app, g, request
+from flask.views import MethodView
+from werkzeug.datastructures import FileStorage
+
+from config.errors import ApiError
+from config.settings import Settings
+from rag import records
+from rag.answer import messages
+from tasks import rag_queue, staging
+from web.api import Blueprint, dispatcher
+from web.schemas.chat import generation_payload
+from web.schemas.rag import (
+    CollectionDeletedSchema,
+    CollectionListSchema,
+    CollectionSchema,
+    DocumentDeletedSchema,
+    IngestFormSchema,
+    IngestResultSchema,
+    RagAnswerSchema,
+    RagQuerySchema,
+)
+from web.sse import sse_response
+
+blp = Blueprint(
+    "rag", __name__, url_prefix="/api/rag", description="RAG: collections of documents, answers with sources"
+)
+
+FILE_FIELDS = ("files", "files[]", "file")
+FORM_SLACK_BYTES = 1024 * 1024
+
+
+def settings() -> Settings:
+    return current_app.extensions["settings"]
+
+
+@blp.before_request
+def _room_for_uploads() -> None:
+    if request.endpoint == "rag.Ingest":
+        request.max_content_length = settings().rag_max_files * settings().rag_max_file_bytes + FORM_SLACK_BYTES
+
+
+def uploaded_files() -> list[tuple[str, bytes]]:
+    """The request's files with their bytes; 400 without any, 413 naming a file over the limit."""
+    uploads: list[FileStorage] = [f for name in FILE_FIELDS for f in request.files.getlist(name)]
+    if not uploads:
+        raise ApiError(400, "Send at least one file in the 'files' form field", code="missing_files", param="files")
+    limit = settings().rag_max_files
+    if len(uploads) > limit:
+        raise ApiError(
+            400, f"At most {limit} files per ingest (got {len(uploads)})", code="too_many_files", param="files"
+        )
+    files = []
+    for upload in uploads:
+        name = upload.filename or "unnamed"
+        data = upload.read(settings().rag_max_file_bytes + 1)
+        if len(data) > settings().rag_max_file_bytes:
+            raise ApiError(
+                413,
+                f"File '{name}' is over the {settings().rag_max_file_bytes} bytes a file may have",
+                code="file_too_large",
+                param="files",
+            )
+        files.append((name, data))
+    return files
+
+
+@blp.route("/ingest")
+class Ingest(MethodView):
+    @blp.arguments(IngestFormSchema, location="form")
+    @blp.response(200, IngestResultSchema)
+    @blp.alt_response(400, description="Invalid file or parameters; the message names the file or field")
+    @blp.alt_response(413, description="A file over the size limit (10 MB by default)")
+    @blp.alt_response(503, description="The embedding model is not available")
+    def post(self, form: dict[str, Any]):
+        if form["async_"]:
+            raise ApiError(
+                400,
+                "Ingesting as a job (async=true) is not available yet; ingest without it",
+                code="unsupported_parameter",
+                param="async",
+            )
+        files = uploaded_files()
+        existing = records.get_collection(form["collection"])
+        model = form.get("embedding_model") or (existing.embedding_model if existing else None)
+        model = model or dispatcher().pick_model("embed", "embedding_model")
+        dispatcher().require_model(model, "embed", param="embedding_model")
+        timeout = settings().rag_ingest_timeout_seconds
+        redis = current_app.extensions["redis"]
+        staged = [{"filename": name, "token": staging.stage(redis, data, timeout)} for name, data in files]
+        ingest = {
+            "collection": form["collection"],
+            "files": staged,
+            "embedding_model": model,
+            "chunk_size": form.get("chunk_size"),
+            "overlap": form.get("overlap"),
+            "metadata": form["metadata"],
+        }
+        try:
+            result = rag_queue.run(dispatcher(), rag_queue.INGEST, [ingest], g.request_id, timeout)
+        finally:
+            staging.discard(redis, [item["token"] for item in staged])
+        return {**result, "request_id": g.request_id}
+
+
+def retrieval_of(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "query": body["query"],
+        "collection": body["collection"],
+        "top_k": body["top_k"],
+        "similarity_threshold": body["similarity_threshold"],
+        "filters": body.get("filters"),
+        "mode": body["retrieval_mode"],
+        "rerank": body["rerank"],
+        "embedding_model": body.get("embedding_model"),
+    }
+
+
+@blp.route("/query")
+class Query(MethodView):
+    @blp.arguments(RagQuerySchema)
+    @blp.response(200, RagAnswerSchema)
+    @blp.alt_response(404, description="Unknown collection (collection_not_found) or model")
+    @blp.alt_response(503, description="The chat or embedding model is not available")
+    def post(self, body: dict[str, Any]):
+        started = time.perf_counter()
+        if records.get_collection(body["collection"]) is None:
+            raise records.collection_not_found(body["collection"])
+        if body["rerank"]:
+            raise ApiError(
+                400,
+                "Reranking is not available yet; query with rerank false",
+                code="unsupported_parameter",
+                param="rerank",
+            )
+        model_id = body.get("model_id") or dispatcher().pick_model("chat", "model_id")
+        dispatcher().require_model(model_id, "chat", param="model_id")
+        retrieved = rag_queue.run(dispatcher(), rag_queue.RETRIEVE, [retrieval_of(body)], g.request_id)
+        sources = retrieved["sources"]
+        streaming = body["stream"]
+        payload = generation_payload({**body["generation_config"], "stream": streaming})
+        payload["messages"] = messages(body["query"], sources)
+        generation_started = time.perf_counter()
+        call = dispatcher().start(model_id, "chat", payload, g.request_id, streaming=streaming)
+        metadata = {
+            "collection": body["collection"],
+            "top_k": body["top_k"],
+            "model_id": model_id,
+            "embedding_model": retrieved["embedding_model"],
+            "retrieval_mode": body["retrieval_mode"],
+            "rerank": body["rerank"],
+            "similarity_threshold": body["similarity_threshold"],
+        }
+        head = {
+            "request_id": g.request_id,
+            **({"sources": sources} if body["include_sources"] else {}),
+            "retrieval_latency_ms": retrieved["retrieval_latency_ms"],
+            "metadata": metadata,
+        }
+        if not streaming:
+            result = dispatcher().result(call)
+            choice = result["choices"][0]
+            return {
+                **head,
+                "answer": choice["content"],
+                "generation_latency_ms": _ms_since(generation_started),
+                "total_latency_ms": _ms_since(started),
+                "finish_reason": choice["finish_reason"],
+                "usage": result["usage"],
+            }
+        events = dispatcher().events(call)
+        first = next(event for event in events if event["type"] != "idle")
+        return sse_response(_answer_events(events, first, head, started, generation_started), g.request_id)
+
+
+def _answer_events(
+    events: Iterator[dict[str, Any]], first: dict[str, Any], head: dict[str, Any], started: float, generating: float
+) -> Iterator[dict[str, Any] | None]:
+    """``rag.sources`` first, then a ``rag.delta`` per piece of the answer, then ``rag.done`` with the figures."""
+    try:
+        yield {"object": "rag.sources", **head}
+        event = first
+        while True:
+            if event["type"] == "idle":
+                yield None
+            elif event["type"] == "delta":
+                yield {"object": "rag.delta", "delta": event["content"]}
+            elif event["type"] == "done":
+                choice = event["result"]["choices"][0]
+                yield {
+                    "object": "rag.done",
+                    "answer": choice["content"],
+                    "finish_reason": choice["finish_reason"],
+                    "usage": event["result"]["usage"],
+                    "retrieval_latency_ms": head["retrieval_latency_ms"],
+                    "generation_latency_ms": _ms_since(generating),
+                    "total_latency_ms": _ms_since(started),
+                }
+                return
+            event = next(events)
+    finally:
+        events.close()
+
+
+def _ms_since(moment: float) -> float:
+    return round((time.perf_counter() - moment) * 1000, 1)
+
+
+def _summary(collection: records.RagCollection) -> dict[str, Any]:
+    documents, chunks = records.counts(collection.name)
+    return {
+        "name": collection.name,
+        "document_count": documents,
+        "chunk_count": chunks,
+        "created_at": records.iso(collection.created_at),
+        "updated_at": records.iso(collection.updated_at),
+        "metadata": dict(collection.metadata or {}),
+    }
+
+
+@blp.route("/collections")
+class Collections(MethodView):
+    @blp.response(200, CollectionListSchema)
+    def get(self):
+        return {"collections": [_summary(c) for c in records.collections()], "request_id": g.request_id}
+
+
+@blp.route("/collections/<string:name>")
+class Collection(MethodView):
+    @blp.response(200, CollectionSchema)
+    @blp.alt_response(404, description="collection_not_found")
+    def get(self, name: str):
+        collection = records.get_collection(name)
+        if collection is None:
+            raise records.collection_not_found(name, "collection_name")
+        return {
+            **_summary(collection),
+            "embedding_model": collection.embedding_model,
+            "chunk_size": collection.chunk_size,
+            "overlap": collection.overlap,
+            "documents": [document.public() for document in records.ready_documents(name)],
+            "request_id": g.request_id,
+        }
+
+    @blp.response(200, CollectionDeletedSchema)
+    @blp.alt_response(404, description="collection_not_found")
+    def delete(self, name: str):
+        if records.get_collection(name) is None:
+            raise records.collection_not_found(name, "collection_name")
+        result = rag_queue.run(dispatcher(), rag_queue.DROP_COLLECTION, [name], g.request_id)
+        return {**result, "request_id": g.request_id}
+
+
+@blp.route("/documents/<string:collection>/<string:document_id>")
+class Document(MethodView):
+    @blp.response(200, DocumentDeletedSchema)
+    @blp.alt_response(404, description="collection_not_found or document_not_found")
+    def delete(self, collection: str, document_id: str):
+        if records.get_collection(collection) is None:
+            raise records.collection_not_found(collection)
+        result = rag_queue.run(dispatcher(), rag_queue.DELETE_DOCUMENT, [collection, document_id], g.request_id)
+        return {**result, "request_id": g.request_id}
