@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
-from bench import concurrency, embeddings, jobs, lifecycle, overhead, prefix, progress, weights
+from bench import concurrency, embeddings, jobs, lifecycle, overhead, prefix, progress, rag_quality, weights
 from bench.context import BenchContext
 from bench.defaults import RESULTS_DIR, ROOT
 from bench.environment import describe
@@ -25,7 +25,7 @@ from bench.stack import STACK_ENV
 from bench.targets import TARGETS
 
 SECTIONS: dict[str, ModuleType] = {
-    module.NAME: module for module in (weights, overhead, concurrency, prefix, lifecycle, jobs, embeddings)
+    module.NAME: module for module in (weights, overhead, concurrency, prefix, lifecycle, jobs, embeddings, rag_quality)
 }
 
 
@@ -45,6 +45,11 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
     parser.add_argument("--jobs", type=int, help="jobs: how many jobs to submit")
     parser.add_argument("--tokens", type=int, help="weights, overhead, concurrency: max tokens per request")
     parser.add_argument("--runs", type=int, help="weights, overhead, lifecycle, embeddings: timed runs")
+    parser.add_argument("--questions", type=int, help="rag_quality: how many judged questions (0: all)")
+    parser.add_argument(
+        "--reranker-path",
+        help="rag_quality: a folder with nanoranker installed, appended to sys.path ($MLXF_BENCH_RERANKER_PATH)",
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.sections if name not in SECTIONS]
     if unknown:
@@ -62,6 +67,10 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         options.weights_tokens = options.overhead_tokens = options.concurrency_tokens = args.tokens
     if args.runs:
         options.weights_runs = options.overhead_runs = options.lifecycle_runs = options.embedding_runs = args.runs
+    if args.questions is not None:
+        options.rag_questions = args.questions
+    if args.reranker_path:
+        options.rag_reranker_path = args.reranker_path
     return args.sections or list(SECTIONS), options, args.out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 
@@ -27,6 +28,12 @@ class Options:
     embedding_texts: int = 256
     embedding_batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
     embedding_runs: int = 3
+    rag_questions: int = 0
+    """rag_quality: how many judged questions (spread over the set); 0 for all of them."""
+    rag_top_k: int = 10
+    rag_rerank_candidates: int = 20
+    rag_reranker_path: str = field(default_factory=lambda: os.environ.get("MLXF_BENCH_RERANKER_PATH", ""))
+    """rag_quality: a folder appended to sys.path to import nanoranker from (a test install; not a dependency)."""
 
     @classmethod
     def smoke(cls) -> Options:
@@ -47,4 +54,5 @@ class Options:
             embedding_texts=16,
             embedding_batch_sizes=[1, 16],
             embedding_runs=1,
+            rag_questions=40,
         )

@@ -151,6 +151,8 @@ class Settings(BaseSettings):
     rag_lease_seconds: float = 30.0
     """An ingest or delete that has not renewed its lease for this long is taken as dead and undone (or finished)
     by the reconciler."""
+    rag_staged_ttl_seconds: float = 86400.0
+    """How long the files of an ingest job (``async=true``) wait in Redis for the job to run."""
     rag_ingest_timeout_seconds: float = 1800.0
     """Longest one ingest request may run."""
     control_silence_seconds: float = 15.0

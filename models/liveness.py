@@ -40,6 +40,12 @@ class Liveness:
         )
         pipe.execute()
 
+    def beat_process(self, hostname: str, report: dict[str, Any]) -> None:
+        """A beat of a worker that serves no model (the control worker): it is alive, and listed nowhere."""
+        self.client.set(
+            _worker_key(hostname), json.dumps({**report, "hostname": hostname}), px=int(self.ttl_seconds * 1000)
+        )
+
     def leave(self, model_id: str, hostname: str) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.zrem(_workers_key(model_id), hostname)

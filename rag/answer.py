@@ -30,3 +30,17 @@ def messages(query: str, sources: Sequence[Mapping[str, Any]]) -> list[dict[str,
         {"role": "system", "content": f"{INSTRUCTIONS}\n\nSources:\n\n{context}"},
         {"role": "user", "content": query},
     ]
+
+
+def query_metadata(request: Mapping[str, Any], embedding_model: str) -> dict[str, Any]:
+    """The ``metadata`` of a RAG answer: what the query asked for and which models served it."""
+    retrieval = request["retrieval"]
+    return {
+        "collection": retrieval["collection"],
+        "top_k": retrieval["top_k"],
+        "model_id": request["model_id"],
+        "embedding_model": embedding_model,
+        "retrieval_mode": retrieval["mode"],
+        "rerank": retrieval["rerank"],
+        "similarity_threshold": retrieval["similarity_threshold"],
+    }

@@ -5,11 +5,17 @@ rag, fusion): job-event fan-out, webhook delivery, RAG work and, on the beat it
 embeds (``-B``), the reconciler of jobs, deliveries and RAG records.
 """
 
-from celery.signals import worker_init
+import os
+import threading
+import time
+
+from celery.signals import celeryd_after_setup, worker_init
 
 from config.logs import configure_logging
+from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
+from models.liveness import Liveness
 from tasks import control_tasks, rag_queue, rag_tasks, request_ids  # noqa: F401 - importing them registers the tasks
 from tasks.celery_app import create_celery
 
@@ -33,3 +39,20 @@ app.conf.beat_schedule = {
 def _connect(**_kwargs) -> None:
     configure_logging(settings.log_level)
     registry.connect(settings)
+
+
+@celeryd_after_setup.connect
+def _beat(sender: str, **_kwargs) -> None:
+    """Beats while the process lives, so that the reconciler tells a running control job from a lost one."""
+    liveness = Liveness(connect_redis(settings), settings.worker_heartbeat_ttl_seconds)
+    interval = settings.worker_heartbeat_ttl_seconds / 3
+
+    def beat() -> None:
+        while True:
+            try:
+                liveness.beat_process(sender, {"role": "control", "pid": os.getpid()})
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                pass
+            time.sleep(interval)
+
+    threading.Thread(target=beat, name="control-heartbeat", daemon=True).start()

@@ -21,25 +21,39 @@ from models import registry
 from models.stats import ModelStats
 from tasks import broker, job_events, job_store
 from tasks.celery_app import model_queue
-from tasks.progress import read_progress
+from tasks.progress import read_progress, read_progress_detail
 from tasks.replies import ReplyChannel
 from tasks.urls import UnsafeUrl, check_url
 
 log = logging.getLogger(__name__)
 
 RUN_JOB = "mlxf.job"
-NOT_YET = ("rag_query", "fusion")
-OPERATIONS = (*dict.fromkeys(op for row in MODEL_TYPES.values() for op in row.job_operations), *NOT_YET)
+RUN_CONTROL_JOB = "mlxf.control_job"
+CONTROL_JOBS = {"rag_query": ("rag", "chat"), "rag_ingest": ("rag", "embed")}
+"""Jobs the control worker runs (operation -> its queue, and what its model must serve): they call models
+through their queues, as the API does, instead of running on a model worker."""
+NOT_YET = ("fusion",)
+OPERATIONS = (
+    *dict.fromkeys(op for row in MODEL_TYPES.values() for op in row.job_operations),
+    *CONTROL_JOBS,
+    *NOT_YET,
+)
 DEFAULT_ESTIMATE_MS = 2000.0
 
 
+def queue_of(job: job_store.Job) -> str:
+    """The broker queue a job's message waits in: its model's, or the control worker's for control jobs."""
+    control = CONTROL_JOBS.get(job.operation)
+    return control[0] if control else model_queue(job.model_id)
+
+
 def enqueue(celery: Celery, job: job_store.Job) -> None:
-    """Sends ``job`` to its model's queue at its priority; the task id is the job id."""
+    """Sends ``job`` to its queue at its priority; the task id is the job id."""
     celery.send_task(
-        RUN_JOB,
+        RUN_CONTROL_JOB if job.operation in CONTROL_JOBS else RUN_JOB,
         args=[job.operation, dict(job.input or {}), job.priority],
         task_id=job.job_id,
-        queue=model_queue(job.model_id),
+        queue=queue_of(job),
         priority=job_store.PRIORITIES[job.priority],
         headers={"request_id": job.request_id or "-"},
     )
@@ -67,6 +81,7 @@ def check_operation(model_id: str, operation: str) -> None:
         )
     row = model_type_row(record.model_type)
     allowed = row.job_operations if row else ()
+    allowed = (*allowed, *(op for op, (_queue, needs) in CONTROL_JOBS.items() if needs in allowed))
     if operation not in allowed:
         raise ApiError(
             400,
@@ -137,6 +152,9 @@ class JobQueue:
             view.update(position_in_queue=ahead, estimated_completion_ms=self.estimate_ms(job.model_id, ahead))
         elif job.status == "processing":
             view["progress"] = read_progress(self.redis, job_id)
+            detail = read_progress_detail(self.redis, job_id)
+            if detail is not None:
+                view["progress_detail"] = detail
         return view
 
     def cancel(self, job_id: str) -> dict[str, Any]:
@@ -155,7 +173,7 @@ class JobQueue:
         if was == "processing":
             ReplyChannel(self.redis, job_id, ttl_seconds=self.settings.stream_ttl_seconds).cancel()
         else:
-            removed = broker.remove_waiting(self.redis, model_queue(job.model_id), job_id)
+            removed = broker.remove_waiting(self.redis, queue_of(job), job_id)
             if not removed:
                 self.celery.control.revoke(job_id)
         return {"job_id": job_id, "status": "cancelled", "cancelled_at": job_store.iso(job.cancelled_at)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -41,3 +42,20 @@ class JobProgress:
 def read_progress(client: redis.Redis, job_id: str) -> float:
     raw = client.get(_key(job_id))
     return round(float(raw), 2) if raw else 0.0
+
+
+def _detail_key(job_id: str) -> str:
+    return f"mlxf:job-progress-detail:{job_id}"
+
+
+def write_progress(client: redis.Redis, job_id: str, fraction: float, detail: dict[str, Any]) -> None:
+    """Progress of a job that is not a generation (an ingest: files and chunks done), with what it counts."""
+    pipe = client.pipeline(transaction=False)
+    pipe.set(_key(job_id), min(max(fraction, 0.0), 0.99), ex=_TTL_SECONDS)
+    pipe.set(_detail_key(job_id), json.dumps(detail), ex=_TTL_SECONDS)
+    pipe.execute()
+
+
+def read_progress_detail(client: redis.Redis, job_id: str) -> dict[str, Any] | None:
+    raw = client.get(_detail_key(job_id))
+    return json.loads(raw) if raw else None

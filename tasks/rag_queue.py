@@ -9,6 +9,7 @@ from tasks.dispatch import Dispatcher
 QUEUE = "rag"
 INGEST = "mlxf.rag.ingest"
 RETRIEVE = "mlxf.rag.retrieve"
+ANSWER = "mlxf.rag.answer"
 DELETE_DOCUMENT = "mlxf.rag.delete_document"
 DROP_COLLECTION = "mlxf.rag.drop_collection"
 SWEEP = "mlxf.rag.sweep"

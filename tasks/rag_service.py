@@ -18,7 +18,9 @@ from typing import Any
 from config.errors import ApiError
 from config.settings import Settings
 from models import registry
+from models.handlers.base import RequestCancelled
 from rag import records
+from rag.answer import messages, query_metadata
 from rag.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, validate_chunking
 from rag.extract import ExtractionError
 from rag.ingest import Prepared, max_chunk_tokens, prepare
@@ -31,6 +33,11 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, Any]], None]
 """Progress events of a running ingest (``{"type": "progress", ...}``)."""
+Cancelled = Callable[[], bool]
+
+
+def never() -> bool:
+    return False
 
 
 @dataclass
@@ -54,7 +61,14 @@ class RagService:
 
     # -- ingest ---------------------------------------------------------------------------------------------
 
-    def ingest(self, request: IngestRequest, request_id: str, report: Report, working: list[str]) -> dict[str, Any]:
+    def ingest(
+        self,
+        request: IngestRequest,
+        request_id: str,
+        report: Report,
+        working: list[str],
+        cancelled: Cancelled = never,
+    ) -> dict[str, Any]:
         """Ingests every file or none: its documents stay ``ingesting`` until all are stored, then turn ready
         together; on any failure the documents this request added are removed again.
 
@@ -78,9 +92,13 @@ class RagService:
                     results.append({"document_id": duplicate.document_id, "chunks": 0, "duplicate": True})
                     continue
                 embed_started = time.perf_counter()
-                vectors = self._embed(request.embedding_model, item, request_id, report, number, len(prepared))
+                vectors = self._embed(
+                    request.embedding_model, item, request_id, report, (number, len(prepared)), cancelled
+                )
                 embedding_ms += (time.perf_counter() - embed_started) * 1000
                 results.append(self._store(request, item, vectors, chunk_size, overlap, working, added))
+            if cancelled():
+                raise RequestCancelled("the ingest was cancelled")
             for result in results:
                 if not result.get("duplicate") and not records.finish_document(result["document_id"], result["chunks"]):
                     raise ApiError(
@@ -141,12 +159,22 @@ class RagService:
         return prepared
 
     def _embed(
-        self, model: str, item: Prepared, request_id: str, report: Report, number: int, files: int
+        self,
+        model: str,
+        item: Prepared,
+        request_id: str,
+        report: Report,
+        position: tuple[int, int],
+        cancelled: Cancelled,
     ) -> list[list[float]]:
+        """The chunks' vectors, ``rag_embed_batch`` at a time; stops between batches once ``cancelled`` says so."""
+        number, files = position
         texts = [chunk.text for chunk in item.chunks]
         batch = self.settings.rag_embed_batch
         vectors: list[list[float]] = []
         for start in range(0, len(texts), batch):
+            if cancelled():
+                raise RequestCancelled("the ingest was cancelled")
             call = self.dispatcher.start(
                 model, "embed", {"input": texts[start : start + batch]}, f"{request_id}.file{number}"
             )
@@ -261,6 +289,41 @@ class RagService:
             "embedding_model": model,
             "retrieval_latency_ms": round((time.perf_counter() - started) * 1000, 1),
         }
+
+    def answer(self, request: dict[str, Any], request_id: str, cancelled: Cancelled = never) -> dict[str, Any]:
+        """Retrieval, then the chat model's answer from the sources: a RAG query as a job (or a non-streamed
+        request) runs it. ``request`` is what ``web.schemas.rag.rag_query_input`` made of the query."""
+        started = time.perf_counter()
+        retrieval = request["retrieval"]
+        retrieved = self.retrieve(retrieval, request_id)
+        payload = {**request["generation"], "messages": messages(retrieval["query"], retrieved["sources"])}
+        generating = time.perf_counter()
+        call = self.dispatcher.start(request["model_id"], "chat", payload, request_id, streaming=True)
+        events = self.dispatcher.events(call)
+        try:
+            for event in events:
+                if cancelled():
+                    raise RequestCancelled("the query was cancelled")
+                if event["type"] == "done":
+                    result = event["result"]
+                    break
+            else:
+                raise ApiError(500, "the chat model ended without an answer", code="internal_error")
+        finally:
+            events.close()
+        choice = result["choices"][0]
+        body = {
+            "answer": choice["content"],
+            "retrieval_latency_ms": retrieved["retrieval_latency_ms"],
+            "generation_latency_ms": round((time.perf_counter() - generating) * 1000, 1),
+            "total_latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "finish_reason": choice["finish_reason"],
+            "usage": result["usage"],
+            "metadata": query_metadata(request, retrieved["embedding_model"]),
+        }
+        if request["include_sources"]:
+            body["sources"] = retrieved["sources"]
+        return body
 
     # -- deletion -------------------------------------------------------------------------------------------
 

@@ -1,14 +1,16 @@
-"""Celery tasks of the ``rag`` queue: each runs one piece of RAG work and answers on its reply channel.
+"""Celery tasks of the ``rag`` queue: RAG work answering on a reply channel, and RAG jobs (``mlxf.control_job``).
 
-While a task works it sends ``alive`` events (so its waiter tells it from a
-dead one) and renews the leases of the documents it is writing or deleting.
+While a task works a beat thread sends ``alive`` events (so its waiter tells it
+from a dead one), renews the leases of the documents it is writing or
+deleting and, for a job, the job's lease.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -18,11 +20,14 @@ from config.errors import ApiError
 from config.logs import request_id_var
 from config.redis_client import connect_redis
 from config.settings import Settings
+from models.handlers.base import RequestCancelled
 from models.liveness import Liveness
 from rag import records
-from tasks import staging
+from tasks import job_store, staging
 from tasks.dispatch import ALIVE, Dispatcher
-from tasks.rag_queue import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, RETRIEVE, SWEEP
+from tasks.job_queue import RUN_CONTROL_JOB
+from tasks.progress import write_progress
+from tasks.rag_queue import ANSWER, DELETE_DOCUMENT, DROP_COLLECTION, INGEST, RETRIEVE, SWEEP
 from tasks.rag_service import IngestRequest, RagService
 from tasks.replies import ReplyChannel
 
@@ -39,6 +44,28 @@ def service() -> RagService:
     return RagService(settings, Dispatcher(settings, current_app, client, liveness))
 
 
+@contextmanager
+def beating(name: str, beat: Callable[[], None]) -> Iterator[list[str]]:
+    """Runs ``beat`` every ``ALIVE_SECONDS`` and renews the leases of the document ids put in the yielded list."""
+    working: list[str] = []
+    stop = threading.Event()
+    lease = service().settings.rag_lease_seconds
+
+    def run() -> None:
+        while not stop.wait(ALIVE_SECONDS):
+            try:
+                beat()
+                records.renew(list(working), lease)
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
+                log.warning("could not renew the leases of %s", name, exc_info=True)
+
+    threading.Thread(target=run, name=f"alive-{name}", daemon=True).start()
+    try:
+        yield working
+    finally:
+        stop.set()
+
+
 def _answer(task: Any, work: Callable[[ReplyChannel, list[str]], dict[str, Any]]) -> None:
     """Runs ``work`` with a reply channel and a list of documents whose leases stay renewed while it runs."""
     rag = service()
@@ -46,21 +73,9 @@ def _answer(task: Any, work: Callable[[ReplyChannel, list[str]], dict[str, Any]]
     task_id = task.request.id
     channel = ReplyChannel(rag.dispatcher.redis, task_id, settings.stream_maxlen, settings.stream_ttl_seconds)
     channel.publish({"type": "started", "worker": task.request.hostname or "control"})
-    working: list[str] = []
-    stop = threading.Event()
-
-    def keep_alive() -> None:
-        while not stop.wait(ALIVE_SECONDS):
-            try:
-                channel.publish({"type": ALIVE})
-                records.renew(list(working), settings.rag_lease_seconds)
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
-                log.warning("could not renew rag leases", exc_info=True)
-
-    beat = threading.Thread(target=keep_alive, name=f"alive-{task_id}", daemon=True)
-    beat.start()
     try:
-        result = work(channel, working)
+        with beating(task_id, lambda: channel.publish({"type": ALIVE})) as working:
+            result = work(channel, working)
     except ApiError as exc:
         channel.publish({"type": "error", "error": exc.to_dict()})
         return
@@ -69,39 +84,47 @@ def _answer(task: Any, work: Callable[[ReplyChannel, list[str]], dict[str, Any]]
         error = ApiError(500, f"RAG work failed: {type(exc).__name__}: {exc}", code="rag_failed")
         channel.publish({"type": "error", "error": error.to_dict()})
         return
-    finally:
-        stop.set()
     channel.publish({"type": "done", "result": result})
+
+
+def ingest_request(request: dict[str, Any]) -> IngestRequest:
+    """The ingest a web request or job describes, with its staged files read (they stay staged)."""
+    files = []
+    for item in request["files"]:
+        data = staging.read(service().dispatcher.redis, item["token"])
+        if data is None:
+            raise ApiError(
+                400, f"File '{item['filename']}' expired before it was read", code="invalid_file", param="files"
+            )
+        files.append((item["filename"], data))
+    return IngestRequest(
+        collection=request["collection"],
+        files=files,
+        embedding_model=request["embedding_model"],
+        chunk_size=request.get("chunk_size"),
+        overlap=request.get("overlap"),
+        metadata=request.get("metadata"),
+    )
 
 
 @shared_task(name=INGEST, bind=True, ignore_result=True, acks_late=False)
 def ingest(self, request: dict[str, Any]) -> None:
-    def work(channel: ReplyChannel, working: list[str]) -> dict[str, Any]:
-        rag = service()
-        files = []
-        for item in request["files"]:
-            data = staging.take(rag.dispatcher.redis, item["token"])
-            if data is None:
-                raise ApiError(
-                    400, f"File '{item['filename']}' expired before it was read", code="invalid_file", param="files"
-                )
-            files.append((item["filename"], data))
-        ingest_request = IngestRequest(
-            collection=request["collection"],
-            files=files,
-            embedding_model=request["embedding_model"],
-            chunk_size=request.get("chunk_size"),
-            overlap=request.get("overlap"),
-            metadata=request.get("metadata"),
-        )
-        return rag.ingest(ingest_request, request_id_var.get(), channel.publish, working)
-
-    _answer(self, work)
+    _answer(
+        self,
+        lambda channel, working: service().ingest(
+            ingest_request(request), request_id_var.get(), channel.publish, working
+        ),
+    )
 
 
 @shared_task(name=RETRIEVE, bind=True, ignore_result=True, acks_late=False)
 def retrieve(self, query: dict[str, Any]) -> None:
     _answer(self, lambda _channel, _working: service().retrieve(query, request_id_var.get()))
+
+
+@shared_task(name=ANSWER, bind=True, ignore_result=True, acks_late=False)
+def answer(self, query: dict[str, Any]) -> None:
+    _answer(self, lambda channel, _working: service().answer(query, request_id_var.get(), channel.cancelled))
 
 
 @shared_task(name=DELETE_DOCUMENT, bind=True, ignore_result=True, acks_late=False)
@@ -118,3 +141,71 @@ def drop_collection(self, name: str) -> None:
 def sweep() -> dict[str, int]:
     """Undoes ingests and finishes deletes that died midway (run on the control worker's beat)."""
     return service().sweep()
+
+
+@shared_task(name=RUN_CONTROL_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_control_job(self, operation: str, payload: dict[str, Any], priority: str = "normal") -> None:
+    """An MCP job of the control worker (``rag_query``, ``rag_ingest``): claimed, leased while it runs,
+    cancelled at its next check, finished or failed in MongoDB like a model worker's job."""
+    job_id = self.request.id
+    rag = service()
+    settings = rag.settings
+    token = job_store.claim(job_id, self.request.hostname or "control", settings.job_lease_seconds)
+    if token is None:
+        log.info("job %s is no longer queued; this delivery does nothing", job_id)
+        return
+    redis = rag.dispatcher.redis
+    cancel = ReplyChannel(redis, job_id, settings.stream_maxlen, settings.stream_ttl_seconds)
+    try:
+        with beating(job_id, lambda: job_store.renew_lease(job_id, token, settings.job_lease_seconds)) as working:
+            if operation == "rag_query":
+                result = rag.answer(payload, request_id_var.get(), cancel.cancelled)
+            elif operation == "rag_ingest":
+                result = _ingest_job(job_id, payload, working, cancel.cancelled)
+            else:
+                raise ApiError(400, f"the control worker cannot run {operation!r} jobs", code="unsupported_operation")
+    except RequestCancelled:
+        log.info("job %s stopped: it was cancelled", job_id)
+        _discard_files(operation, payload)
+        return
+    except ApiError as exc:
+        _finish(job_id, token, operation, payload, error=(exc.message, exc.code or "job_failed"))
+        return
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        _finish(job_id, token, operation, payload, error=(f"{type(exc).__name__}: {exc}", "job_failed"))
+        return
+    _finish(job_id, token, operation, payload, result=result)
+
+
+def _ingest_job(job_id: str, payload: dict[str, Any], working: list[str], cancelled: Callable[[], bool]) -> dict:
+    redis = service().dispatcher.redis
+
+    def report(event: dict[str, Any]) -> None:
+        fraction = (event["file_number"] - 1 + event["chunks_embedded"] / max(event["chunks"], 1)) / event["files"]
+        write_progress(redis, job_id, fraction, {k: v for k, v in event.items() if k != "type"})
+
+    return service().ingest(ingest_request(payload), request_id_var.get(), report, working, cancelled)
+
+
+def _finish(
+    job_id: str,
+    token: str,
+    operation: str,
+    payload: dict[str, Any],
+    result: dict[str, Any] | None = None,
+    error: tuple[str, str] | None = None,
+) -> None:
+    _discard_files(operation, payload)
+    try:
+        if error is None:
+            job_store.complete(job_id, token, result or {})
+        else:
+            job_store.fail(job_id, token, error[0], error[1])
+    except Exception:  # noqa: BLE001 - left processing, its lease runs out and the reconciler settles it
+        log.exception("could not record the end of job %s", job_id)
+
+
+def _discard_files(operation: str, payload: dict[str, Any]) -> None:
+    if operation == "rag_ingest":
+        staging.discard(service().dispatcher.redis, [item["token"] for item in payload.get("files", [])])

@@ -28,8 +28,7 @@ from config.settings import Settings
 from models import registry
 from models.liveness import Liveness
 from tasks import broker, job_events, job_store, webhooks
-from tasks.celery_app import model_queue
-from tasks.job_queue import enqueue
+from tasks.job_queue import enqueue, queue_of
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +163,7 @@ class Reconciler:
                 if self._fail_queued(job, message, "model_unloaded"):
                     counts["failed"] += 1
                 continue
-            queue = model_queue(job.model_id)
+            queue = queue_of(job)
             if queue not in waiting:
                 waiting[queue] = broker.waiting_task_ids(self.redis, queue)
             if job.job_id in waiting[queue]:
@@ -184,7 +183,7 @@ class Reconciler:
     def _fail_queued(self, job: job_store.Job, message: str, code: str) -> bool:
         if not job_store.fail(job.job_id, None, message, code):
             return False
-        broker.remove_waiting(self.redis, model_queue(job.model_id), job.job_id)
+        broker.remove_waiting(self.redis, queue_of(job), job.job_id)
         return True
 
     def announce_unsent_events(self, counts: dict[str, int]) -> None:

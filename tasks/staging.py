@@ -21,13 +21,9 @@ def stage(client: redis.Redis, data: bytes, ttl_seconds: float) -> str:
     return token
 
 
-def take(client: redis.Redis, token: str) -> bytes | None:
-    """The staged bytes, removed from Redis; None when they expired (or were taken)."""
-    pipe = client.pipeline()
-    pipe.get(_key(token))
-    pipe.delete(_key(token))
-    data, _deleted = pipe.execute()
-    return data
+def read(client: redis.Redis, token: str) -> bytes | None:
+    """The staged bytes; None when they expired (or were discarded)."""
+    return client.get(_key(token))
 
 
 def discard(client: redis.Redis, tokens: list[str]) -> None:

@@ -9,9 +9,13 @@ import uuid
 import pytest
 import requests
 
-from tests.conftest import BASH_PDF, CHAT_MODEL, EMBEDDING_MODEL, PYTHON_HTML
+from tasks.holds import held_key, hold_key
+from tests.conftest import BASH_PDF, CHAT_MODEL, EMBEDDING_MODEL, PYTHON_HTML, submit_job, wait_for_job
+from tests.stack import wait_until
 
 SHORT = {"max_tokens": 8, "temperature": 0}
+FIRST = b"Granite is a coarse-grained igneous rock. " * 12
+SECOND = b"Basalt is a fine-grained volcanic rock. " * 12
 ULIMIT_QUESTION = "Which builtin controls the resources available to the shell, such as the maximum size of core files?"
 
 
@@ -247,13 +251,10 @@ def test_deleting_a_document_removes_its_chunks_from_search(rag_url):
         ([("ok.txt", b"fine text")], {"embedding_model": "no-such-model"}, 404, "embedding_model", "no-such-model"),
         ([("ok.txt", b"fine text")], {"embedding_model": CHAT_MODEL}, 400, "embedding_model", "embed"),
         ([("ok.txt", b"fine text")], {"collection": "bad name!"}, 400, "collection", "letters"),
-        ([("ok.txt", b"fine text")], {"async": "true"}, 400, "async", "not available"),
         ([], {}, 400, "files", "at least one file"),
     ],
 )
-def test_bad_ingests_are_refused_naming_the_file_or_field_and_leave_nothing(
-    rag_url, files, form, status, param, says
-):
+def test_bad_ingests_are_refused_naming_the_file_or_field_and_leave_nothing(rag_url, files, form, status, param, says):
     collection = form.pop("collection", unique("refused"))
     response = requests.post(
         f"{rag_url}/ingest",
@@ -295,3 +296,85 @@ def test_queries_are_validated(rag_url, bash_manual):
         response = requests.post(f"{rag_url}/query", json={"collection": collection, **body}, timeout=60)
         assert 400 <= response.status_code < 500, (body, response.text)
         assert error_of(response)["param"] == param, (body, response.text)
+
+
+def test_an_ingest_runs_as_a_job_that_reports_progress_per_file_and_chunk(rag_url, jobs_url, redis_client):
+    collection = unique("job")
+    request_id = f"ingest-job-{uuid.uuid4().hex[:8]}"
+    redis_client.set(hold_key(f"{request_id}.file2"), "1", ex=600)
+    try:
+        accepted = requests.post(
+            f"{rag_url}/ingest",
+            data={"collection": collection, "async": "true", "chunk_size": 32, "overlap": 0},
+            files=[("files", ("first.txt", FIRST)), ("files", ("second.txt", SECOND))],
+            headers={"X-Request-ID": request_id},
+            timeout=30,
+        )
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        assert accepted.json()["status"] == "queued" and accepted.json()["collection"] == collection
+        wait_until(lambda: redis_client.exists(held_key(f"{request_id}.file2")), 60, "the second file to be held")
+        running = requests.get(f"{jobs_url}/jobs/{job_id}", timeout=10).json()
+        assert running["status"] == "processing" and running["operation"] == "rag_ingest"
+        assert running["model_id"] == EMBEDDING_MODEL and running["progress"] == 0.5
+        detail = running["progress_detail"]
+        assert detail["file"] == "first.txt" and detail["file_number"] == 1 and detail["files"] == 2
+        assert detail["chunks_embedded"] == detail["chunks"] >= 2
+        assert requests.get(f"{rag_url}/collections/{collection}", timeout=10).json()["document_count"] == 0
+    finally:
+        redis_client.delete(hold_key(f"{request_id}.file2"))
+    job = wait_for_job(jobs_url, job_id)
+    assert job["status"] == "completed", job
+    assert job["result"]["documents_ingested"] == 2 and job["result"]["chunks_created"] >= 4
+    info = requests.get(f"{rag_url}/collections/{collection}", timeout=10).json()
+    assert sorted(d["filename"] for d in info["documents"]) == ["first.txt", "second.txt"]
+
+
+def test_a_cancelled_ingest_job_leaves_nothing(rag_url, jobs_url, redis_client):
+    collection = unique("cancelled")
+    request_id = f"cancel-job-{uuid.uuid4().hex[:8]}"
+    redis_client.set(hold_key(f"{request_id}.file2"), "1", ex=600)
+    try:
+        accepted = requests.post(
+            f"{rag_url}/ingest",
+            data={"collection": collection, "async": "true"},
+            files=[("files", ("first.txt", FIRST)), ("files", ("second.txt", SECOND))],
+            headers={"X-Request-ID": request_id},
+            timeout=30,
+        )
+        job_id = accepted.json()["job_id"]
+        wait_until(lambda: redis_client.exists(held_key(f"{request_id}.file2")), 60, "the second file to be held")
+        assert requests.delete(f"{jobs_url}/jobs/{job_id}", timeout=10).json()["status"] == "cancelled"
+    finally:
+        redis_client.delete(hold_key(f"{request_id}.file2"))
+    wait_until(
+        lambda: requests.get(f"{rag_url}/collections/{collection}", timeout=10).status_code == 404,
+        60,
+        "the cancelled ingest to be undone",
+    )
+    assert requests.get(f"{jobs_url}/jobs/{job_id}", timeout=10).json()["status"] == "cancelled"
+
+
+def test_a_rag_query_runs_as_a_job(jobs_url, bash_manual):
+    job_input = {
+        "query": ULIMIT_QUESTION,
+        "collection": bash_manual["collection"],
+        "similarity_threshold": 0.2,
+        "top_k": 2,
+        "generation_config": SHORT,
+    }
+    accepted = submit_job(jobs_url, CHAT_MODEL, "rag_query", job_input)
+    assert accepted.status_code == 202, accepted.text
+    job = wait_for_job(jobs_url, accepted.json()["job_id"])
+    assert job["status"] == "completed", job
+    result = job["result"]
+    assert result["sources"][0]["metadata"]["page"] == 82 and len(result["sources"]) == 2
+    assert result["answer"] and result["metadata"]["model_id"] == CHAT_MODEL
+    assert result["usage"]["completion_tokens"] <= SHORT["max_tokens"]
+
+    bad = submit_job(jobs_url, CHAT_MODEL, "rag_query", {"collection": bash_manual["collection"]})
+    assert bad.status_code == 400 and error_of(bad)["param"] == "input.query"
+    wrong_model = submit_job(jobs_url, EMBEDDING_MODEL, "rag_query", job_input)
+    assert wrong_model.status_code == 400 and error_of(wrong_model)["param"] == "operation"
+    files = submit_job(jobs_url, EMBEDDING_MODEL, "rag_ingest", {"collection": "x"})
+    assert files.status_code == 400 and "POST /api/rag/ingest" in error_of(files)["message"]

@@ -11,17 +11,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import current_app, g, request
+from flask import current_app, g, jsonify, request
 from flask.views import MethodView
 from werkzeug.datastructures import FileStorage
 
 from config.errors import ApiError
 from config.settings import Settings
 from rag import records
-from rag.answer import messages
+from rag.answer import messages, query_metadata
 from tasks import rag_queue, staging
+from tasks.job_store import JobRequest
 from web.api import Blueprint, dispatcher
-from web.schemas.chat import generation_payload
 from web.schemas.rag import (
     CollectionDeletedSchema,
     CollectionListSchema,
@@ -31,6 +31,7 @@ from web.schemas.rag import (
     IngestResultSchema,
     RagAnswerSchema,
     RagQuerySchema,
+    rag_query_input,
 )
 from web.sse import sse_response
 
@@ -84,14 +85,8 @@ class Ingest(MethodView):
     @blp.alt_response(400, description="Invalid file or parameters; the message names the file or field")
     @blp.alt_response(413, description="A file over the size limit (10 MB by default)")
     @blp.alt_response(503, description="The embedding model is not available")
+    @blp.alt_response(202, description="async=true: the ingest runs as an MCP job (poll /api/mcp/jobs/{job_id})")
     def post(self, form: dict[str, Any]):
-        if form["async_"]:
-            raise ApiError(
-                400,
-                "Ingesting as a job (async=true) is not available yet; ingest without it",
-                code="unsupported_parameter",
-                param="async",
-            )
         files = uploaded_files()
         existing = records.get_collection(form["collection"])
         model = form.get("embedding_model") or (existing.embedding_model if existing else None)
@@ -99,7 +94,8 @@ class Ingest(MethodView):
         dispatcher().require_model(model, "embed", param="embedding_model")
         timeout = settings().rag_ingest_timeout_seconds
         redis = current_app.extensions["redis"]
-        staged = [{"filename": name, "token": staging.stage(redis, data, timeout)} for name, data in files]
+        keep = settings().rag_staged_ttl_seconds if form["async_"] else timeout
+        staged = [{"filename": name, "token": staging.stage(redis, data, keep)} for name, data in files]
         ingest = {
             "collection": form["collection"],
             "files": staged,
@@ -108,24 +104,32 @@ class Ingest(MethodView):
             "overlap": form.get("overlap"),
             "metadata": form["metadata"],
         }
+        if form["async_"]:
+            return self._as_job(model, ingest, staged, form)
         try:
             result = rag_queue.run(dispatcher(), rag_queue.INGEST, [ingest], g.request_id, timeout)
         finally:
             staging.discard(redis, [item["token"] for item in staged])
         return {**result, "request_id": g.request_id}
 
-
-def retrieval_of(body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "query": body["query"],
-        "collection": body["collection"],
-        "top_k": body["top_k"],
-        "similarity_threshold": body["similarity_threshold"],
-        "filters": body.get("filters"),
-        "mode": body["retrieval_mode"],
-        "rerank": body["rerank"],
-        "embedding_model": body.get("embedding_model"),
-    }
+    @staticmethod
+    def _as_job(model: str, ingest: dict[str, Any], staged: list[dict[str, str]], form: dict[str, Any]):
+        request = JobRequest(
+            model_id=model,
+            operation="rag_ingest",
+            input=ingest,
+            callback_url=form.get("callback_url"),
+            metadata={"collection": form["collection"], "files": [item["filename"] for item in staged]},
+            request_id=g.request_id,
+        )
+        try:
+            accepted = current_app.extensions["jobs"].submit(request)
+        except Exception:
+            staging.discard(current_app.extensions["redis"], [item["token"] for item in staged])
+            raise
+        response = jsonify({**accepted, "collection": form["collection"]})
+        response.status_code = 202
+        return response
 
 
 @blp.route("/query")
@@ -147,42 +151,23 @@ class Query(MethodView):
             )
         model_id = body.get("model_id") or dispatcher().pick_model("chat", "model_id")
         dispatcher().require_model(model_id, "chat", param="model_id")
-        retrieved = rag_queue.run(dispatcher(), rag_queue.RETRIEVE, [retrieval_of(body)], g.request_id)
-        sources = retrieved["sources"]
-        streaming = body["stream"]
-        payload = generation_payload({**body["generation_config"], "stream": streaming})
-        payload["messages"] = messages(body["query"], sources)
-        generation_started = time.perf_counter()
-        call = dispatcher().start(model_id, "chat", payload, g.request_id, streaming=streaming)
-        metadata = {
-            "collection": body["collection"],
-            "top_k": body["top_k"],
-            "model_id": model_id,
-            "embedding_model": retrieved["embedding_model"],
-            "retrieval_mode": body["retrieval_mode"],
-            "rerank": body["rerank"],
-            "similarity_threshold": body["similarity_threshold"],
-        }
+        query = rag_query_input(body, model_id)
+        if not body["stream"]:
+            answer = rag_queue.run(dispatcher(), rag_queue.ANSWER, [query], g.request_id)
+            return {**answer, "request_id": g.request_id}
+        retrieved = rag_queue.run(dispatcher(), rag_queue.RETRIEVE, [query["retrieval"]], g.request_id)
+        payload = {**query["generation"], "stream": True, "messages": messages(body["query"], retrieved["sources"])}
+        generating = time.perf_counter()
+        call = dispatcher().start(model_id, "chat", payload, g.request_id, streaming=True)
         head = {
             "request_id": g.request_id,
-            **({"sources": sources} if body["include_sources"] else {}),
+            **({"sources": retrieved["sources"]} if body["include_sources"] else {}),
             "retrieval_latency_ms": retrieved["retrieval_latency_ms"],
-            "metadata": metadata,
+            "metadata": query_metadata(query, retrieved["embedding_model"]),
         }
-        if not streaming:
-            result = dispatcher().result(call)
-            choice = result["choices"][0]
-            return {
-                **head,
-                "answer": choice["content"],
-                "generation_latency_ms": _ms_since(generation_started),
-                "total_latency_ms": _ms_since(started),
-                "finish_reason": choice["finish_reason"],
-                "usage": result["usage"],
-            }
         events = dispatcher().events(call)
         first = next(event for event in events if event["type"] != "idle")
-        return sse_response(_answer_events(events, first, head, started, generation_started), g.request_id)
+        return sse_response(_answer_events(events, first, head, started, generating), g.request_id)
 
 
 def _answer_events(

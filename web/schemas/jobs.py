@@ -11,6 +11,7 @@ from tasks.job_store import PRIORITIES, STATUSES
 from web.schemas.chat import ChatCompletionRequestSchema, SamplingSchema, generation_payload
 from web.schemas.embeddings import MAX_INPUTS
 from web.schemas.fields import StringOrStringList, storable_keys
+from web.schemas.rag import RagQuerySchema, rag_query_input
 
 
 class CompletionInputSchema(SamplingSchema):
@@ -28,13 +29,25 @@ def _chat_input() -> Schema:
     return ChatCompletionRequestSchema(exclude=("model", "stream", "stream_options"))
 
 
-INPUT_SCHEMAS = {"chat": _chat_input, "completion": CompletionInputSchema, "embed": EmbedInputSchema}
+def _rag_query_input() -> Schema:
+    return RagQuerySchema(exclude=("model_id", "stream"))
 
 
-def worker_input(operation: str, loaded: dict[str, Any]) -> dict[str, Any]:
+INPUT_SCHEMAS = {
+    "chat": _chat_input,
+    "completion": CompletionInputSchema,
+    "embed": EmbedInputSchema,
+    "rag_query": _rag_query_input,
+}
+SUBMITTED_ELSEWHERE = {"rag_ingest": "POST /api/rag/ingest with async=true (a job cannot carry files)"}
+
+
+def worker_input(operation: str, loaded: dict[str, Any], model_id: str) -> dict[str, Any]:
     """What the worker needs of a validated input."""
     if operation == "embed":
         return {"input": loaded["input"]}
+    if operation == "rag_query":
+        return rag_query_input(loaded, model_id)
     return generation_payload(loaded)
 
 
@@ -52,13 +65,17 @@ class JobRequestSchema(Schema):
 
     @post_load
     def _validate_input(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        if data["operation"] in SUBMITTED_ELSEWHERE:
+            raise ValidationError(
+                f"{data['operation']} jobs are submitted with {SUBMITTED_ELSEWHERE[data['operation']]}.", "operation"
+            )
         schema = INPUT_SCHEMAS.get(data["operation"])
         if schema is not None:
             try:
                 loaded = schema().load(data["input"])
             except ValidationError as exc:
                 raise ValidationError({"input": exc.messages}) from None
-            data["input"] = worker_input(data["operation"], loaded)
+            data["input"] = worker_input(data["operation"], loaded, data["model_id"])
         return data
 
 
@@ -87,6 +104,9 @@ class JobSchema(Schema):
     position_in_queue = fields.Integer()
     estimated_completion_ms = fields.Integer()
     progress = fields.Float()
+    progress_detail = fields.Dict(
+        metadata={"description": "What a running ingest has done: file, file_number, files, chunks_embedded, chunks"}
+    )
     result = fields.Dict()
     error = fields.String()
     error_code = fields.String()

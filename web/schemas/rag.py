@@ -9,7 +9,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from rag.retrieval import MODES
 from rag.store import COLLECTION_NAME
-from web.schemas.chat import SamplingSchema
+from web.schemas.chat import SamplingSchema, generation_payload
 
 MAX_TOP_K = 50
 
@@ -49,6 +49,7 @@ class IngestFormSchema(Schema):
     embedding_model = fields.String(validate=validate.Length(min=1))
     metadata = JsonObject(load_default=dict)
     async_ = fields.Boolean(data_key="async", load_default=False)
+    callback_url = fields.String(validate=validate.Length(min=1, max=2000))
 
     @validates_schema
     def _overlap_below_chunk_size(self, data: dict[str, Any], **_kwargs: Any) -> None:
@@ -178,3 +179,23 @@ class CollectionDeletedSchema(Schema):
     chunks_deleted = fields.Integer()
     status = fields.String()
     request_id = fields.String()
+
+
+def rag_query_input(loaded: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """What the control worker needs of a validated query (``RagService.answer``): retrieval settings, the
+    chat model and its generation settings."""
+    return {
+        "retrieval": {
+            "query": loaded["query"],
+            "collection": loaded["collection"],
+            "top_k": loaded["top_k"],
+            "similarity_threshold": loaded["similarity_threshold"],
+            "filters": loaded.get("filters"),
+            "mode": loaded["retrieval_mode"],
+            "rerank": loaded["rerank"],
+            "embedding_model": loaded.get("embedding_model"),
+        },
+        "model_id": model_id,
+        "generation": generation_payload(loaded["generation_config"]),
+        "include_sources": loaded["include_sources"],
+    }

@@ -1,0 +1,163 @@
+"""Retrieval on judged questions in-process: bash.pdf through the platform's own ingest, embeddings handler,
+LanceDB store and ``rag.retrieval.retrieve``, in vector, hybrid and reranked (nanoranker) modes.
+
+Returns what each mode ranked (page and chunk of every hit) and the timings; the section scores them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import progress
+
+COLLECTION = "bench-bash"
+DOCUMENT_ID = "bench-bash-pdf"
+
+
+def load_reranker(path: str) -> tuple[Callable[[str, list[str]], list[float]] | None, dict[str, Any]]:
+    """nanoranker's ``rank`` as a ``rag.retrieval.Rerank`` (one score per passage, in the order given), or None
+    and why. ``path`` (a test install's folder) is appended to ``sys.path``, so it never shadows the venv."""
+    if path and path not in sys.path:
+        sys.path.append(path)
+    try:
+        nanoranker = importlib.import_module("nanoranker")
+    except ImportError as exc:
+        return None, {"skipped": "nanoranker not installed", "error": str(exc)}
+    try:
+        version = importlib.metadata.version("nanoranker")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    info = {"version": version, "module": str(Path(nanoranker.__file__).parent), "skipped": None}
+
+    def rerank(query: str, passages: list[str]) -> list[float]:
+        # rank() returns (passage, score) pairs sorted best first; equal texts get equal scores.
+        ranked = nanoranker.rank(query, passages, top_n=len(passages), normalize_scores=False)
+        scores = {text: float(score) for text, score in ranked}
+        return [scores[text] for text in passages]
+
+    return rerank, info
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """``{"pdf", "filename", "model_dir", "questions_path", "ids", "top_k", "rerank_candidates",
+    "reranker_path"}``: ingest timings, chunks per page, and per question what each mode ranked and its times."""
+    from models.handlers.embeddings import load
+    from rag.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP
+    from rag.ingest import max_chunk_tokens, prepare, records
+    from rag.lancedb_store import LanceDBStore
+    from rag.retrieval import retrieve
+    from rag.store import Hit
+
+    model_dir = Path(spec["model_dir"])
+    top_k, pool_size = spec["top_k"], spec["rerank_candidates"]
+    wanted = set(spec["ids"])
+    questions = [
+        row for row in map(json.loads, Path(spec["questions_path"]).read_text().splitlines()) if row.get("id") in wanted
+    ]
+
+    # The platform's chunking defaults for this model (tasks/rag_service.py: _chunking).
+    chunk_size = min(DEFAULT_CHUNK_SIZE, max_chunk_tokens(model_dir, 512))
+    overlap = min(DEFAULT_OVERLAP, chunk_size // 4)
+    data = Path(spec["pdf"]).read_bytes()
+    started = time.perf_counter()
+    prepared = prepare(spec["filename"], data, model_dir, chunk_size, overlap)
+    prepare_s = time.perf_counter() - started
+    texts = [chunk.text for chunk in prepared.chunks]
+    progress.say(f"bash.pdf: {len(prepared.document.parts)} pages, {len(texts)} chunks in {prepare_s:.2f}s")
+
+    started = time.perf_counter()
+    handler = load(model_dir)
+    handler.warmup()
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    vectors, chunk_tokens = handler.embed(texts)
+    embed_s = time.perf_counter() - started
+    progress.say(f"embedded {len(texts)} chunks in {embed_s:.2f}s ({len(texts) / embed_s:.1f} chunks/s)")
+
+    reranker, reranker_info = load_reranker(spec.get("reranker_path") or "")
+    if reranker is None:
+        progress.say(f"rerank mode skipped: {reranker_info['skipped']}")
+    rerank_ms: list[float] = []
+
+    def timed_rerank(query: str, passages: list[str]) -> list[float]:
+        assert reranker is not None
+        began = time.perf_counter()
+        scores = reranker(query, passages)
+        rerank_ms.append((time.perf_counter() - began) * 1000)
+        return scores
+
+    with tempfile.TemporaryDirectory(prefix="mlxf-bench-rag-") as folder:
+        store = LanceDBStore(folder)
+        started = time.perf_counter()
+        store.ensure_collection(COLLECTION, len(vectors[0]))
+        store.upsert(COLLECTION, records(DOCUMENT_ID, prepared, vectors, {}))
+        store_s = time.perf_counter() - started
+        stored = store.count(COLLECTION)
+
+        pool: list[Hit] = []
+
+        def keep_pool(hits: list[Hit]) -> list[Hit]:
+            """The hybrid candidates the reranker sees: the first ``pool_size`` of the fused ranking."""
+            pool[:] = hits[:pool_size]
+            return list(pool)
+
+        def ask(question: str, vector: list[float], mode: str) -> tuple[list[Hit], float]:
+            began = time.perf_counter()
+            if mode == "rerank":
+                ranked = retrieve(
+                    store, COLLECTION, question, vector, top_k=top_k, mode="hybrid", rerank=timed_rerank, keep=keep_pool
+                )
+            else:
+                ranked = retrieve(store, COLLECTION, question, vector, top_k=top_k, mode=mode)
+            return [item.hit for item in ranked], (time.perf_counter() - began) * 1000
+
+        modes = ["vector", "hybrid", *(["rerank"] if reranker is not None else [])]
+        warm_vector = handler.embed(["How do I warm up?"])[0][0]
+        text_hits = len(store.search_text(COLLECTION, "history expansion", top_k=top_k))
+        for mode in modes:
+            ask("How do I warm up?", warm_vector, mode)
+        rerank_ms.clear()
+
+        results = []
+        for number, row in enumerate(questions, start=1):
+            began = time.perf_counter()
+            vector = handler.embed([row["question"]])[0][0]
+            embed_ms = (time.perf_counter() - began) * 1000
+            entry: dict[str, Any] = {"id": row["id"], "embed_ms": embed_ms, "modes": {}}
+            for mode in modes:
+                hits, ms = ask(row["question"], vector, mode)
+                entry["modes"][mode] = {"ms": ms, "hits": [[hit.page, hit.chunk_index, hit.file] for hit in hits]}
+                if mode == "rerank":
+                    entry["pool"] = [[hit.page, hit.chunk_index, hit.file] for hit in pool]
+                    entry["rerank_ms"] = rerank_ms[-1]
+            results.append(entry)
+            if number % 50 == 0 or number == len(questions):
+                progress.say(f"asked {number}/{len(questions)} questions")
+
+    pages = Counter(chunk.page for chunk in prepared.chunks)
+    return {
+        "chunk_size": chunk_size,
+        "overlap": overlap,
+        "pages": len(prepared.document.parts),
+        "chunks": len(texts),
+        "stored": stored,
+        "chunk_tokens": chunk_tokens,
+        "chunks_per_page": {str(page): count for page, count in sorted(pages.items())},
+        "prepare_s": prepare_s,
+        "model_load_s": load_s,
+        "embed_s": embed_s,
+        "store_s": store_s,
+        "text_search_probe_hits": text_hits,
+        "modes": modes,
+        "reranker": reranker_info,
+        "questions": results,
+    }
