@@ -23,6 +23,7 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 
 from config.errors import ApiError
 from config.logs import request_id_var
+from models.constrained import GrammarError, Grammars, grammar_for
 from models.handlers.base import PROGRESS, Emit, RequestCancelled
 from models.prompt_cache import PromptCache
 from models.sampling import SamplingOptions, options_from, processors_for, samplers_for, token_logprobs
@@ -69,6 +70,8 @@ class Request:
     prompt: list[int]
     cached_tokens: int
     sequences: list[Sequence]
+    grammar: str | None = None
+    """What constrained decoding enforces on every sequence (``response_format``), if anything."""
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -105,6 +108,7 @@ class BatchSession:
         self.vocabulary_size = int(getattr(model, "vocab_size", 0) or len(tokenizer.vocab))
         self.kv_bytes_per_token = kv_bytes_per_token(model)
         self.stop_tokens = StopSequences([[token] for token in tokenizer.eos_token_ids])
+        self.grammars = Grammars(tokenizer, self.vocabulary_size)
         self.generator: BatchGenerator | None = None
         self.pending: deque[Request] = deque()
         self.running: list[Request] = []
@@ -209,7 +213,18 @@ class BatchSession:
                 f"{len(prompt) + options.max_tokens} tokens); this worker may use {self.kv_budget_bytes / 1e9:.2f} GB",
                 code="insufficient_vram",
             )
-        return Request(ticket, options, prompt, 0, [])
+        return Request(ticket, options, prompt, 0, [], grammar=self._grammar(ticket.payload))
+
+    def _grammar(self, payload: dict[str, Any]) -> str | None:
+        try:
+            grammar = grammar_for(payload)
+            if grammar is not None:
+                self.grammars.check(grammar)
+        except GrammarError as exc:
+            raise ApiError(
+                400, f"The JSON schema cannot be enforced: {exc}", code="invalid_value", param="response_format"
+            ) from None
+        return grammar
 
     def _kv_with(self, candidate: Request) -> int:
         """The batch's KV cache with ``candidate`` in it: one left-padded tensor, so every row is as long as the
@@ -249,7 +264,12 @@ class BatchSession:
             all_tokens=[prompt[: hit.cached_tokens] for _ in range(options.n)],
             samplers=samplers_for(options),
             logits_processors=[
-                [*processors_for(options, len(prompt)), *ticket.logits_processors] for _ in range(options.n)
+                [
+                    *processors_for(options, len(prompt)),
+                    *ticket.logits_processors,
+                    *([self.grammars.processor(request.grammar, len(prompt))] if request.grammar else []),
+                ]
+                for _ in range(options.n)
             ],
             stop_sequences=[self.stop_tokens] * options.n,
         )

@@ -291,6 +291,7 @@ def test_queries_are_validated(rag_url, bash_manual):
         ({"query": "x", "model_id": "no-such-model"}, "model_id"),
         ({"query": "x", "model_id": EMBEDDING_MODEL}, "model_id"),
         ({"query": "x", "embedding_model": CHAT_MODEL}, "embedding_model"),
+        ({"query": "x", "rerank": True}, "rerank"),
     ]
     for body, param in cases:
         response = requests.post(f"{rag_url}/query", json={"collection": collection, **body}, timeout=60)

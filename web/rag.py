@@ -142,13 +142,6 @@ class Query(MethodView):
         started = time.perf_counter()
         if records.get_collection(body["collection"]) is None:
             raise records.collection_not_found(body["collection"])
-        if body["rerank"]:
-            raise ApiError(
-                400,
-                "Reranking is not available yet; query with rerank false",
-                code="unsupported_parameter",
-                param="rerank",
-            )
         model_id = body.get("model_id") or dispatcher().pick_model("chat", "model_id")
         dispatcher().require_model(model_id, "chat", param="model_id")
         query = rag_query_input(body, model_id)

@@ -12,6 +12,11 @@ from rag.store import COLLECTION_NAME
 from web.schemas.chat import SamplingSchema, generation_payload
 
 MAX_TOP_K = 50
+RERANK_UNAVAILABLE = (
+    "Reranking is not available: no reranking model can be installed on this platform (no cross-encoder ships"
+    " its weights on PyPI; the one packaged reranker ranked worse than vector search). Use retrieval_mode"
+    " 'hybrid', which fuses vector and full-text ranks, or leave rerank false."
+)
 
 
 def collection_field(**kwargs: Any) -> fields.String:
@@ -95,7 +100,7 @@ class RagQuerySchema(Schema):
     embedding_model = fields.String(validate=validate.Length(min=1))
     include_sources = fields.Boolean(load_default=True)
     similarity_threshold = fields.Float(load_default=0.7, validate=validate.Range(min=-1, max=1))
-    rerank = fields.Boolean(load_default=False)
+    rerank = fields.Boolean(load_default=False, metadata={"description": "Must be false: " + RERANK_UNAVAILABLE})
     retrieval_mode = fields.String(
         load_default="vector",
         validate=validate.OneOf(MODES),
@@ -108,6 +113,11 @@ class RagQuerySchema(Schema):
     )
     stream = fields.Boolean(load_default=False)
     generation_config = fields.Nested(GenerationConfigSchema, load_default=dict)
+
+    @validates_schema
+    def _no_rerank(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if data.get("rerank"):
+            raise ValidationError(RERANK_UNAVAILABLE, "rerank")
 
     @validates_schema
     def _scalar_filters(self, data: dict[str, Any], **_kwargs: Any) -> None:
