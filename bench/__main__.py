@@ -15,7 +15,18 @@ from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
-from bench import concurrency, embeddings, jobs, lifecycle, overhead, prefix, progress, rag_quality, weights
+from bench import (
+    concurrency,
+    embeddings,
+    jobs,
+    lifecycle,
+    overhead,
+    prefix,
+    progress,
+    rag_quality,
+    rag_scale,
+    weights,
+)
 from bench.context import BenchContext
 from bench.defaults import RESULTS_DIR, ROOT
 from bench.environment import describe
@@ -25,7 +36,8 @@ from bench.stack import STACK_ENV
 from bench.targets import TARGETS
 
 SECTIONS: dict[str, ModuleType] = {
-    module.NAME: module for module in (weights, overhead, concurrency, prefix, lifecycle, jobs, embeddings, rag_quality)
+    module.NAME: module
+    for module in (weights, overhead, concurrency, prefix, lifecycle, jobs, embeddings, rag_quality, rag_scale)
 }
 
 
@@ -50,6 +62,8 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         "--reranker-path",
         help="rag_quality: a folder with nanoranker installed, appended to sys.path ($MLXF_BENCH_RERANKER_PATH)",
     )
+    parser.add_argument("--chunks", type=int, help="rag_scale: chunks in the collection (default 100000)")
+    parser.add_argument("--queries", type=int, help="rag_scale: how many query vectors (default 500)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.sections if name not in SECTIONS]
     if unknown:
@@ -71,6 +85,10 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         options.rag_questions = args.questions
     if args.reranker_path:
         options.rag_reranker_path = args.reranker_path
+    if args.chunks:
+        options.rag_scale_chunks = args.chunks
+    if args.queries:
+        options.rag_scale_queries = args.queries
     return args.sections or list(SECTIONS), options, args.out
 
 

@@ -34,6 +34,18 @@ class Options:
     rag_rerank_candidates: int = 20
     rag_reranker_path: str = field(default_factory=lambda: os.environ.get("MLXF_BENCH_RERANKER_PATH", ""))
     """rag_quality: a folder appended to sys.path to import nanoranker from (a test install; not a dependency)."""
+    rag_scale_chunks: int = 100_000
+    """rag_scale: chunks in the collection (before the appended ones)."""
+    rag_scale_queries: int = 500
+    rag_scale_chunk_size: int = 32
+    """rag_scale: short chunks, so the two documentation packages make well over 100,000 of them."""
+    rag_scale_overlap: int = 0
+    rag_scale_appends: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.09])
+    """rag_scale: rows appended after the index, as fractions of the collection (below the 10 % optimize)."""
+    rag_scale_index_min_rows: int = 0
+    """rag_scale: rows at which the store builds its vector index; 0 for the store's own VECTOR_INDEX_MIN_ROWS."""
+    rag_scale_exact_lancedb: bool = True
+    """rag_scale: also search without the index (``bypass_vector_index``), about 150 ms a query at 100k."""
 
     @classmethod
     def smoke(cls) -> Options:
@@ -55,4 +67,7 @@ class Options:
             embedding_batch_sizes=[1, 16],
             embedding_runs=1,
             rag_questions=40,
+            rag_scale_chunks=5_000,
+            rag_scale_queries=100,
+            rag_scale_index_min_rows=2_500,
         )

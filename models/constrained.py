@@ -99,4 +99,3 @@ class MaskProcessor:
     @property
     def failed(self) -> str | None:
         return self.matcher.get_error() if self.matcher.is_error() else None
-

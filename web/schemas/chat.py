@@ -38,6 +38,31 @@ def _token_bias(value: dict[str, Any]) -> None:
             raise ValidationError(f"The bias of token {key} must be a number between -100 and 100.")
 
 
+class JsonSchemaFormatSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$"))
+    description = fields.String()
+    schema = fields.Dict(load_default=dict)
+    strict = fields.Boolean(allow_none=True)
+
+
+class ResponseFormatSchema(Schema):
+    """``text``, ``json_object`` (any JSON object) or ``json_schema``: enforced by constrained decoding."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True, validate=validate.OneOf(("text", "json_object", "json_schema")))
+    json_schema = fields.Nested(JsonSchemaFormatSchema)
+
+    @validates_schema
+    def _schema_with_json_schema(self, data, **_kwargs) -> None:
+        if data["type"] == "json_schema" and "json_schema" not in data:
+            raise ValidationError("Required with type json_schema.", field_name="json_schema")
+
+
 class SamplingSchema(Schema):
     """The generation settings a chat or completion request may carry; every one is applied by the worker."""
 
@@ -59,6 +84,7 @@ class SamplingSchema(Schema):
     logit_bias = fields.Dict(keys=fields.String(), allow_none=True, validate=_token_bias)
     logprobs = fields.Boolean(allow_none=True)
     top_logprobs = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=MAX_TOP_LOGPROBS))
+    response_format = fields.Nested(ResponseFormatSchema, allow_none=True)
 
     @validates_schema
     def _top_logprobs_need_logprobs(self, data, **_kwargs) -> None:
@@ -83,6 +109,7 @@ GENERATION_FIELDS = (
     "logit_bias",
     "logprobs",
     "top_logprobs",
+    "response_format",
 )
 
 
