@@ -166,7 +166,8 @@ def run(context: BenchContext) -> SectionResult:
         ["phase", "rows", "upserts", "total s", "chunks/s", "optimizes", "index upkeep s", "chunks/s w/o upkeep"],
     )
     index_at = build[0]["rows_before"] + build[0]["rows"] if build else None
-    ingest.rows.append(ingest_row("no vector index yet (exact search)", before))
+    if before:
+        ingest.rows.append(ingest_row("no vector index yet (exact search)", before))
     if build:
         ingest.rows.append(ingest_row(f"the upsert that built IVF_HNSW_SQ (at {index_at} rows)", build))
         ingest.rows.append(ingest_row("indexed (the store optimizes at 10 % unindexed)", after))
@@ -198,7 +199,11 @@ def run(context: BenchContext) -> SectionResult:
             [
                 stage["stage"],
                 stage["rows"],
-                "–" if unindexed is None else f"{unindexed}{share}",
+                "bypassed"
+                if stage["stage"].startswith("exact")
+                else "–"
+                if unindexed is None
+                else f"{unindexed}{share}",
                 stage["p50_ms"],
                 stage["p95_ms"],
                 stage["p99_ms"],
@@ -278,7 +283,8 @@ def run(context: BenchContext) -> SectionResult:
             f"{probe['cache']['vectors']})"
         )
     result.notes += [
-        f"corpus: every file of bash-doc rag.extract reads and the {HTML_DIR.split('/')[0]} HTML pages, in path "
+        f"corpus: every file of bash-doc rag.extract reads ({len(probe['documents_skipped'])} it refuses: scripts "
+        f"without an extension, archives) and the {HTML_DIR.split('/')[0]} HTML pages, in path "
         f"order; the collection is its first {base} chunks, the appended rows the next ones "
         f"({', '.join(f'{fraction:.0%}' for fraction in probe['appends'])} of {base}), the chunk queries are sampled "
         + (

@@ -23,11 +23,12 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 
 from config.errors import ApiError
 from config.logs import request_id_var
-from models.constrained import GrammarError, Grammars, grammar_for
+from models.constrained import JSON_OPTIONS, GrammarError, Grammars, grammar_for
 from models.handlers.base import PROGRESS, Emit, RequestCancelled
 from models.prompt_cache import PromptCache
 from models.sampling import SamplingOptions, options_from, processors_for, samplers_for, token_logprobs
 from models.stops import StopScanner
+from models.tool_calls import LLAMA3, ToolCallScanner, ToolUse, format_for, tool_use
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,12 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
+    tools: ToolCallScanner | None = None
+    """Finds tool calls in the answer, when the request offers tools."""
+
+    @property
+    def content(self) -> str:
+        return self.tools.content if self.tools is not None else self.scanner.text
 
 
 @dataclass
@@ -71,7 +78,8 @@ class Request:
     cached_tokens: int
     sequences: list[Sequence]
     grammar: str | None = None
-    """What constrained decoding enforces on every sequence (``response_format``), if anything."""
+    """What constrained decoding enforces on every sequence (a forced tool call, ``response_format``), if anything."""
+    tools: ToolUse | None = None
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -109,6 +117,7 @@ class BatchSession:
         self.kv_bytes_per_token = kv_bytes_per_token(model)
         self.stop_tokens = StopSequences([[token] for token in tokenizer.eos_token_ids])
         self.grammars = Grammars(tokenizer, self.vocabulary_size)
+        self.tool_format = format_for(tokenizer)
         self.generator: BatchGenerator | None = None
         self.pending: deque[Request] = deque()
         self.running: list[Request] = []
@@ -213,18 +222,29 @@ class BatchSession:
                 f"{len(prompt) + options.max_tokens} tokens); this worker may use {self.kv_budget_bytes / 1e9:.2f} GB",
                 code="insufficient_vram",
             )
-        return Request(ticket, options, prompt, 0, [], grammar=self._grammar(ticket.payload))
+        tools, grammar = self._constraints(ticket.payload)
+        return Request(ticket, options, prompt, 0, [], grammar=grammar, tools=tools)
 
-    def _grammar(self, payload: dict[str, Any]) -> str | None:
+    def _constraints(self, payload: dict[str, Any]) -> tuple[ToolUse | None, str | None]:
+        """The request's tool use and the grammar its answer must follow: a forced tool call's, else its
+        ``response_format``'s; a 400 naming the field for one that cannot be enforced."""
         try:
-            grammar = grammar_for(payload)
+            tools = tool_use(payload, self.tool_format, JSON_OPTIONS)
+        except ValueError as exc:
+            raise ApiError(
+                400, f"tool_choice cannot be enforced: {exc}", code="invalid_value", param="tool_choice"
+            ) from None
+        forced = tools.grammar if tools is not None else None
+        try:
+            grammar = forced or grammar_for(payload)
             if grammar is not None:
                 self.grammars.check(grammar)
         except GrammarError as exc:
+            param = "tools" if forced else "response_format"
             raise ApiError(
-                400, f"The JSON schema cannot be enforced: {exc}", code="invalid_value", param="response_format"
+                400, f"The JSON schema cannot be enforced: {exc}", code="invalid_value", param=param
             ) from None
-        return grammar
+        return tools, grammar
 
     def _kv_with(self, candidate: Request) -> int:
         """The batch's KV cache with ``candidate`` in it: one left-padded tensor, so every row is as long as the
@@ -281,6 +301,13 @@ class BatchSession:
                 self.tokenizer.detokenizer,
                 StopScanner(list(options.stop)),
                 logprobs=[] if options.logprobs else None,
+                tools=(
+                    ToolCallScanner(
+                        request.tools.format, request.tools.parallel, llama_json=request.tools.format is LLAMA3
+                    )
+                    if request.tools is not None
+                    else None
+                ),
             )
             request.sequences.append(sequence)
             self.sequences[uid] = sequence
@@ -315,12 +342,21 @@ class BatchSession:
         if finish is not None:
             sequence.detokenizer.finalize()
         fresh = sequence.scanner.feed(sequence.detokenizer.last_segment)
-        if finish is not None or sequence.scanner.stopped:
+        ending = finish is not None or sequence.scanner.stopped
+        if ending:
             fresh += sequence.scanner.flush()  # what was held back as a possible stop sequence, and never became one
-        if request.ticket.payload.get("stream") and (fresh or entry):
+        calls: list[dict[str, Any]] = []
+        if sequence.tools is not None:
+            fresh, calls = sequence.tools.feed(fresh)
+            if ending:
+                rest, more = sequence.tools.finish()
+                fresh, calls = fresh + rest, calls + more
+        if request.ticket.payload.get("stream") and (fresh or entry or calls):
             delta: dict[str, Any] = {"type": "delta", "index": sequence.index, "content": fresh}
             if entry is not None:
                 delta["logprobs"] = [entry]
+            if calls:
+                delta["tool_calls"] = calls
             request.ticket.emit(delta)
         if sequence.scanner.stopped and finish is None:
             sequence.finish_reason = "stop"
@@ -363,17 +399,9 @@ class BatchSession:
         self.completed += 1
         completion_tokens = sum(len(s.tokens) for s in request.sequences)
         first = request.sequences[0]
-        choices = [
-            {
-                "index": s.index,
-                "content": s.scanner.text,
-                "finish_reason": s.finish_reason,
-                "logprobs": {"content": s.logprobs} if s.logprobs is not None else None,
-            }
-            for s in request.sequences
-        ]
+        choices = [_choice(s) for s in request.sequences]
         result = {
-            "content": first.scanner.text,
+            "content": first.content,
             "finish_reason": first.finish_reason,
             "choices": choices,
             "usage": {
@@ -394,6 +422,21 @@ class BatchSession:
         finally:
             request_id_var.reset(token)
         request.ticket.future.set_result(result)
+
+
+def _choice(sequence: Sequence) -> dict[str, Any]:
+    choice = {
+        "index": sequence.index,
+        "content": sequence.content,
+        "finish_reason": sequence.finish_reason,
+        "logprobs": {"content": sequence.logprobs} if sequence.logprobs is not None else None,
+    }
+    if sequence.tools is not None and sequence.tools.calls:
+        choice["tool_calls"] = sequence.tools.calls
+        choice["content"] = sequence.content.strip() or None
+        if sequence.finish_reason == "stop":
+            choice["finish_reason"] = "tool_calls"
+    return choice
 
 
 def kv_bytes_per_token(model: Any) -> int:

@@ -40,7 +40,7 @@ class ChatShape:
         choices = [
             {
                 "index": choice["index"],
-                "message": {"role": "assistant", "content": choice["content"]},
+                "message": assistant_message(choice),
                 "finish_reason": choice["finish_reason"],
                 "logprobs": choice.get("logprobs"),
             }
@@ -71,6 +71,26 @@ class ChatShape:
         return {**self._envelope("chat.completion.chunk"), "choices": [], "usage": usage}
 
 
+def assistant_message(choice: dict[str, Any]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": choice["content"]}
+    if choice.get("tool_calls"):
+        message["tool_calls"] = [{k: v for k, v in call.items() if k != "index"} for call in choice["tool_calls"]]
+    return message
+
+
+def tool_call_pieces(calls: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Each call as OpenAI streams it: a first piece with index, id, type and name, then the argument text."""
+    for call in calls:
+        function = call["function"]
+        yield {
+            "index": call["index"],
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": function["name"], "arguments": ""},
+        }
+        yield {"index": call["index"], "function": {"arguments": function["arguments"]}}
+
+
 def stream_chunks(
     events: Iterator[dict[str, Any]], first: dict[str, Any], shape: ChatShape, include_usage: bool, choices: int
 ) -> Iterator[dict[str, Any] | None]:
@@ -83,12 +103,16 @@ def stream_chunks(
             if event["type"] == "idle":
                 yield None
             elif event["type"] == "delta":
-                yield shape.chunk(
-                    {"content": event["content"]},
-                    include_usage=include_usage,
-                    index=event.get("index", 0),
-                    logprobs=event.get("logprobs"),
-                )
+                index = event.get("index", 0)
+                if event["content"] or event.get("logprobs"):
+                    yield shape.chunk(
+                        {"content": event["content"]},
+                        include_usage=include_usage,
+                        index=index,
+                        logprobs=event.get("logprobs"),
+                    )
+                for piece in tool_call_pieces(event.get("tool_calls") or []):
+                    yield shape.chunk({"tool_calls": [piece]}, include_usage=include_usage, index=index)
             elif event["type"] == "done":
                 result = event["result"]
                 for choice in result["choices"]:

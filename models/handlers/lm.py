@@ -14,15 +14,7 @@ from mlx_lm.sample_utils import make_sampler
 from models.batch import BatchSession, Ticket
 from models.handlers.base import Cancelled, Emit, ServingLimits
 from models.prompt_cache import PromptCache
-
-
-def message_text(content: Any) -> str:
-    """The text of an OpenAI message ``content``: a string, or a list of ``{"type": "text"}`` parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content)
+from models.tool_calls import conversation
 
 
 class LanguageModelHandler:
@@ -63,8 +55,11 @@ class LanguageModelHandler:
         """The prompt tokens of a chat (through the chat template) or a completion (the text as it is)."""
         if operation == "completion":
             return self.tokenizer.encode(payload["prompt"])
-        conversation = [{"role": m["role"], "content": message_text(m.get("content"))} for m in payload["messages"]]
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        offered = payload.get("tools") if (payload.get("tool_choice") or "auto") != "none" else None
+        tool_format = self.batch.tool_format
+        messages = conversation(payload["messages"], offered, tool_format)
+        extra = {"tools": offered} if offered and tool_format.rendered_by_template else {}
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def prefill(self, text: str, max_length: int | None = None) -> dict[str, Any]:

@@ -14,13 +14,82 @@ MAX_TOP_LOGPROBS = 20
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
+FUNCTION_NAME = validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$", error="Must be 1-64 letters, digits, '_', '.' or '-'.")
+
+
+class CalledFunctionSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=FUNCTION_NAME)
+    arguments = fields.String(load_default="{}")
+
+
+class ToolCallSchema(Schema):
+    """A call an assistant made in an earlier turn."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(required=True)
+    type = fields.String(load_default="function", validate=validate.Equal("function"))
+    function = fields.Nested(CalledFunctionSchema, required=True)
+
+
 class ChatMessageSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
-    content = MessageContent(required=True, allow_none=True)
+    content = MessageContent(load_default=None, allow_none=True)
     name = fields.String()
+    tool_calls = fields.List(fields.Nested(ToolCallSchema), validate=validate.Length(min=1))
+    tool_call_id = fields.String()
+
+    @validates_schema
+    def _roles(self, data, **_kwargs) -> None:
+        if data["role"] == "tool" and not data.get("tool_call_id"):
+            raise ValidationError("A tool message needs the tool_call_id it answers.", field_name="tool_call_id")
+        if data.get("tool_calls") and data["role"] != "assistant":
+            raise ValidationError("Only assistant messages carry tool_calls.", field_name="tool_calls")
+        if data.get("content") is None and not (data["role"] == "assistant" and data.get("tool_calls")):
+            raise ValidationError(
+                "Missing content (only an assistant message with tool_calls may omit it).", field_name="content"
+            )
+
+
+class FunctionSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=FUNCTION_NAME)
+    description = fields.String()
+    parameters = fields.Dict(load_default=lambda: {"type": "object", "properties": {}})
+    strict = fields.Boolean(allow_none=True)
+
+
+class ToolSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True, validate=validate.Equal("function", error="Only function tools exist."))
+    function = fields.Nested(FunctionSchema, required=True)
+
+
+class ToolChoice(fields.Field):
+    """``none``, ``auto``, ``required``, or ``{"type": "function", "function": {"name": ...}}``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value in ("none", "auto", "required"):
+            return value
+        if (
+            isinstance(value, dict)
+            and value.get("type") == "function"
+            and isinstance(value.get("function"), dict)
+            and isinstance(value["function"].get("name"), str)
+        ):
+            return {"type": "function", "function": {"name": value["function"]["name"]}}
+        raise ValidationError('Must be "none", "auto", "required" or {"type": "function", "function": {"name"}}.')
 
 
 class StreamOptionsSchema(Schema):
@@ -110,6 +179,9 @@ GENERATION_FIELDS = (
     "logprobs",
     "top_logprobs",
     "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 )
 
 
@@ -123,25 +195,35 @@ def generation_payload(loaded: dict[str, Any]) -> dict[str, Any]:
 
 
 class ChatCompletionRequestSchema(SamplingSchema):
-    """Fields OpenAI clients send that the platform does not use are accepted and ignored,
-    except those whose silent omission would mislead (``tools``)."""
+    """Fields OpenAI clients send that change nothing here (``user``) are accepted and ignored; every field
+    that changes the answer is applied."""
 
     model = fields.String(required=True, validate=validate.Length(min=1))
     messages = fields.List(fields.Nested(ChatMessageSchema), required=True, validate=validate.Length(min=1))
     stream = fields.Boolean(load_default=False, allow_none=True)
     stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
-    tools = fields.List(fields.Dict(), allow_none=True)
+    tools = fields.List(fields.Nested(ToolSchema), allow_none=True, validate=validate.Length(max=128))
+    tool_choice = ToolChoice(allow_none=True)
+    parallel_tool_calls = fields.Boolean(allow_none=True)
     user = fields.String(allow_none=True)
 
     @validates_schema
-    def _no_tools(self, data, **_kwargs) -> None:
-        if data.get("tools"):
-            raise ValidationError("Tool calling is not supported yet.", field_name="tools")
+    def _tool_choice_names_a_tool(self, data, **_kwargs) -> None:
+        choice = data.get("tool_choice")
+        names = {tool["function"]["name"] for tool in data.get("tools") or []}
+        if choice in ("required",) and not names:
+            raise ValidationError("tool_choice 'required' needs tools.", field_name="tool_choice")
+        if isinstance(choice, dict) and choice["function"]["name"] not in names:
+            raise ValidationError(
+                f"tool_choice names {choice['function']['name']!r}, which is not among the tools.",
+                field_name="tool_choice",
+            )
 
 
 class ChatMessageOutSchema(Schema):
     role = fields.String()
     content = fields.String(allow_none=True)
+    tool_calls = fields.List(fields.Dict())
 
 
 class ChatChoiceSchema(Schema):
