@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 WARMUP = "warmup"
 """The operation every served type answers: run the model once (``POST /v1/models/{id}/warmup``)."""
+COUNT_TOKENS = "count_tokens"
+"""A language model's token count of a conversation (``POST /v1/messages/count_tokens``)."""
+INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,13 @@ class ModelType:
 
     @property
     def job_operations(self) -> tuple[str, ...]:
-        return tuple(op for op in self.operations if op != WARMUP)
+        return tuple(op for op in self.operations if op not in INTERACTIVE_ONLY)
 
 
 MODEL_TYPES: dict[str, ModelType] = {
     row.name: row
     for row in (
-        ModelType("lm", ("chat", "completion", WARMUP), ("chat",), ("chat",), handler="lm"),
+        ModelType("lm", ("chat", "completion", COUNT_TOKENS, WARMUP), ("chat",), ("chat",), handler="lm"),
         ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision")),
         ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),
         ModelType("whisper", ("transcribe", WARMUP), ("transcription",), ("audio",)),

@@ -298,7 +298,7 @@ class BatchSession:
             sequence = Sequence(
                 index,
                 uid,
-                self.tokenizer.detokenizer,
+                self._detokenizer(ticket.operation),
                 StopScanner(list(options.stop)),
                 logprobs=[] if options.logprobs else None,
                 tools=(
@@ -312,6 +312,17 @@ class BatchSession:
             request.sequences.append(sequence)
             self.sequences[uid] = sequence
             self.requests[uid] = request
+
+    def _detokenizer(self, operation: str) -> Any:
+        """mlx-lm's streaming detokenizer drops the space the first token starts with, as a chat answer wants;
+        a completion continues its prompt, so there that space is part of the text."""
+        detokenizer = self.tokenizer.detokenizer
+        if operation == "completion":
+            if hasattr(detokenizer, "trim_space"):
+                detokenizer.trim_space = False
+            if hasattr(detokenizer, "_maybe_trim_space"):
+                detokenizer._maybe_trim_space = lambda text: text
+        return detokenizer
 
     # --- generating -----------------------------------------------------------------------------------------
 
@@ -431,6 +442,8 @@ def _choice(sequence: Sequence) -> dict[str, Any]:
         "finish_reason": sequence.finish_reason,
         "logprobs": {"content": sequence.logprobs} if sequence.logprobs is not None else None,
     }
+    if sequence.scanner.matched is not None:
+        choice["stop_sequence"] = sequence.scanner.matched
     if sequence.tools is not None and sequence.tools.calls:
         choice["tool_calls"] = sequence.tools.calls
         choice["content"] = sequence.content.strip() or None

@@ -22,12 +22,15 @@ class StopScanner:
         self.text = ""
         self.sent = 0
         self.stopped = False
+        self.matched: str | None = None
+        """The stop sequence the text was cut at, once it was."""
 
     def feed(self, delta: str) -> str:
         """Adds ``delta``; returns the new text that may be sent now."""
         self.text += delta
-        cut = min((i for i in (self.text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s in self.stops if (i := self.text.find(s)) >= 0]
+        if found:
+            cut, self.matched = min(found)
             self.text = self.text[:cut]
             self.stopped = True
             ready = len(self.text)

@@ -50,13 +50,22 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        """Signals the service's whole process group (a Celery worker's embedded beat is a child process), then
+        kills whatever of the group is left."""
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            self._signal_group(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 @dataclass

@@ -14,7 +14,19 @@ from models.stats import ModelStats
 from tasks.celery_app import create_celery
 from tasks.dispatch import Dispatcher
 from tasks.job_queue import JobQueue
-from web import capabilities, chat, embeddings, health, jobs, models, rag, webhooks
+from web import (
+    capabilities,
+    chat,
+    completions,
+    embeddings,
+    health,
+    jobs,
+    messages,
+    models,
+    rag,
+    responses,
+    webhooks,
+)
 from web.api import Api
 from web.errors import register_error_handlers
 from web.request_id import register_request_id
@@ -54,6 +66,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     api = Api(app)
     for blueprint in (
         chat.blp,
+        completions.blp,
+        messages.blp,
+        responses.blp,
         embeddings.blp,
         models.blp,
         health.blp,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, g, jsonify
+from flask import Flask, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from config.errors import ApiError
@@ -20,8 +20,14 @@ _HTTP_CODES = {
 }
 
 
+ANTHROPIC_PATHS = ("/v1/messages",)
+"""Routes whose clients read Anthropic's envelope: it gets ``"type": "error"`` beside OpenAI's fields."""
+
+
 def error_response(error: ApiError):
     body: dict[str, Any] = error.envelope()
+    if has_request_context() and request.path.startswith(ANTHROPIC_PATHS):
+        body = {"type": "error", **body}
     request_id = g.get("request_id")
     if request_id:
         body["request_id"] = request_id

@@ -11,6 +11,7 @@ from mlx_lm import load as load_lm
 from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
+from config.model_types import COUNT_TOKENS, WARMUP
 from models.batch import BatchSession, Ticket
 from models.handlers.base import Cancelled, Emit, ServingLimits
 from models.prompt_cache import PromptCache
@@ -70,7 +71,9 @@ class LanguageModelHandler:
         return {"prompt_tokens": len(prompt)}
 
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
-        if operation != "warmup":
+        if operation == COUNT_TOKENS:
+            return {"input_tokens": len(self.prompt_for("chat", payload))}
+        if operation != WARMUP:
             raise ValueError(f"{operation!r} runs in the batch, not alone")
         return self.prefill(payload.get("prompt", ""), payload.get("max_length"))
 
