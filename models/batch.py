@@ -23,9 +23,10 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 
 from config.errors import ApiError
 from config.logs import request_id_var
-from models.constrained import JSON_OPTIONS, GrammarError, Grammars, grammar_for
+from models.constrained import JSON_OPTIONS, GrammarError, Grammars, ThinkGate, grammar_for
 from models.handlers.base import PROGRESS, Emit, RequestCancelled
 from models.prompt_cache import PromptCache
+from models.reasoning import ThinkSplitter, markers_of
 from models.sampling import SamplingOptions, options_from, processors_for, samplers_for, token_logprobs
 from models.stops import StopScanner
 from models.tool_calls import LLAMA3, ToolCallScanner, ToolUse, format_for, tool_use
@@ -64,10 +65,16 @@ class Sequence:
     finish_reason: str | None = None
     tools: ToolCallScanner | None = None
     """Finds tool calls in the answer, when the request offers tools."""
+    thinking: ThinkSplitter | None = None
+    """Separates reasoning from the answer, for a model that thinks."""
 
     @property
     def content(self) -> str:
-        return self.tools.content if self.tools is not None else self.scanner.text
+        if self.tools is not None:
+            return self.tools.content
+        if self.thinking is not None:
+            return self.thinking.answer
+        return self.scanner.text
 
 
 @dataclass
@@ -80,6 +87,8 @@ class Request:
     grammar: str | None = None
     """What constrained decoding enforces on every sequence (a forced tool call, ``response_format``), if anything."""
     tools: ToolUse | None = None
+    thinks_first: bool = False
+    """The prompt ends inside an opened think block."""
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -118,6 +127,7 @@ class BatchSession:
         self.stop_tokens = StopSequences([[token] for token in tokenizer.eos_token_ids])
         self.grammars = Grammars(tokenizer, self.vocabulary_size)
         self.tool_format = format_for(tokenizer)
+        self.think = markers_of(tokenizer)
         self.generator: BatchGenerator | None = None
         self.pending: deque[Request] = deque()
         self.running: list[Request] = []
@@ -223,7 +233,10 @@ class BatchSession:
                 code="insufficient_vram",
             )
         tools, grammar = self._constraints(ticket.payload)
-        return Request(ticket, options, prompt, 0, [], grammar=grammar, tools=tools)
+        thinks_first = self.think is not None and self.tokenizer.decode(prompt[-16:]).rstrip().endswith(
+            self.think.start
+        )
+        return Request(ticket, options, prompt, 0, [], grammar=grammar, tools=tools, thinks_first=thinks_first)
 
     def _constraints(self, payload: dict[str, Any]) -> tuple[ToolUse | None, str | None]:
         """The request's tool use and the grammar its answer must follow: a forced tool call's, else its
@@ -287,7 +300,7 @@ class BatchSession:
                 [
                     *processors_for(options, len(prompt)),
                     *ticket.logits_processors,
-                    *([self.grammars.processor(request.grammar, len(prompt))] if request.grammar else []),
+                    *([self._mask(request)] if request.grammar else []),
                 ]
                 for _ in range(options.n)
             ],
@@ -301,6 +314,7 @@ class BatchSession:
                 self._detokenizer(ticket.operation),
                 StopScanner(list(options.stop)),
                 logprobs=[] if options.logprobs else None,
+                thinking=ThinkSplitter(self.think, request.thinks_first) if self.think is not None else None,
                 tools=(
                     ToolCallScanner(
                         request.tools.format, request.tools.parallel, llama_json=request.tools.format is LLAMA3
@@ -312,6 +326,14 @@ class BatchSession:
             request.sequences.append(sequence)
             self.sequences[uid] = sequence
             self.requests[uid] = request
+
+    def _mask(self, request: Request) -> Any:
+        """The grammar's processor for one sequence; for a thinking model it applies after the reasoning."""
+        gate = None
+        if self.think is not None and self.think.end_tokens:
+            start = self.think.start_tokens[0] if len(self.think.start_tokens) == 1 else None
+            gate = ThinkGate(self.think.end_tokens, start, request.thinks_first, tuple(self.tokenizer.eos_token_ids))
+        return self.grammars.processor(request.grammar, len(request.prompt), gate)
 
     def _detokenizer(self, operation: str) -> Any:
         """mlx-lm's streaming detokenizer drops the space the first token starts with, as a chat answer wants;
@@ -357,13 +379,21 @@ class BatchSession:
         if ending:
             fresh += sequence.scanner.flush()  # what was held back as a possible stop sequence, and never became one
         calls: list[dict[str, Any]] = []
+        reasoning = ""
+        if sequence.thinking is not None:
+            reasoning, fresh = sequence.thinking.feed(fresh)
+            if ending:
+                more_reasoning, rest = sequence.thinking.finish()
+                reasoning, fresh = reasoning + more_reasoning, fresh + rest
         if sequence.tools is not None:
             fresh, calls = sequence.tools.feed(fresh)
             if ending:
                 rest, more = sequence.tools.finish()
                 fresh, calls = fresh + rest, calls + more
-        if request.ticket.payload.get("stream") and (fresh or entry or calls):
+        if request.ticket.payload.get("stream") and (fresh or entry or calls or reasoning):
             delta: dict[str, Any] = {"type": "delta", "index": sequence.index, "content": fresh}
+            if reasoning:
+                delta["reasoning"] = reasoning
             if entry is not None:
                 delta["logprobs"] = [entry]
             if calls:
@@ -442,6 +472,8 @@ def _choice(sequence: Sequence) -> dict[str, Any]:
         "finish_reason": sequence.finish_reason,
         "logprobs": {"content": sequence.logprobs} if sequence.logprobs is not None else None,
     }
+    if sequence.thinking is not None and sequence.thinking.reasoning:
+        choice["reasoning_content"] = sequence.thinking.reasoning
     if sequence.scanner.matched is not None:
         choice["stop_sequence"] = sequence.scanner.matched
     if sequence.tools is not None and sequence.tools.calls:

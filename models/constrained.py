@@ -69,32 +69,82 @@ class Grammars:
         if matcher.is_error():
             raise GrammarError(matcher.get_error())
 
-    def processor(self, grammar: str, prompt_length: int) -> MaskProcessor:
+    def processor(self, grammar: str, prompt_length: int, gate: ThinkGate | None = None) -> MaskProcessor:
         matcher = llguidance.LLMatcher(self.lltokenizer, grammar, log_level=0)
-        return MaskProcessor(matcher, prompt_length, self.lltokenizer.vocab_size)
+        return MaskProcessor(matcher, prompt_length, self.lltokenizer.vocab_size, gate)
+
+
+class ThinkGate:
+    """Keeps a thinking model's reasoning free: the grammar applies only after the think-end marker. With the
+    block opened by the prompt the gate waits for the end marker; otherwise the first token may open a block
+    (then it waits), or the answer starts constrained at once."""
+
+    def __init__(
+        self, end_tokens: tuple[int, ...], start_token: int | None, inside: bool, eos_tokens: tuple[int, ...] = ()
+    ) -> None:
+        self.end_tokens = list(end_tokens)
+        self.start_token = start_token
+        self.eos_tokens = list(eos_tokens)
+        """Refused while thinking: an answer that must follow a grammar cannot end before it begins."""
+        self.state = "waiting" if inside else "first"
+        self.generated: list[int] = []
+
+    @property
+    def open(self) -> bool:
+        return self.state == "open"
+
+    def feed(self, tokens: list[int]) -> list[int]:
+        """Takes the new tokens; returns those the grammar must consume (the ones after the gate opened)."""
+        for position, token in enumerate(tokens):
+            if self.state == "first":
+                self.state = "waiting" if token == self.start_token else "open"
+                if self.state == "open":
+                    return tokens[position:]
+                continue
+            if self.state == "waiting":
+                self.generated.append(token)
+                if self.end_tokens and self.generated[-len(self.end_tokens) :] == self.end_tokens:
+                    self.state = "open"
+                    return tokens[position + 1 :]
+                continue
+            return tokens[position:]
+        return []
 
 
 class MaskProcessor:
     """A logits processor for one sequence: only tokens the grammar allows next keep their logits."""
 
-    def __init__(self, matcher: llguidance.LLMatcher, prompt_length: int, vocabulary_size: int) -> None:
+    def __init__(
+        self, matcher: llguidance.LLMatcher, prompt_length: int, vocabulary_size: int, gate: ThinkGate | None = None
+    ) -> None:
         self.matcher = matcher
         self.seen = prompt_length
         self.bitmask = allocate_token_bitmask(1, vocabulary_size)
+        self.gate = gate
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         count = int(tokens.shape[-1])
-        if count > self.seen:
-            for token in tokens.reshape(-1)[self.seen :].tolist():
-                self.matcher.consume_token(token)
-            self.seen = count
+        fresh = tokens.reshape(-1)[self.seen :].tolist() if count > self.seen else []
+        self.seen = max(self.seen, count)
+        if self.gate is not None and not self.gate.open:
+            fresh = self.gate.feed(fresh)
+            if self.gate.state == "waiting":
+                if not self.gate.eos_tokens:
+                    return logits
+                blocked = np.zeros(logits.shape[-1], dtype=np.bool_)
+                blocked[[t for t in self.gate.eos_tokens if t < logits.shape[-1]]] = True
+                return mx.where(mx.array(blocked), mx.array(-mx.inf, dtype=logits.dtype), logits)
+        for token in fresh:
+            self.matcher.consume_token(token)
         fill_next_token_bitmask(self.matcher, self.bitmask, 0)
         allowed = np.unpackbits(self.bitmask.view(np.uint8), bitorder="little")
         width = logits.shape[-1]
         if allowed.shape[0] < width:
             allowed = np.pad(allowed, (0, width - allowed.shape[0]))
-        mask = mx.array(allowed[:width].astype(np.bool_))
-        return mx.where(mask, logits, mx.array(-mx.inf, dtype=logits.dtype))
+        allowed = allowed[:width].astype(np.bool_)
+        if self.gate is not None and self.gate.state == "first" and self.gate.start_token is not None:
+            allowed[self.gate.start_token] = True  # the model may still open a think block first
+        return mx.where(mx.array(allowed), logits, mx.array(-mx.inf, dtype=logits.dtype))
 
     @property
     def failed(self) -> str | None:

@@ -73,6 +73,8 @@ class ChatShape:
 
 def assistant_message(choice: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": choice["content"]}
+    if choice.get("reasoning_content"):
+        message["reasoning_content"] = choice["reasoning_content"]
     if choice.get("tool_calls"):
         message["tool_calls"] = [{k: v for k, v in call.items() if k != "index"} for call in choice["tool_calls"]]
     return message
@@ -104,6 +106,10 @@ def stream_chunks(
                 yield None
             elif event["type"] == "delta":
                 index = event.get("index", 0)
+                if event.get("reasoning"):
+                    yield shape.chunk(
+                        {"reasoning_content": event["reasoning"]}, include_usage=include_usage, index=index
+                    )
                 if event["content"] or event.get("logprobs"):
                     yield shape.chunk(
                         {"content": event["content"]},

@@ -11,6 +11,7 @@ from mlx_lm import load as load_lm
 from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
+from config.errors import ApiError
 from config.model_types import COUNT_TOKENS, WARMUP
 from models.batch import BatchSession, Ticket
 from models.handlers.base import Cancelled, Emit, ServingLimits
@@ -60,8 +61,31 @@ class LanguageModelHandler:
         tool_format = self.batch.tool_format
         messages = conversation(payload["messages"], offered, tool_format)
         extra = {"tools": offered} if offered and tool_format.rendered_by_template else {}
+        extra.update(self.template_kwargs(payload))
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def template_kwargs(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``chat_template_kwargs`` and ``reasoning_effort`` for the chat template; a 400 naming one the template
+        never reads (it would change nothing)."""
+        wanted = {f"chat_template_kwargs.{k}": (k, v) for k, v in (payload.get("chat_template_kwargs") or {}).items()}
+        if payload.get("reasoning_effort") is not None:
+            wanted["reasoning_effort"] = ("reasoning_effort", payload["reasoning_effort"])
+        template = self.chat_template
+        for param, (name, _value) in wanted.items():
+            if name not in template:
+                raise ApiError(
+                    400,
+                    f"This model's chat template does not use {name!r}, so it cannot be applied",
+                    code="unsupported_parameter",
+                    param=param,
+                )
+        return dict(wanted.values())
+
+    @property
+    def chat_template(self) -> str:
+        template = getattr(getattr(self.tokenizer, "_tokenizer", self.tokenizer), "chat_template", "") or ""
+        return template if isinstance(template, str) else " ".join(map(str, dict(template).values()))
 
     def prefill(self, text: str, max_length: int | None = None) -> dict[str, Any]:
         """Runs ``text`` (at most ``max_length`` tokens) through the model without generating an answer."""

@@ -182,6 +182,8 @@ GENERATION_FIELDS = (
     "tools",
     "tool_choice",
     "parallel_tool_calls",
+    "chat_template_kwargs",
+    "reasoning_effort",
 )
 
 
@@ -205,6 +207,10 @@ class ChatCompletionRequestSchema(SamplingSchema):
     tools = fields.List(fields.Nested(ToolSchema), allow_none=True, validate=validate.Length(max=128))
     tool_choice = ToolChoice(allow_none=True)
     parallel_tool_calls = fields.Boolean(allow_none=True)
+    chat_template_kwargs = fields.Dict(keys=fields.String(), allow_none=True)
+    reasoning_effort = fields.String(
+        allow_none=True, validate=validate.OneOf(("none", "minimal", "low", "medium", "high"))
+    )
     user = fields.String(allow_none=True)
 
     @validates_schema
@@ -223,6 +229,7 @@ class ChatCompletionRequestSchema(SamplingSchema):
 class ChatMessageOutSchema(Schema):
     role = fields.String()
     content = fields.String(allow_none=True)
+    reasoning_content = fields.String()
     tool_calls = fields.List(fields.Dict())
 
 
