@@ -31,6 +31,8 @@ class Options:
     rag_questions: int = 0
     """rag_quality: how many judged questions (spread over the set); 0 for all of them."""
     rag_top_k: int = 10
+    rag_answers: int = 20
+    """rag_quality: questions the chat model answers from their sources, for the faithfulness proxies."""
     rag_rerank_candidates: int = 20
     rag_reranker_path: str = field(default_factory=lambda: os.environ.get("MLXF_BENCH_RERANKER_PATH", ""))
     """rag_quality: a folder appended to sys.path to import nanoranker from (a test install; not a dependency)."""
@@ -67,6 +69,7 @@ class Options:
             embedding_batch_sizes=[1, 16],
             embedding_runs=1,
             rag_questions=40,
+            rag_answers=4,
             rag_scale_chunks=5_000,
             rag_scale_queries=100,
             rag_scale_index_min_rows=2_500,

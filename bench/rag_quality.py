@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.context import BenchContext
-from bench.defaults import DATA_DIR, EMBEDDING_MODEL, EMBEDDING_MODEL_DIR
+from bench.defaults import CHAT_MODEL, CHAT_MODEL_DIR, DATA_DIR, EMBEDDING_MODEL, EMBEDDING_MODEL_DIR
 from bench.inprocess import run_probe
 from bench.report import SectionResult, Table
 from bench.stats import percentile
@@ -154,6 +154,8 @@ def run(context: BenchContext) -> SectionResult:
         "top_k": top_k,
         "rerank_candidates": options.rag_rerank_candidates,
         "reranker_path": options.rag_reranker_path,
+        "chat_model_dir": str(CHAT_MODEL_DIR),
+        "answer_ids": [row["id"] for row in spread(questions, options.rag_answers)] if options.rag_answers else [],
     }
     probe = run_probe("rag_quality", spec, openblas=True)
     scored = scored_questions(probe, questions, top_k)
@@ -246,6 +248,9 @@ def run(context: BenchContext) -> SectionResult:
         )
     result.tables.append(timings)
 
+    answers = probe.get("answers") or []
+    if answers:
+        result.tables.append(faithfulness_table(answers))
     result.notes += [
         f"bash.pdf: {probe['pages']} pages, {chunks} chunks of at most {probe['chunk_size']} tokens with "
         f"{probe['overlap']} overlap (the platform's defaults for {EMBEDDING_MODEL}); a chunk is relevant when its "
@@ -283,5 +288,32 @@ def run(context: BenchContext) -> SectionResult:
         "reranker": reranker,
         "timings_s": {key: probe[key] for key in ("prepare_s", "model_load_s", "embed_s", "store_s")},
         "per_question": [compact(entry, item["kind"]) for item, entry in zip(scored, per_question, strict=True)],
+        "answers": answers,
     }
     return result
+
+
+def faithfulness_table(answers: list[dict[str, Any]]) -> Table:
+    """Proxies of faithfulness (no judge model can run here): words and sentences of each answer found in, or
+    close to, its sources, and citations that point at a source."""
+
+    def share(key: str) -> float | None:
+        values = [a[key] for a in answers if a[key] is not None]
+        return mean(values) if values else None
+
+    cited = [a for a in answers if a["citations"]]
+    table = Table(
+        f"Answers from their sources ({CHAT_MODEL}, {len(answers)} questions, top 5 hybrid sources, greedy, 64 tokens)",
+        ["measure", "value"],
+    )
+    table.rows += [
+        ["content words of the answer found in its sources", share("grounded_words")],
+        ["answer sentences close to a source (MiniLM cosine >= 0.6)", share("supported_sentences")],
+        ["answers citing a source [n]", len(cited) / len(answers)],
+        [
+            "citations that point at a given source",
+            (sum(a["citations_valid"] for a in cited) / sum(a["citations"] for a in cited)) if cited else None,
+        ],
+        ["generation s per answer (batched)", answers[0]["generate_s"]],
+    ]
+    return table

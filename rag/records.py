@@ -13,27 +13,16 @@ without its chunks. Searches return chunks of ``ready`` documents only.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import mongoengine as me
 
+from config.clock import iso, now
 from config.errors import ApiError
 
 COLLECTION_STATUSES = ("ready", "deleting")
 DOCUMENT_STATUSES = ("ingesting", "ready", "deleting")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 class RagCollection(me.Document):

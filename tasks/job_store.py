@@ -15,6 +15,7 @@ from typing import Any
 
 import mongoengine as me
 
+from config.clock import iso, now
 from tasks import job_events, job_states
 from tasks.job_states import FINISHED, STATUSES
 
@@ -22,20 +23,6 @@ __all__ = ["FINISHED", "STATUSES"]
 
 PRIORITIES = {"high": 1, "normal": 5, "low": 9}
 """Broker priority per job priority (0, the highest, is left to interactive requests)."""
-
-
-def now() -> datetime:
-    """The current time at MongoDB's precision (milliseconds), so what is kept compares equal to what was written."""
-    moment = datetime.now(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Job(me.Document):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from flask import current_app
 from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
 from webargs.flaskparser import FlaskParser
 
-from tasks.dispatch import Dispatcher
+from tasks.dispatch import Call, Dispatcher
 
 
 class OpenAIParser(FlaskParser):
@@ -25,3 +28,11 @@ class Api(SmorestApi):
 
 def dispatcher() -> Dispatcher:
     return current_app.extensions["dispatcher"]
+
+
+def opened(call: Call) -> tuple[Iterator[dict[str, Any]], dict[str, Any]]:
+    """A streaming call's events and its first event: nothing is sent before it, so that an error the worker
+    answers before the first token keeps its HTTP status."""
+    events = dispatcher().events(call)
+    first = next(event for event in events if event["type"] != "idle")
+    return events, first

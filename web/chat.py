@@ -10,7 +10,7 @@ from typing import Any
 from flask import g
 from flask.views import MethodView
 
-from web.api import Blueprint, dispatcher
+from web.api import Blueprint, dispatcher, opened
 from web.schemas.chat import ChatCompletionRequestSchema, ChatCompletionSchema, generation_payload
 from web.sse import sse_response
 
@@ -143,9 +143,7 @@ class ChatCompletions(MethodView):
         call = dispatcher().start(body["model"], "chat", generation_payload(body), g.request_id, streaming=streaming)
         if not streaming:
             return shape.completion(dispatcher().result(call))
-        events = dispatcher().events(call)
-        # Errors before the first token still get their HTTP status: nothing is sent until the first event.
-        first = next(event for event in events if event["type"] != "idle")
+        events, first = opened(call)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunks = stream_chunks(events, first, shape, include_usage, body.get("n") or 1)
         return sse_response(chunks, g.request_id)

@@ -12,7 +12,7 @@ from typing import Any
 from flask import g
 from flask.views import MethodView
 
-from web.api import Blueprint, dispatcher
+from web.api import Blueprint, dispatcher, opened
 from web.schemas.chat import generation_payload
 from web.schemas.completions import CompletionRequestSchema, CompletionSchema
 from web.sse import sse_response
@@ -136,10 +136,8 @@ class Completions(MethodView):
         if not streaming:
             return shape.completion([dispatcher().result(call) for call in calls])
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        streams = [dispatcher().events(call) for call in calls]
-        # Errors before the first token still get their HTTP status: nothing is sent until the first event.
-        first = next(event for event in streams[0] if event["type"] != "idle")
-        streams[0] = itertools.chain([first], streams[0])
+        events, first = opened(calls[0])
+        streams = [itertools.chain([first], events), *(dispatcher().events(call) for call in calls[1:])]
         return sse_response(_closing(stream_chunks(streams, shape, include_usage), calls), g.request_id)
 
 

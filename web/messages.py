@@ -13,7 +13,7 @@ from flask.views import MethodView
 
 from config.errors import ApiError
 from config.model_types import COUNT_TOKENS
-from web.api import Blueprint, dispatcher
+from web.api import Blueprint, dispatcher, opened
 from web.schemas.messages import CountTokensSchema, MessagesRequestSchema, chat_payload
 from web.sse import sse_response
 
@@ -142,8 +142,7 @@ class Messages(MethodView):
         call = dispatcher().start(body["model"], "chat", {**payload, "stream": streaming}, g.request_id, streaming)
         if not streaming:
             return shape.whole(dispatcher().result(call))
-        events = dispatcher().events(call)
-        first = next(event for event in events if event["type"] != "idle")
+        events, first = opened(call)
         return sse_response(stream_events(events, first, shape), g.request_id, named=True, error_event=error_event)
 
 

@@ -21,7 +21,7 @@ from rag import records
 from rag.answer import messages, query_metadata
 from tasks import rag_queue, staging
 from tasks.job_store import JobRequest
-from web.api import Blueprint, dispatcher
+from web.api import Blueprint, dispatcher, opened
 from web.schemas.rag import (
     CollectionDeletedSchema,
     CollectionListSchema,
@@ -158,8 +158,7 @@ class Query(MethodView):
             "retrieval_latency_ms": retrieved["retrieval_latency_ms"],
             "metadata": query_metadata(query, retrieved["embedding_model"]),
         }
-        events = dispatcher().events(call)
-        first = next(event for event in events if event["type"] != "idle")
+        events, first = opened(call)
         return sse_response(_answer_events(events, first, head, started, generating), g.request_id)
 
 

@@ -14,7 +14,7 @@ from flask.views import MethodView
 
 from config.errors import ApiError
 from tasks import response_store
-from web.api import Blueprint, dispatcher
+from web.api import Blueprint, dispatcher, opened
 from web.schemas.responses import ResponsesRequestSchema, chat_options, input_messages
 from web.sse import sse_response
 
@@ -243,8 +243,7 @@ class Responses(MethodView):
 
         if not streaming:
             return finish(dispatcher().result(call))
-        events = dispatcher().events(call)
-        first = next(event for event in events if event["type"] != "idle")
+        events, first = opened(call)
         return sse_response(stream_events(events, first, shape, finish), g.request_id, named=True)
 
 
@@ -253,10 +252,14 @@ class StoredResponse(MethodView):
     def get(self, response_id: str):
         stored = response_store.get(response_id)
         if stored is None:
-            raise ApiError(404, f"Response '{response_id}' not found", code="response_not_found", param="response_id")
+            raise _not_found(response_id)
         return stored.response
 
     def delete(self, response_id: str):
         if not response_store.delete(response_id):
-            raise ApiError(404, f"Response '{response_id}' not found", code="response_not_found", param="response_id")
+            raise _not_found(response_id)
         return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+def _not_found(response_id: str) -> ApiError:
+    return ApiError(404, f"Response '{response_id}' not found", code="response_not_found", param="response_id")

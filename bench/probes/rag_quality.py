@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import re
 import sys
 import tempfile
 import time
@@ -143,6 +144,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             if number % 50 == 0 or number == len(questions):
                 progress.say(f"asked {number}/{len(questions)} questions")
 
+        answers = _answers(spec, questions, handler, store, vector_of=lambda text: handler.embed([text])[0][0])
+
     pages = Counter(chunk.page for chunk in prepared.chunks)
     return {
         "chunk_size": chunk_size,
@@ -160,4 +163,74 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "modes": modes,
         "reranker": reranker_info,
         "questions": results,
+        "answers": answers,
     }
+
+
+CONTENT_WORD = re.compile(r"[a-z][a-z0-9_]{3,}")
+STOPWORDS = frozenset(
+    "that this with from have will your which when what there their they them then than into also only such"
+    " been were does used uses using each more most other some these those about would could should".split()
+)
+SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+SUPPORTED_COSINE = 0.6
+
+
+def _answers(spec: dict[str, Any], questions: list[dict], embedder: Any, store: Any, vector_of: Any) -> list[dict]:
+    """Answers of the chat model to a sample of the questions from their top 5 hybrid sources (the platform's
+    prompt, ``rag.answer.messages``), greedy, and how well each answer stays with its sources: the share of its
+    content words found in them, the share of its sentences whose embedding is close (cosine >= 0.6) to a
+    source's, and whether its [n] citations point at real sources."""
+    from concurrent.futures import Future
+
+    from models.batch import Ticket
+    from models.handlers import load_handler
+    from models.handlers.base import ServingLimits
+    from rag.answer import messages
+    from rag.retrieval import retrieve
+
+    sample = [row for row in questions if row["id"] in set(spec.get("answer_ids") or [])]
+    if not sample:
+        return []
+    chat = load_handler("lm", Path(spec["chat_model_dir"]), 4096, ServingLimits(max_sequences=8))
+    tickets, contexts = [], []
+    for row in sample:
+        vector = vector_of(row["question"])
+        hits = [item.hit for item in retrieve(store, COLLECTION, row["question"], vector, top_k=5, mode="hybrid")]
+        sources = [{"text": hit.text, "metadata": {"file": hit.file, "page": hit.page}} for hit in hits]
+        payload = {"messages": messages(row["question"], sources), "max_tokens": 64, "temperature": 0}
+        tickets.append(Ticket("chat", payload, lambda _e: None, lambda: False, lambda: False, Future(), row["id"]))
+        contexts.append(hits)
+    began = time.perf_counter()
+    for ticket in tickets:
+        chat.batch.submit(ticket)
+    while chat.batch.busy:
+        chat.batch.step()
+    generate_s = time.perf_counter() - began
+    progress.say(f"answered {len(tickets)} questions in {generate_s:.1f}s")
+    answers = []
+    for row, ticket, hits in zip(sample, tickets, contexts, strict=True):
+        text = ticket.future.result()["content"]
+        source_text = " ".join(hit.text for hit in hits).lower()
+        words = [w for w in CONTENT_WORD.findall(text.lower()) if w not in STOPWORDS]
+        sentences = [s for s in SENTENCE.split(text) if len(s.split()) >= 3]
+        source_vectors = embedder.embed([hit.text for hit in hits])[0] if hits else []
+        supported = 0
+        for sentence in sentences:
+            vector = vector_of(sentence)
+            best = max((sum(a * b for a, b in zip(vector, other, strict=True)) for other in source_vectors), default=0)
+            supported += best >= SUPPORTED_COSINE
+        cited = [int(n) for n in re.findall(r"\[(\d+)\]", text)]
+        answers.append(
+            {
+                "id": row["id"],
+                "answer": text,
+                "pages": [hit.page for hit in hits],
+                "grounded_words": (sum(w in source_text for w in words) / len(words)) if words else None,
+                "supported_sentences": (supported / len(sentences)) if sentences else None,
+                "citations": len(cited),
+                "citations_valid": sum(1 <= n <= len(hits) for n in cited),
+                "generate_s": generate_s / len(tickets),
+            }
+        )
+    return answers
