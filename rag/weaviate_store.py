@@ -174,6 +174,10 @@ class WeaviateStore:
             return [_hit(item.properties, item.metadata.score or 0.0) for item in response.objects]
         return [_hit(item.properties, cosine(vector, _vector_of(item.vector))) for item in response.objects]
 
+    def settle(self, collection: str) -> None:
+        """Weaviate indexes each object as it is written (HNSW): nothing to fold in; the collection must exist."""
+        self._collection(collection)
+
     def delete_document(self, collection: str, document_id: str) -> int:
         handle = self._collection(collection)
         result = handle.data.delete_many(where=Filter.by_property("document_id").equal(document_id))

@@ -99,6 +99,8 @@ class RagService:
                 results.append(self._store(request, item, vectors, chunk_size, overlap, working, added))
             if cancelled():
                 raise RequestCancelled("the ingest was cancelled")
+            if any(not result.get("duplicate") for result in results):
+                self.store.settle(request.collection)
             for result in results:
                 if not result.get("duplicate") and not records.finish_document(result["document_id"], result["chunks"]):
                     raise ApiError(

@@ -178,6 +178,14 @@ def test_delete_document_removes_its_chunks_from_search_and_counts(store, collec
     assert store.delete_document(collection, "doc-1") == 0
 
 
+def test_settle_keeps_every_chunk_searchable(store, collection, filled):
+    store.settle(collection)
+    assert store.count(collection) == len(filled)
+    assert store.search(collection, filled[7].vector, top_k=1)[0].chunk_id == filled[7].chunk_id
+    with pytest.raises(CollectionNotFound):
+        store.settle("missing")
+
+
 def test_collections_are_listed_counted_and_dropped(store, collection, filled):
     other = collection + "-b"
     store.ensure_collection(other, DIMENSION)
@@ -221,6 +229,22 @@ def test_lancedb_searches_through_its_vector_index(tmp_path):
         hits = store.search("indexed", record.vector, top_k=3)
         assert hits[0].chunk_id == record.chunk_id and hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert store.count("indexed", document_id="doc-3") == 100
+
+
+def test_settling_folds_appended_rows_into_the_index(tmp_path):
+    from rag.lancedb_store import LanceDBStore
+
+    store = LanceDBStore(tmp_path / "vectors", vector_index_min_rows=300)
+    records = corpus(seed=5, documents=4, chunks_per_document=100)
+    store.ensure_collection("settled", DIMENSION)
+    store.settle("settled")  # no index yet: nothing to do
+    store.upsert("settled", records[:300])
+    store.upsert("settled", records[300:320])  # 20 rows: under a tenth of the table, left unindexed
+    table = store.db.open_table("settled")
+    assert table.index_stats("vector_idx").num_unindexed_rows == 20
+    store.settle("settled")
+    assert table.index_stats("vector_idx").num_unindexed_rows == 0
+    assert store.search("settled", records[310].vector, top_k=1)[0].chunk_id == records[310].chunk_id
 
 
 def test_lancedb_sees_another_connections_writes(tmp_path):
