@@ -20,6 +20,10 @@ def _workers_key(model_id: str) -> str:
     return f"mlxf:workers:{model_id}"
 
 
+def _processes_key(role: str) -> str:
+    return f"mlxf:processes:{role}"
+
+
 def _worker_key(hostname: str) -> str:
     return f"mlxf:worker:{hostname}"
 
@@ -40,11 +44,25 @@ class Liveness:
         )
         pipe.execute()
 
-    def beat_process(self, hostname: str, report: dict[str, Any]) -> None:
-        """A beat of a worker that serves no model (the control worker): it is alive, and listed nowhere."""
-        self.client.set(
-            _worker_key(hostname), json.dumps({**report, "hostname": hostname}), px=int(self.ttl_seconds * 1000)
+    def beat_process(self, role: str, hostname: str, report: dict[str, Any]) -> None:
+        """A beat of a worker that serves no model (``role`` "control"): alive, and listed under its role."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(_processes_key(role), {hostname: time.time()})
+        pipe.set(
+            _worker_key(hostname),
+            json.dumps({**report, "role": role, "hostname": hostname}),
+            px=int(self.ttl_seconds * 1000),
         )
+        pipe.execute()
+
+    def processes(self, role: str) -> list[dict[str, Any]]:
+        """Reports of the live workers of ``role`` (see ``beat_process``)."""
+        since = time.time() - self.ttl_seconds
+        hostnames = self.client.zrangebyscore(_processes_key(role), since, "+inf")
+        if not hostnames:
+            return []
+        reports = self.client.mget([_worker_key(h.decode()) for h in hostnames])
+        return [json.loads(r) for r in reports if r is not None]
 
     def leave(self, model_id: str, hostname: str) -> None:
         pipe = self.client.pipeline(transaction=False)

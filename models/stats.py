@@ -6,6 +6,7 @@ model list and least-recently-used eviction.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,9 @@ from typing import Any
 import redis
 
 LATENCY_WINDOW = 1000
+ERRORS_KEY = "mlxf:recent-errors"
+ERROR_WINDOW = 1000
+"""The most recent request errors of every model kept for ``/internal/diagnostics``."""
 
 
 def _key(model_id: str) -> str:
@@ -47,7 +51,19 @@ class ModelStats:
         else:
             pipe.hincrby(_key(model_id), "error_count", 1)
             pipe.hset(_key(model_id), mapping={"last_error": now, "last_error_message": error[:500]})
+            pipe.lpush(ERRORS_KEY, json.dumps({"at": now, "error": error[:500], "model": model_id}))
+            pipe.ltrim(ERRORS_KEY, 0, ERROR_WINDOW - 1)
         pipe.execute()
+
+    def recent_errors(self, since: float) -> list[dict[str, Any]]:
+        """Errors recorded after the epoch time ``since``, newest first (at most the last ``ERROR_WINDOW``)."""
+        found = []
+        for raw in self.client.lrange(ERRORS_KEY, 0, -1):
+            entry = json.loads(raw)
+            if entry["at"] < since:
+                break
+            found.append({"timestamp": _iso(str(entry["at"])), "error": entry["error"], "model": entry["model"]})
+        return found
 
     def last_used(self, model_id: str) -> float | None:
         value = self.client.hget(_key(model_id), "last_used")

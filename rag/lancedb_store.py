@@ -149,6 +149,13 @@ class LanceDBStore:
             return [_hit(row, row["_score"]) for row in rows]
         return [_hit(row, cosine(vector, row["vector"])) for row in rows]
 
+    def ping(self) -> bool:
+        try:
+            self.list_collections()
+        except Exception:  # noqa: BLE001 - any failure to read the folder means the store cannot serve
+            return False
+        return True
+
     def settle(self, collection: str) -> None:
         """Folds rows appended since the vector index was built into it: each 1,000 unindexed rows add about
         0.6-0.9 ms to a search's p95 at 100k rows, and nothing else would index them until the next ingest."""

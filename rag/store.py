@@ -80,6 +80,9 @@ class VectorStore(Protocol):
         """The ``top_k`` chunks best matching the words of ``query`` (BM25), best first; each hit's score is
         its BM25 score, or its cosine similarity to ``vector`` when one is given (what hybrid search fuses)."""
 
+    def ping(self) -> bool:
+        """Whether the store answers (its folder opens, its server is ready)."""
+
     def settle(self, collection: str) -> None:
         """Make every chunk written so far searchable at full speed (a store that indexes in the background folds
         new rows into its index); called at the end of each ingest."""

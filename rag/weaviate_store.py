@@ -174,6 +174,12 @@ class WeaviateStore:
             return [_hit(item.properties, item.metadata.score or 0.0) for item in response.objects]
         return [_hit(item.properties, cosine(vector, _vector_of(item.vector))) for item in response.objects]
 
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.is_ready())
+        except Exception:  # noqa: BLE001 - a server that cannot be reached is not ready
+            return False
+
     def settle(self, collection: str) -> None:
         """Weaviate indexes each object as it is written (HNSW): nothing to fold in; the collection must exist."""
         self._collection(collection)

@@ -43,14 +43,16 @@ def _connect(**_kwargs) -> None:
 
 @celeryd_after_setup.connect
 def _beat(sender: str, **_kwargs) -> None:
-    """Beats while the process lives, so that the reconciler tells a running control job from a lost one."""
+    """Beats while the process lives, so that the reconciler tells a running control job from a lost one, with
+    whether the vector store answers (for ``/health``)."""
     liveness = Liveness(connect_redis(settings), settings.worker_heartbeat_ttl_seconds)
     interval = settings.worker_heartbeat_ttl_seconds / 3
 
     def beat() -> None:
         while True:
             try:
-                liveness.beat_process(sender, {"role": "control", "pid": os.getpid()})
+                report = {"pid": os.getpid(), "vector_store_connected": rag_tasks.service().store.ping()}
+                liveness.beat_process("control", sender, report)
             except Exception:  # noqa: BLE001 - the next beat tries again
                 pass
             time.sleep(interval)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Flask
 
 from config.logs import configure_logging
@@ -18,6 +20,7 @@ from web import (
     capabilities,
     chat,
     completions,
+    diagnostics,
     embeddings,
     health,
     jobs,
@@ -61,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         stats=stats,
         lifecycle=ModelLifecycle(settings, liveness, stats, dispatcher.queue_depth),
         jobs=JobQueue(settings, celery, client, stats),
+        started_at=time.time(),
     )
     register_request_id(app)
     api = Api(app)
@@ -76,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         jobs.blp,
         webhooks.blp,
         rag.blp,
+        diagnostics.blp,
     ):
         api.register_blueprint(blueprint)
     register_error_handlers(app)

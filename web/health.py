@@ -19,14 +19,14 @@ from web.models import live_status
 blp = Blueprint("health", __name__, description="Health and queue statistics")
 
 
-def _redis_connected() -> bool:
+def redis_connected() -> bool:
     try:
         return bool(current_app.extensions["redis"].ping())
     except redis.RedisError:
         return False
 
 
-def _mongodb_connected() -> bool:
+def mongodb_connected() -> bool:
     try:
         me.get_db().client.admin.command("ping")
         return True
@@ -38,9 +38,11 @@ def health_report() -> tuple[dict[str, Any], bool]:
     """The health body and whether the platform can serve its default chat model."""
     started = time.perf_counter()
     settings = current_app.extensions["settings"]
-    redis_ok = _redis_connected()
-    mongo_ok = _mongodb_connected()
+    redis_ok = redis_connected()
+    mongo_ok = mongodb_connected()
     live = current_app.extensions["liveness"].models() if redis_ok else {}
+    # The control workers run RAG work and job events, and own the vector store.
+    control = current_app.extensions["liveness"].processes("control") if redis_ok else []
     records = registry.list_records() if mongo_ok else []
     failed = [record.model_id for record in records if record.status == "failed"]
     default_workers = live.get(settings.default_chat_model, [])
@@ -71,8 +73,12 @@ def health_report() -> tuple[dict[str, Any], bool]:
         "warmup_enabled": settings.mlx_warmup,
         "warmup_completed": any(w.get("warmup_completed") for w in default_workers),
         "models": {"loaded_count": len(live), "models_healthy": models_healthy, "failed": failed, "models": models},
-        "persistence": {"mongodb_connected": mongo_ok, "redis_connected": redis_ok, "vector_db_connected": False},
-        "services": {"fusion_enabled": False, "rag_enabled": False, "mcp_enabled": False},
+        "persistence": {
+            "mongodb_connected": mongo_ok,
+            "redis_connected": redis_ok,
+            "vector_db_connected": any(c.get("vector_store_connected") for c in control),
+        },
+        "services": {"fusion_enabled": False, "rag_enabled": bool(control), "mcp_enabled": bool(control)},
         "request_id": g.request_id,
     }
     body["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
