@@ -57,12 +57,7 @@ class Liveness:
 
     def processes(self, role: str) -> list[dict[str, Any]]:
         """Reports of the live workers of ``role`` (see ``beat_process``)."""
-        since = time.time() - self.ttl_seconds
-        hostnames = self.client.zrangebyscore(_processes_key(role), since, "+inf")
-        if not hostnames:
-            return []
-        reports = self.client.mget([_worker_key(h.decode()) for h in hostnames])
-        return [json.loads(r) for r in reports if r is not None]
+        return self._live(_processes_key(role))
 
     def leave(self, model_id: str, hostname: str) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -81,8 +76,12 @@ class Liveness:
 
     def workers(self, model_id: str) -> list[dict[str, Any]]:
         """Reports of the live workers of ``model_id``."""
+        return self._live(_workers_key(model_id))
+
+    def _live(self, beats_key: str) -> list[dict[str, Any]]:
+        """Reports of the hostnames in the sorted set ``beats_key`` that beat within the TTL and still report."""
         since = time.time() - self.ttl_seconds
-        hostnames = self.client.zrangebyscore(_workers_key(model_id), since, "+inf")
+        hostnames = self.client.zrangebyscore(beats_key, since, "+inf")
         if not hostnames:
             return []
         reports = self.client.mget([_worker_key(h.decode()) for h in hostnames])

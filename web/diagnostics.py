@@ -7,6 +7,7 @@ import importlib.metadata
 import platform
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import psutil
@@ -107,7 +108,8 @@ class Diagnostics(MethodView):
             live = current_app.extensions["liveness"].models()
             body["models"], body["queues"], models_bytes = models_and_queues(live)
         if mongo_ok:
-            body["jobs"] = {status: job_store.Job.objects(status=status).count() for status in STATUSES}
+            counted = Counter(job_store.Job.objects.scalar("status"))  # one query: a job moving is counted once
+            body["jobs"] = {status: counted.get(status, 0) for status in STATUSES}
             totals = records.totals()
             body["rag"] = {
                 "collections": totals["collections"],
