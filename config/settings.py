@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     callback_secret: str = ""
     """Signs ``callback_url`` deliveries of jobs that bring no ``callback_secret`` of their own."""
 
+    api_keys: str = ""
+    """Comma-separated keys; when set, every ``/v1``, ``/api`` and ``/internal`` route needs one of them."""
+    health_requires_key: bool = False
+    """With ``API_KEYS`` set, ``/health`` needs a key too (open to probes by default)."""
+
     weaviate_url: str = ""
     """Weaviate server (e.g. ``http://127.0.0.1:8080``) holding RAG vectors; empty means the embedded LanceDB store
     under the data dir's ``vectors``."""
@@ -223,6 +228,10 @@ class Settings(BaseSettings):
     def allowed_model_roots(self) -> list[Path]:
         roots = _split_roots(self.model_roots) or [self.models_dir]
         return [root.expanduser().resolve() for root in roots]
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
 
     @property
     def webhook_networks(self) -> list[str]:

@@ -31,6 +31,7 @@ from web import (
     webhooks,
 )
 from web.api import Api
+from web.auth import register_api_keys
 from web.errors import register_error_handlers
 from web.request_id import register_request_id
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         started_at=time.time(),
     )
     register_request_id(app)
+    register_api_keys(app)
     api = Api(app)
     for blueprint in (
         chat.blp,
