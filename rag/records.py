@@ -183,6 +183,13 @@ def remove_document(document_id: str) -> None:
     RagCollection.objects(name=document.collection).update_one(set__updated_at=now())
 
 
+def forget_if_empty(name: str) -> bool:
+    """Removes the collection's record when no document of it is left in any status (a first ingest that failed)."""
+    if RagDocument.objects(collection=name).count():
+        return False
+    return bool(RagCollection.objects(name=name, status="ready").delete())
+
+
 def start_drop(name: str, lease_seconds: float) -> RagCollection | None:
     """``ready`` -> ``deleting`` for the collection and all its documents; None when there is no such collection."""
     claimed = RagCollection.objects(name=name, status="ready").update_one(

@@ -238,12 +238,8 @@ class RagService:
                 records.remove_document(document_id)
             except Exception:  # noqa: BLE001 - left ingesting, its lease runs out and the sweep removes it
                 log.exception("could not undo document %s of a failed ingest", document_id)
-        if (
-            drop_empty
-            and records.counts(collection) == (0, 0)
-            and not records.RagDocument.objects(collection=collection).count()
-        ):
-            records.RagCollection.objects(name=collection, status="ready").delete()
+        if drop_empty:
+            records.forget_if_empty(collection)
 
     def _remove_chunks(self, collection: str, document_id: str) -> int:
         try:
