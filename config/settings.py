@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     """Weaviate's gRPC port on the host of ``WEAVIATE_URL`` (the client v4 queries over gRPC)."""
     vector_dir: Path | None = None
     """The embedded vector store's folder; unset means the data dir's ``vectors``."""
+    audio_max_file_bytes: int = 25 * 1024 * 1024
+    """Largest audio file ``POST /v1/audio/transcriptions`` takes (413 beyond it), OpenAI's limit."""
     rag_max_file_bytes: int = 10 * 1024 * 1024
     """Largest file ``POST /api/rag/ingest`` takes (413 beyond it)."""
     rag_max_files: int = 20

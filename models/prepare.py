@@ -35,7 +35,7 @@ def source_file(spec: ModelSpec) -> Path:
         if not matches:
             raise FileNotFoundError(f"no GGUF file in the package {source['package']!r}")
         return matches[0]
-    if source["kind"] == "hf-package":
+    if source["kind"] in ("hf-package", "ct2-whisper-package"):
         return package_dir(source["package"]) / source.get("subdir", "model")
     raise ValueError(f"source kind {source['kind']!r} is not prepared ahead of time")
 
@@ -67,6 +67,15 @@ def prepare(spec: ModelSpec, settings: Settings, progress=print) -> Path:
         from models.gguf import convert_gguf
 
         convert_gguf(
+            source,
+            staging,
+            spec.weights_format or "float32",
+            progress=lambda step: progress(f"[prepare] {spec.model_id}: {step}"),
+        )
+    elif spec.source["kind"] == "ct2-whisper-package":
+        from models.ct2_whisper import convert_ct2_whisper
+
+        convert_ct2_whisper(
             source,
             staging,
             spec.weights_format or "float32",

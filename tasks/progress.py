@@ -27,6 +27,9 @@ class JobProgress:
         self.written_at = 0.0
 
     def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "progress_fraction":
+            self._fraction(event["fraction"], event.get("detail", {}))
+            return
         if event.get("type") != "delta" or not self.max_tokens:
             return
         self.deltas += 1
@@ -35,6 +38,16 @@ class JobProgress:
             self.written_at = moment
             try:
                 self.client.set(_key(self.job_id), min(self.deltas / self.max_tokens, 0.99), ex=_TTL_SECONDS)
+            except redis.RedisError:
+                pass
+
+    def _fraction(self, fraction: float, detail: dict[str, Any]) -> None:
+        """A handler's own measure of work done (a transcription's share of the audio)."""
+        moment = time.monotonic()
+        if moment - self.written_at >= _EVERY_SECONDS or fraction >= 1.0:
+            self.written_at = moment
+            try:
+                write_progress(self.client, self.job_id, fraction, detail)
             except redis.RedisError:
                 pass
 

@@ -6,6 +6,7 @@ Workers are started once per session; tests share them and keep prompts short.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -22,6 +23,7 @@ from tests.stack import ROOT, Service, Stack, wait_until
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+WHISPER_MODEL = "openai/whisper-tiny.en"
 CHAT_MODEL_DIR = ROOT / ".data" / "models" / "HuggingFaceTB--SmolLM2-135M-Instruct"
 DOCUMENTS = ROOT / ".data" / "documents"
 BASH_PDF = DOCUMENTS / "bash-doc" / "usr" / "share" / "doc" / "bash" / "bash.pdf"
@@ -54,7 +56,7 @@ def stack() -> Iterator[Stack]:
     os.environ.update(env)
     from models.prepare import main as prepare_models
 
-    assert prepare_models([CHAT_MODEL, EMBEDDING_MODEL]) == 0
+    assert prepare_models([CHAT_MODEL, EMBEDDING_MODEL, WHISPER_MODEL]) == 0
     try:
         stack.start_redis()
         stack.start_mongo()
@@ -80,7 +82,7 @@ def worker_is_live(client: redis.Redis, model_id: str) -> bool:
 def supervisor(stack: Stack, redis_client: redis.Redis) -> Service:
     """The model supervisor with the catalog's default models warm; worker logs go to its log."""
     service = stack.start("supervisor", [sys.executable, "-m", "models.supervisor"])
-    for model_id in (CHAT_MODEL, EMBEDDING_MODEL):
+    for model_id in (CHAT_MODEL, EMBEDDING_MODEL, WHISPER_MODEL):
         wait_until(lambda m=model_id: worker_is_live(redis_client, m), 180, f"a worker for {model_id}", service.process)
     return service
 
@@ -117,6 +119,14 @@ def jobs_url(base_url: str, control_worker: Service) -> str:
 @pytest.fixture()
 def client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-needed", max_retries=0, timeout=120)
+
+
+def speak(text: str, path: Path, words_per_minute: int = 130) -> bytes:
+    """``text`` spoken by espeak-ng (Debian's speech synthesiser) as a WAV file: real speech for Whisper."""
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", str(words_per_minute), "-w", str(path), text], check=True, timeout=60
+    )
+    return path.read_bytes()
 
 
 def ask(text: str) -> list[dict[str, str]]:

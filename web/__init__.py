@@ -17,6 +17,7 @@ from tasks.celery_app import create_celery
 from tasks.dispatch import Dispatcher
 from tasks.job_queue import JobQueue
 from web import (
+    audio,
     capabilities,
     chat,
     completions,
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         messages.blp,
         responses.blp,
         embeddings.blp,
+        audio.blp,
         models.blp,
         health.blp,
         capabilities.blp,

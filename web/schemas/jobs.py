@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates
 
 from tasks.job_queue import OPERATIONS
 from tasks.job_store import PRIORITIES, STATUSES
+from web.schemas.audio import GRANULARITIES, RESPONSE_FORMATS
 from web.schemas.chat import ChatCompletionRequestSchema, SamplingSchema, generation_payload
 from web.schemas.embeddings import MAX_INPUTS
 from web.schemas.fields import StringOrStringList, storable_keys
 from web.schemas.rag import RagQuerySchema, rag_query_input
+
+MAX_JOB_AUDIO_CHARS = 14 * 1024 * 1024
+"""Base64 audio a job may carry (about 10 MiB of audio): the job is a MongoDB document, at most 16 MiB."""
 
 
 class CompletionInputSchema(SamplingSchema):
@@ -23,6 +29,28 @@ class EmbedInputSchema(Schema):
         unknown = EXCLUDE
 
     input = StringOrStringList(required=True, max_items=MAX_INPUTS, allow_empty_strings=False)
+
+
+class TranscribeInputSchema(Schema):
+    """A transcription job: the audio file base64-encoded in ``file``, and the options of
+    ``POST /v1/audio/transcriptions``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    file = fields.String(required=True, validate=validate.Length(min=4, max=MAX_JOB_AUDIO_CHARS))
+    language = fields.String(validate=validate.Length(min=2, max=8))
+    prompt = fields.String(validate=validate.Length(max=4000))
+    response_format = fields.String(load_default="json", validate=validate.OneOf(RESPONSE_FORMATS))
+    temperature = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=1))
+    timestamp_granularities = fields.List(fields.String(validate=validate.OneOf(GRANULARITIES)), load_default=list)
+
+    @validates("file")
+    def _base64(self, value: str, **_kwargs: Any) -> None:
+        try:
+            base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ValidationError("Must be the audio file's bytes in base64.") from None
 
 
 def _chat_input() -> Schema:
@@ -37,6 +65,7 @@ INPUT_SCHEMAS = {
     "chat": _chat_input,
     "completion": CompletionInputSchema,
     "embed": EmbedInputSchema,
+    "transcribe": TranscribeInputSchema,
     "rag_query": _rag_query_input,
 }
 SUBMITTED_ELSEWHERE = {"rag_ingest": "POST /api/rag/ingest with async=true (a job cannot carry files)"}
@@ -48,6 +77,8 @@ def worker_input(operation: str, loaded: dict[str, Any], model_id: str) -> dict[
         return {"input": loaded["input"]}
     if operation == "rag_query":
         return rag_query_input(loaded, model_id)
+    if operation == "transcribe":
+        return loaded
     return generation_payload(loaded)
 
 
