@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -141,8 +142,11 @@ def convert_weights(tensors: dict[str, mx.array], weights_format: str) -> tuple[
     raise ValueError(f"weights format must be one of {', '.join(WEIGHT_FORMATS)}, got {weights_format!r}")
 
 
-def write_tokenizer(metadata: dict, out_dir: Path) -> None:
-    """``tokenizer.json`` and ``tokenizer_config.json`` built from the GGUF's BPE vocabulary, torch-free."""
+def write_tokenizer(
+    metadata: dict, out_dir: Path, added_tokens: Sequence[str] = (), config: dict[str, Any] | None = None
+) -> None:
+    """``tokenizer.json`` and ``tokenizer_config.json`` built from the GGUF's BPE vocabulary, torch-free;
+    ``added_tokens`` become special tokens after the vocabulary, ``config`` overrides tokenizer-config keys."""
     from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import BPE
 
@@ -160,7 +164,9 @@ def write_tokenizer(metadata: dict, out_dir: Path) -> None:
     )
     tokenizer.decoder = decoders.ByteLevel()
     specials = [tokens[i] for i in np.nonzero(token_types == _CONTROL_TOKEN)[0]]
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in [*specials, *added_tokens]]
+    )
     tokenizer.save(str(out_dir / "tokenizer.json"))
 
     def token(key: str) -> str:
@@ -178,6 +184,7 @@ def write_tokenizer(metadata: dict, out_dir: Path) -> None:
         "model_max_length": int(_scalar(metadata, "llama.context_length")),
         "additional_special_tokens": specials,
         "chat_template": metadata.get("tokenizer.chat_template"),
+        **(config or {}),
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
 

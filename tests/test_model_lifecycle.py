@@ -82,8 +82,10 @@ def test_load_errors(base_url, tmp_path):
     bad_type = load_model(base_url, str(CHAT_MODEL_DIR), "test/x", model_type="llm")
     assert bad_type.status_code == 400 and error_of(bad_type)["param"] == "model_type"
 
-    no_handler = load_model(base_url, str(CHAT_MODEL_DIR), "test/x", model_type="whisper")
-    assert no_handler.status_code == 400 and error_of(no_handler)["code"] == "unsupported_model_type"
+    wrong_folder = load_model(base_url, str(CHAT_MODEL_DIR), "test/not-whisper", model_type="whisper")
+    assert error_of(wrong_folder)["code"] == "model_load_failed", wrong_folder.text
+    assert "ModelDimensions" in error_of(wrong_folder)["message"], "the loader's own error, not a guess"
+    assert unload_model(base_url, "test/not-whisper").status_code == 200, "a failed model can be removed"
 
     outside = load_model(base_url, "/etc", "test/x")
     assert outside.status_code == 400 and error_of(outside)["code"] == "invalid_model_path"
