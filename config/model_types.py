@@ -26,7 +26,8 @@ class ModelType:
     tags: tuple[str, ...]
     """Registry tags every model of this type carries (besides ``local`` and ``quantized``)."""
     handler: str | None = None
-    """The module under ``models.handlers`` that loads and runs it; None while the platform cannot serve it."""
+    """The module under ``models.handlers`` that loads and runs it (``module`` calls its ``load``,
+    ``module:function`` another loader of it); None while the platform cannot serve it."""
 
     @property
     def served(self) -> bool:
@@ -41,11 +42,17 @@ MODEL_TYPES: dict[str, ModelType] = {
     row.name: row
     for row in (
         ModelType("lm", ("chat", "completion", COUNT_TOKENS, WARMUP), ("chat",), ("chat",), handler="lm"),
-        ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision")),
+        ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision"), handler="vlm"),
         ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),
         ModelType("whisper", ("transcribe", WARMUP), ("transcription",), ("audio",), handler="whisper"),
-        ModelType("image-generation", ("image_gen", WARMUP), ("image_generation",), ("image",)),
-        ModelType("image-edit", ("image_gen", WARMUP), ("image_generation",), ("image",)),
+        ModelType(
+            "image-generation",
+            ("image_gen", WARMUP),
+            ("image_generation",),
+            ("image",),
+            handler="images:load_generation",
+        ),
+        ModelType("image-edit", ("image_gen", WARMUP), ("image_generation",), ("image",), handler="images:load_edit"),
     )
 }
 TYPE_NAMES: tuple[str, ...] = tuple(MODEL_TYPES)

@@ -147,6 +147,16 @@ class Settings(BaseSettings):
     """Weaviate's gRPC port on the host of ``WEAVIATE_URL`` (the client v4 queries over gRPC)."""
     vector_dir: Path | None = None
     """The embedded vector store's folder; unset means the data dir's ``vectors``."""
+    image_max_bytes: int = 20 * 1024 * 1024
+    """Largest image a chat request's ``image_url`` or an image edit's upload may be (400 / 413 beyond it)."""
+    image_max_count: int = 8
+    """Most images one chat request may carry."""
+    image_fetch_timeout_seconds: float = 10.0
+    """Time allowed to fetch one http(s) ``image_url``, redirects included."""
+    image_url_allowed_networks: str = ""
+    """Comma-separated networks ``image_url`` fetches may reach although not public (none by default)."""
+    image_url_ttl_seconds: int = 3600
+    """How long an image answered with ``response_format=url`` can be downloaded."""
     audio_max_file_bytes: int = 25 * 1024 * 1024
     """Largest audio file ``POST /v1/audio/transcriptions`` takes (413 beyond it), OpenAI's limit."""
     rag_max_file_bytes: int = 10 * 1024 * 1024
@@ -211,7 +221,7 @@ class Settings(BaseSettings):
             return _parse_bool(value)
         return value
 
-    @field_validator("webhook_allowed_networks")
+    @field_validator("webhook_allowed_networks", "image_url_allowed_networks")
     @classmethod
     def _webhook_allowed_networks(cls, value: str) -> str:
         """Every entry must be an IP network (host bits allowed, as ``tasks.urls`` reads them)."""
@@ -238,6 +248,10 @@ class Settings(BaseSettings):
     @property
     def webhook_networks(self) -> list[str]:
         return _split_networks(self.webhook_allowed_networks)
+
+    @property
+    def image_url_networks(self) -> list[str]:
+        return _split_networks(self.image_url_allowed_networks)
 
     @property
     def database_name(self) -> str:

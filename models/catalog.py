@@ -18,6 +18,7 @@ _FAMILIES = (
     "mistral",
     "mixtral",
     "phi",
+    "smolvlm",
     "smollm",
     "deepseek",
     "granite",

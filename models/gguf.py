@@ -164,9 +164,7 @@ def write_tokenizer(
     )
     tokenizer.decoder = decoders.ByteLevel()
     specials = [tokens[i] for i in np.nonzero(token_types == _CONTROL_TOKEN)[0]]
-    tokenizer.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in [*specials, *added_tokens]]
-    )
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in [*specials, *added_tokens]])
     tokenizer.save(str(out_dir / "tokenizer.json"))
 
     def token(key: str) -> str:

@@ -30,7 +30,7 @@ def package_dir(package: str) -> Path:
 def source_file(spec: ModelSpec) -> Path:
     """The file or folder the model is made from."""
     source = spec.source
-    if source["kind"] == "gguf-package":
+    if source["kind"] in ("gguf-package", "random-smolvlm", "random-flux2"):
         matches = sorted(package_dir(source["package"]).glob(source.get("glob", "*.gguf")))
         if not matches:
             raise FileNotFoundError(f"no GGUF file in the package {source['package']!r}")
@@ -42,7 +42,13 @@ def source_file(spec: ModelSpec) -> Path:
 
 def fingerprint(spec: ModelSpec, source: Path) -> dict[str, object]:
     stat = source.stat()
-    return {"source": str(source), "size": stat.st_size, "mtime": int(stat.st_mtime), "weights": spec.weights_format}
+    return {
+        "kind": spec.source["kind"],
+        "source": str(source),
+        "size": stat.st_size,
+        "mtime": int(stat.st_mtime),
+        "weights": spec.weights_format,
+    }
 
 
 def is_prepared(target: Path, expected: dict[str, object]) -> bool:
@@ -72,6 +78,14 @@ def prepare(spec: ModelSpec, settings: Settings, progress=print) -> Path:
             spec.weights_format or "float32",
             progress=lambda step: progress(f"[prepare] {spec.model_id}: {step}"),
         )
+    elif spec.source["kind"] == "random-smolvlm":
+        from models.tiny_vlm import build_tiny_smolvlm
+
+        build_tiny_smolvlm(source, staging, progress=lambda step: progress(f"[prepare] {spec.model_id}: {step}"))
+    elif spec.source["kind"] == "random-flux2":
+        from models.tiny_flux import build_tiny_flux2
+
+        build_tiny_flux2(source, staging, progress=lambda step: progress(f"[prepare] {spec.model_id}: {step}"))
     elif spec.source["kind"] == "ct2-whisper-package":
         from models.ct2_whisper import convert_ct2_whisper
 

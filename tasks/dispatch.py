@@ -81,6 +81,11 @@ class Dispatcher:
                 param=param,
             )
 
+    def model_type(self, model_id: str) -> str | None:
+        """The type of a model with a running worker, else None."""
+        workers = self.liveness.workers(model_id)
+        return workers[0].get("model_type") if workers else None
+
     def pick_model(self, operation: str, param: str) -> str:
         """The first model (by id) with a running worker that serves ``operation``: the "auto-select" default."""
         for model_id, reports in sorted(self.liveness.models().items()):

@@ -24,6 +24,11 @@ from tests.stack import ROOT, Service, Stack, wait_until
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 WHISPER_MODEL = "openai/whisper-tiny.en"
+VISION_MODEL = "mlx-fusion/smolvlm-tiny-random"
+IMAGE_MODEL = "mlx-fusion/flux2-klein-tiny-random"
+EDIT_MODEL = "mlx-fusion/flux2-klein-edit-tiny-random"
+DEFAULT_MODELS = (CHAT_MODEL, EMBEDDING_MODEL, WHISPER_MODEL, VISION_MODEL, IMAGE_MODEL, EDIT_MODEL)
+"""The catalog's autostart models: one of each type that runs here."""
 CHAT_MODEL_DIR = ROOT / ".data" / "models" / "HuggingFaceTB--SmolLM2-135M-Instruct"
 DOCUMENTS = ROOT / ".data" / "documents"
 BASH_PDF = DOCUMENTS / "bash-doc" / "usr" / "share" / "doc" / "bash" / "bash.pdf"
@@ -49,6 +54,9 @@ def stack() -> Iterator[Stack]:
         "ENGINE_TEST_HOLDS": "true",
         "VECTOR_DIR": str(workdir / "vectors"),
         "RAG_MAX_FILE_BYTES": "2000000",
+        # Vision tests fetch image URLs from a server on loopback; other private addresses stay refused.
+        "IMAGE_URL_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "IMAGE_MAX_BYTES": "1000000",
         "RAG_LEASE_SECONDS": "4",
         "CONTROL_SILENCE_SECONDS": "6",
     }
@@ -56,7 +64,7 @@ def stack() -> Iterator[Stack]:
     os.environ.update(env)
     from models.prepare import main as prepare_models
 
-    assert prepare_models([CHAT_MODEL, EMBEDDING_MODEL, WHISPER_MODEL]) == 0
+    assert prepare_models(list(DEFAULT_MODELS)) == 0
     try:
         stack.start_redis()
         stack.start_mongo()
@@ -82,7 +90,7 @@ def worker_is_live(client: redis.Redis, model_id: str) -> bool:
 def supervisor(stack: Stack, redis_client: redis.Redis) -> Service:
     """The model supervisor with the catalog's default models warm; worker logs go to its log."""
     service = stack.start("supervisor", [sys.executable, "-m", "models.supervisor"])
-    for model_id in (CHAT_MODEL, EMBEDDING_MODEL, WHISPER_MODEL):
+    for model_id in DEFAULT_MODELS:
         wait_until(lambda m=model_id: worker_is_live(redis_client, m), 180, f"a worker for {model_id}", service.process)
     return service
 

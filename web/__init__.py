@@ -24,6 +24,7 @@ from web import (
     diagnostics,
     embeddings,
     health,
+    images,
     jobs,
     messages,
     models,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         responses.blp,
         embeddings.blp,
         audio.blp,
+        images.blp,
         models.blp,
         health.blp,
         capabilities.blp,
@@ -87,5 +89,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         diagnostics.blp,
     ):
         api.register_blueprint(blueprint)
+    app.register_blueprint(images.files)
     register_error_handlers(app)
     return app

@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from flask import g
+from flask import current_app, g
 from flask.views import MethodView
 
+from config.errors import ApiError
+from tasks.image_inputs import has_images, with_images
 from web.api import Blueprint, dispatcher, opened
 from web.schemas.chat import ChatCompletionRequestSchema, ChatCompletionSchema, generation_payload
 from web.sse import sse_response
@@ -133,6 +135,20 @@ def stream_chunks(
         events.close()
 
 
+def images_for(model: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with their images fetched, for a vision model; 400 for a model that cannot see."""
+    dispatcher().require_model(model, "chat")
+    model_type = dispatcher().model_type(model)
+    if model_type != "multimodal":
+        raise ApiError(
+            400,
+            f"Model '{model}' is a {model_type} model and does not take images; use a multimodal model",
+            code="unsupported_content",
+            param="messages",
+        )
+    return with_images(messages, current_app.extensions["settings"])
+
+
 @blp.route("/chat/completions")
 class ChatCompletions(MethodView):
     @blp.arguments(ChatCompletionRequestSchema)
@@ -140,7 +156,10 @@ class ChatCompletions(MethodView):
     def post(self, body: dict[str, Any]):
         shape = ChatShape(body["model"], g.request_id)
         streaming = bool(body.get("stream"))
-        call = dispatcher().start(body["model"], "chat", generation_payload(body), g.request_id, streaming=streaming)
+        payload = generation_payload(body)
+        if has_images(body["messages"]):
+            payload["messages"] = images_for(body["model"], body["messages"])
+        call = dispatcher().start(body["model"], "chat", payload, g.request_id, streaming=streaming)
         if not streaming:
             return shape.completion(dispatcher().result(call))
         events, first = opened(call)

@@ -9,7 +9,6 @@ from typing import Any
 from flask import g
 from flask.views import MethodView
 
-from config.errors import ApiError
 from web.api import Blueprint, dispatcher
 from web.schemas.embeddings import EmbeddingListSchema, EmbeddingRequestSchema
 
@@ -27,16 +26,9 @@ class Embeddings(MethodView):
     @blp.arguments(EmbeddingRequestSchema)
     @blp.response(200, EmbeddingListSchema)
     def post(self, body: dict[str, Any]):
-        call = dispatcher().start(body["model"], "embed", {"input": body["input"]}, g.request_id)
-        result = dispatcher().result(call)
+        payload = {"input": body["input"], "dimensions": body.get("dimensions")}
+        result = dispatcher().result(dispatcher().start(body["model"], "embed", payload, g.request_id))
         vectors = result["embeddings"]
-        if body.get("dimensions") and body["dimensions"] != len(vectors[0]):
-            raise ApiError(
-                400,
-                f"This model's embeddings have {len(vectors[0])} dimensions; it cannot return {body['dimensions']}",
-                code="invalid_value",
-                param="dimensions",
-            )
         data = [
             {"object": "embedding", "index": i, "embedding": encode(v, body["encoding_format"])}
             for i, v in enumerate(vectors)

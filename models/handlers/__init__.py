@@ -17,5 +17,6 @@ def load_handler(
     row = model_type_row(model_type)
     if row is None or not row.served:
         raise ValueError(f"model type {model_type!r} has no handler yet (supported: {', '.join(SERVED_TYPES)})")
-    module = importlib.import_module(f"{__name__}.{row.handler}")
-    return module.load(path, context_length=context_length, limits=limits or ServingLimits())
+    module_name, _, function = row.handler.partition(":")
+    load = getattr(importlib.import_module(f"{__name__}.{module_name}"), function or "load")
+    return load(path, context_length=context_length, limits=limits or ServingLimits())

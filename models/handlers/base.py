@@ -37,4 +37,5 @@ class ModelHandler(Protocol):
         """Runs the model once so the first request does not pay for compilation and allocation."""
 
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
-        """Does ``operation`` on ``payload`` and returns its result; raises ``ApiError`` for bad input."""
+        """Does ``operation`` on ``payload`` and returns its result; raises ``ApiError`` for bad input.
+        ``warmup`` answers ``{"prompt_tokens": n}`` (0 for a model without a text prompt)."""

@@ -10,18 +10,17 @@ new request into a running batch.
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 from pathlib import Path
 from typing import Any
 
 from mlx_vlm import load as load_vlm
 from mlx_vlm import stream_generate
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from config.errors import ApiError
 from models.handlers.base import Cancelled, Emit
+from models.image_io import decode_image, encode_png
 from models.stops import StopScanner
 
 DEFAULT_MAX_TOKENS = 256
@@ -35,15 +34,6 @@ NOT_FOR_VISION = {
 """Parameters the language-model engine applies and this handler does not: a 400 names them."""
 
 
-def _image(data: str, where: str) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(base64.b64decode(data)))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ApiError(400, f"{where} is not an image Pillow can read: {exc}", code="invalid_image", param="messages")
-    return image.convert("RGB")
-
-
 def conversation(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Image.Image]]:
     """The messages for the chat template (image parts as ``{"type": "image"}``) and the images in order."""
     rendered, images = [], []
@@ -55,7 +45,7 @@ def conversation(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
         parts = []
         for p, part in enumerate(content):
             if part["type"] == "image":
-                images.append(_image(part["data"], f"messages[{m}].content[{p}]"))
+                images.append(decode_image(part["data"], f"messages[{m}].content[{p}]", "messages").convert("RGB"))
                 parts.append({"type": "image"})
             else:
                 parts.append({"type": "text", "text": part["text"]})
@@ -69,10 +59,12 @@ class VisionHandler:
         self.processor = processor
         self.context_length = context_length
 
-    def warmup(self) -> None:
-        image = base64.b64encode(_png(Image.new("RGB", (32, 32), "white"))).decode()
+    def warmup(self) -> int:
+        """Runs one image and a word through the model; returns the prompt's token count."""
+        image = encode_png(Image.new("RGB", (32, 32), "white"))
         messages = [{"role": "user", "content": [{"type": "image", "data": image}, {"type": "text", "text": "Hi"}]}]
-        self.chat({"messages": messages, "max_tokens": 1}, lambda _event: None, lambda: False)
+        result = self.chat({"messages": messages, "max_tokens": 1}, lambda _event: None, lambda: False)
+        return result["usage"]["prompt_tokens"]
 
     def prompt(self, messages: list[dict[str, Any]]) -> str:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -81,7 +73,9 @@ class VisionHandler:
     def _check(payload: dict[str, Any]) -> None:
         for name, what in NOT_FOR_VISION.items():
             if payload.get(name):
-                raise ApiError(400, f"{what} are not supported on vision models", code="unsupported_parameter", param=name)
+                raise ApiError(
+                    400, f"{what} are not supported on vision models", code="unsupported_parameter", param=name
+                )
         if (payload.get("n") or 1) > 1:
             raise ApiError(400, "vision models answer one choice (n=1)", code="unsupported_parameter", param="n")
 
@@ -135,15 +129,8 @@ class VisionHandler:
 
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
         if operation == "warmup":
-            self.warmup()
-            return {}
+            return {"prompt_tokens": self.warmup()}
         return self.chat(payload, emit, cancelled)
-
-
-def _png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def load(path: Path, context_length: int | None = None, limits: object = None) -> VisionHandler:

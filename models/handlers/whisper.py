@@ -136,7 +136,7 @@ class WhisperHandler:
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
         if operation == "warmup":
             self.warmup()
-            return {}
+            return {"prompt_tokens": 0}
         options = self._options(payload)
         try:
             samples = decode_audio(base64.b64decode(payload["file"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from web.schemas.fields import StringOrStringList
+from web.schemas.fields import EmbeddingInput
 
 MAX_INPUTS = 2048
 
@@ -14,7 +14,7 @@ class EmbeddingRequestSchema(Schema):
         unknown = EXCLUDE
 
     model = fields.String(required=True, validate=validate.Length(min=1))
-    input = StringOrStringList(required=True, max_items=MAX_INPUTS, allow_empty_strings=False)
+    input = EmbeddingInput(required=True, max_items=MAX_INPUTS, allow_empty_strings=False)
     encoding_format = fields.String(load_default="float", validate=validate.OneOf(("float", "base64")))
     dimensions = fields.Integer(allow_none=True, validate=validate.Range(min=1))
     user = fields.String(allow_none=True)

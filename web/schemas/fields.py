@@ -28,8 +28,27 @@ class StringOrStringList(fields.Field):
         return items
 
 
+class EmbeddingInput(StringOrStringList):
+    """OpenAI's embedding ``input``: a string, a list of strings, a list of token ids, or a list of such lists.
+    Token ids are loaded as ``{"tokens": [[...], ...]}``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, list) and value and all(isinstance(item, int) for item in value):
+            value = [value]
+        if isinstance(value, list) and value and all(isinstance(item, list) for item in value):
+            if not all(
+                item and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in item) for item in value
+            ):
+                raise ValidationError("Token-id inputs must be non-empty lists of non-negative integers.")
+            if self.max_items is not None and len(value) > self.max_items:
+                raise ValidationError(f"At most {self.max_items} items are allowed.")
+            return {"tokens": value}
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class MessageContent(fields.Field):
-    """A message's content: a string, null, or a list of ``{"type": "text", "text": ...}`` parts."""
+    """A message's content: a string, null, or a list of parts: ``{"type": "text", "text": ...}``, or
+    ``{"type": "image_url", "image_url": {"url": ...}}`` for vision models (checked against the model later)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if value is None or isinstance(value, str):
@@ -39,10 +58,14 @@ class MessageContent(fields.Field):
         for index, part in enumerate(value):
             if not isinstance(part, dict) or "type" not in part:
                 raise ValidationError({index: ["Each content part must be an object with a 'type'."]})
+            if part["type"] == "image_url":
+                image_url = part.get("image_url")
+                url = image_url.get("url") if isinstance(image_url, dict) else image_url
+                if not isinstance(url, str) or not url:
+                    raise ValidationError({index: ["An image_url part needs image_url.url."]})
+                continue
             if part["type"] != "text":
-                raise ValidationError(
-                    {index: [f"Content parts of type {part['type']!r} are not supported by this model."]}
-                )
+                raise ValidationError({index: [f"Content parts of type {part['type']!r} are not supported."]})
             if not isinstance(part.get("text"), str):
                 raise ValidationError({index: ["A text part needs a string 'text'."]})
         return value

@@ -13,11 +13,12 @@ from tasks.job_store import PRIORITIES, STATUSES
 from web.schemas.audio import GRANULARITIES, RESPONSE_FORMATS
 from web.schemas.chat import ChatCompletionRequestSchema, SamplingSchema, generation_payload
 from web.schemas.embeddings import MAX_INPUTS
-from web.schemas.fields import StringOrStringList, storable_keys
+from web.schemas.fields import EmbeddingInput, storable_keys
+from web.schemas.images import ImageOptionsSchema
 from web.schemas.rag import RagQuerySchema, rag_query_input
 
-MAX_JOB_AUDIO_CHARS = 14 * 1024 * 1024
-"""Base64 audio a job may carry (about 10 MiB of audio): the job is a MongoDB document, at most 16 MiB."""
+MAX_JOB_FILE_CHARS = 14 * 1024 * 1024
+"""Base64 a job may carry in one file (about 10 MiB): the job is a MongoDB document, at most 16 MiB."""
 
 
 class CompletionInputSchema(SamplingSchema):
@@ -28,7 +29,8 @@ class EmbedInputSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    input = StringOrStringList(required=True, max_items=MAX_INPUTS, allow_empty_strings=False)
+    input = EmbeddingInput(required=True, max_items=MAX_INPUTS, allow_empty_strings=False)
+    dimensions = fields.Integer(validate=validate.Range(min=1))
 
 
 class TranscribeInputSchema(Schema):
@@ -38,7 +40,7 @@ class TranscribeInputSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    file = fields.String(required=True, validate=validate.Length(min=4, max=MAX_JOB_AUDIO_CHARS))
+    file = fields.String(required=True, validate=validate.Length(min=4, max=MAX_JOB_FILE_CHARS))
     language = fields.String(validate=validate.Length(min=2, max=8))
     prompt = fields.String(validate=validate.Length(max=4000))
     response_format = fields.String(load_default="json", validate=validate.OneOf(RESPONSE_FORMATS))
@@ -51,6 +53,16 @@ class TranscribeInputSchema(Schema):
             base64.b64decode(value, validate=True)
         except binascii.Error:
             raise ValidationError("Must be the audio file's bytes in base64.") from None
+
+
+class ImageGenInputSchema(ImageOptionsSchema):
+    """An image job: the fields of ``POST /v1/images/generations`` (the model is the job's), and for an image-edit
+    model the images (and mask) base64-encoded."""
+
+    model = fields.String()
+    response_format = fields.String(load_default="b64_json", validate=validate.OneOf(("b64_json",)))
+    images = fields.List(fields.String(validate=validate.Length(min=4, max=MAX_JOB_FILE_CHARS)), load_default=list)
+    mask = fields.String(validate=validate.Length(min=4, max=MAX_JOB_FILE_CHARS))
 
 
 def _chat_input() -> Schema:
@@ -66,6 +78,7 @@ INPUT_SCHEMAS = {
     "completion": CompletionInputSchema,
     "embed": EmbedInputSchema,
     "transcribe": TranscribeInputSchema,
+    "image_gen": ImageGenInputSchema,
     "rag_query": _rag_query_input,
 }
 SUBMITTED_ELSEWHERE = {"rag_ingest": "POST /api/rag/ingest with async=true (a job cannot carry files)"}
@@ -74,11 +87,14 @@ SUBMITTED_ELSEWHERE = {"rag_ingest": "POST /api/rag/ingest with async=true (a jo
 def worker_input(operation: str, loaded: dict[str, Any], model_id: str) -> dict[str, Any]:
     """What the worker needs of a validated input."""
     if operation == "embed":
-        return {"input": loaded["input"]}
+        return {"input": loaded["input"], "dimensions": loaded.get("dimensions")}
     if operation == "rag_query":
         return rag_query_input(loaded, model_id)
     if operation == "transcribe":
         return loaded
+    if operation == "image_gen":
+        fields_ = ("prompt", "n", "width", "height", "seed", "steps", "images", "mask")
+        return {name: loaded[name] for name in fields_ if loaded.get(name) not in (None, [])}
     return generation_payload(loaded)
 
 
