@@ -20,6 +20,7 @@ from bench import (
     embeddings,
     jobs,
     lifecycle,
+    media,
     overhead,
     prefix,
     progress,
@@ -37,7 +38,7 @@ from bench.targets import TARGETS
 
 SECTIONS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (weights, overhead, concurrency, prefix, lifecycle, jobs, embeddings, rag_quality, rag_scale)
+    for module in (weights, overhead, concurrency, prefix, lifecycle, jobs, embeddings, media, rag_quality, rag_scale)
 }
 
 
@@ -80,7 +81,9 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
     if args.tokens:
         options.weights_tokens = options.overhead_tokens = options.concurrency_tokens = args.tokens
     if args.runs:
-        options.weights_runs = options.overhead_runs = options.lifecycle_runs = options.embedding_runs = args.runs
+        options.weights_runs = options.overhead_runs = options.lifecycle_runs = options.embedding_runs = (
+            options.media_runs
+        ) = args.runs
     if args.questions is not None:
         options.rag_questions = args.questions
     if args.reranker_path:

@@ -18,8 +18,23 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+WHISPER_MODEL = "openai/whisper-tiny.en"
+VISION_MODEL = "mlx-fusion/smolvlm-tiny-random"
+IMAGE_MODEL = "mlx-fusion/flux2-klein-tiny-random"
+DEFAULT_MODELS = (
+    CHAT_MODEL,
+    EMBEDDING_MODEL,
+    WHISPER_MODEL,
+    VISION_MODEL,
+    IMAGE_MODEL,
+    "mlx-fusion/flux2-klein-edit-tiny-random",
+)
+"""The catalog's autostart models: the supervisor starts each, so each is prepared and waited for."""
 CHAT_MODEL_DIR = DATA_DIR / "models" / "HuggingFaceTB--SmolLM2-135M-Instruct"
 EMBEDDING_MODEL_DIR = DATA_DIR / "models" / "sentence-transformers--all-MiniLM-L6-v2"
+WHISPER_MODEL_DIR = DATA_DIR / "models" / "openai--whisper-tiny.en"
+VISION_MODEL_DIR = DATA_DIR / "models" / "mlx-fusion--smolvlm-tiny-random"
+IMAGE_MODEL_DIR = DATA_DIR / "models" / "mlx-fusion--flux2-klein-tiny-random"
 
 
 FACT_QUESTION = "What is the capital of France?"

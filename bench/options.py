@@ -28,6 +28,7 @@ class Options:
     embedding_texts: int = 256
     embedding_batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
     embedding_runs: int = 3
+    media_runs: int = 3
     rag_questions: int = 0
     """rag_quality: how many judged questions (spread over the set); 0 for all of them."""
     rag_top_k: int = 10
@@ -68,6 +69,7 @@ class Options:
             embedding_texts=16,
             embedding_batch_sizes=[1, 16],
             embedding_runs=1,
+            media_runs=1,
             rag_questions=40,
             rag_answers=4,
             rag_scale_chunks=5_000,

@@ -11,7 +11,7 @@ import redis
 import requests
 
 from bench import progress
-from bench.defaults import CHAT_MODEL, DATA_DIR, EMBEDDING_MODEL, ROOT, WEIGHTS_DIR
+from bench.defaults import DATA_DIR, DEFAULT_MODELS, ROOT, WEIGHTS_DIR
 from models.liveness import Liveness
 from tests.stack import Service, Stack, wait_until
 
@@ -49,13 +49,13 @@ class PlatformStack:
     def start(self) -> None:
         """Prepares the default models if needed, then starts every service and waits for warm workers."""
         progress.say("preparing the default models (once)")
-        subprocess.run([sys.executable, "-m", "models.prepare", CHAT_MODEL, EMBEDDING_MODEL], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "models.prepare", *DEFAULT_MODELS], cwd=ROOT, check=True)
         progress.say(f"starting redis and the Mongo-wire server (logs: {self.workdir})")
         self.stack.start_redis()
         self.stack.start_mongo()
         self.redis = redis.Redis.from_url(self.stack.env["REDIS_URL"])
         supervisor = self.stack.start("supervisor", [sys.executable, "-m", "models.supervisor"])
-        for model_id in (CHAT_MODEL, EMBEDDING_MODEL):
+        for model_id in DEFAULT_MODELS:
             progress.say(f"waiting for a warm worker of {model_id}")
             wait_until(
                 lambda m=model_id: self.worker_count(m) >= 1, 300, f"a worker for {model_id}", supervisor.process

@@ -43,7 +43,7 @@ def source_file(spec: ModelSpec) -> Path:
 def fingerprint(spec: ModelSpec, source: Path) -> dict[str, object]:
     stat = source.stat()
     return {
-        "kind": spec.source["kind"],
+        "recipe": spec.source,
         "source": str(source),
         "size": stat.st_size,
         "mtime": int(stat.st_mtime),

