@@ -157,6 +157,8 @@ class Settings(BaseSettings):
     """Comma-separated networks ``image_url`` fetches may reach although not public (none by default)."""
     image_url_ttl_seconds: int = 3600
     """How long an image answered with ``response_format=url`` can be downloaded."""
+    fusion_timeout_seconds: float = 600.0
+    """How long ``POST /api/fusion/orchestrate`` waits for a workflow (an ``async`` run waits as a job)."""
     audio_max_file_bytes: int = 25 * 1024 * 1024
     """Largest audio file ``POST /v1/audio/transcriptions`` takes (413 beyond it), OpenAI's limit."""
     rag_max_file_bytes: int = 10 * 1024 * 1024

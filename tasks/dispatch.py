@@ -86,13 +86,16 @@ class Dispatcher:
         workers = self.liveness.workers(model_id)
         return workers[0].get("model_type") if workers else None
 
-    def pick_model(self, operation: str, param: str) -> str:
-        """The first model (by id) with a running worker that serves ``operation``: the "auto-select" default."""
+    def pick_model(self, operation: str, param: str, model_type: str | None = None) -> str:
+        """The first model (by id) with a running worker that serves ``operation`` (and is a ``model_type`` model,
+        when given): the "auto-select" default."""
         for model_id, reports in sorted(self.liveness.models().items()):
-            if operation in operations_of(reports[0].get("model_type", "")):
+            served_type = reports[0].get("model_type", "")
+            if operation in operations_of(served_type) and model_type in (None, served_type):
                 return model_id
+        kind = f"{model_type} model" if model_type else "running model"
         raise ApiError(
-            503, f"No running model can serve {operation} requests; load one", code="model_unavailable", param=param
+            503, f"No {kind} can serve {operation} requests; load one", code="model_unavailable", param=param
         )
 
     def start(

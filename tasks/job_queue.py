@@ -29,14 +29,17 @@ log = logging.getLogger(__name__)
 
 RUN_JOB = "mlxf.job"
 RUN_CONTROL_JOB = "mlxf.control_job"
-CONTROL_JOBS = {"rag_query": ("rag", "chat"), "rag_ingest": ("rag", "embed")}
+CONTROL_JOBS: dict[str, tuple[str, str | None]] = {
+    "rag_query": ("rag", "chat"),
+    "rag_ingest": ("rag", "embed"),
+    "fusion": ("fusion", None),
+}
 """Jobs the control worker runs (operation -> its queue, and what its model must serve): they call models
-through their queues, as the API does, instead of running on a model worker."""
-NOT_YET = ("fusion",)
+through their queues, as the API does, instead of running on a model worker. A fusion job's model is the
+first its workflow calls, of any type."""
 OPERATIONS = (
     *dict.fromkeys(op for row in MODEL_TYPES.values() for op in row.job_operations),
     *CONTROL_JOBS,
-    *NOT_YET,
 )
 DEFAULT_ESTIMATE_MS = 2000.0
 
@@ -61,13 +64,6 @@ def enqueue(celery: Celery, job: job_store.Job) -> None:
 
 def check_operation(model_id: str, operation: str) -> None:
     """Raises the 404 of an unknown model, the 503 of one that cannot run, the 400 of a wrong operation."""
-    if operation in NOT_YET:
-        raise ApiError(
-            400,
-            f"The operation {operation!r} is not available on this platform yet",
-            code="unsupported_operation",
-            param="operation",
-        )
     record = registry.get_record(model_id)
     if record is None:
         raise ApiError(404, f"Model '{model_id}' not found", code="model_not_found", param="model_id")
@@ -81,7 +77,7 @@ def check_operation(model_id: str, operation: str) -> None:
         )
     row = model_type_row(record.model_type)
     allowed = row.job_operations if row else ()
-    allowed = (*allowed, *(op for op, (_queue, needs) in CONTROL_JOBS.items() if needs in allowed))
+    allowed = (*allowed, *(op for op, (_queue, needs) in CONTROL_JOBS.items() if needs is None or needs in allowed))
     if operation not in allowed:
         raise ApiError(
             400,

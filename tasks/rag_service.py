@@ -266,27 +266,33 @@ class RagService:
             )
         call = self.dispatcher.start(model, "embed", {"input": [query["query"]]}, request_id)
         vector = self.dispatcher.result(call)["embeddings"][0]
+        sources = self.search(name, query["query"], vector, query)
+        return {
+            "sources": sources,
+            "embedding_model": model,
+            "retrieval_latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+
+    def search(self, name: str, text: str, vector: list[float], options: dict[str, Any]) -> list[dict[str, Any]]:
+        """The sources of collection ``name`` nearest ``vector`` (and ``text``, in hybrid mode), ready ones only;
+        ``options``: ``top_k``, ``similarity_threshold``, ``filters``, ``mode``."""
         try:
             ranked = retrieve(
                 self.store,
                 name,
-                query["query"],
+                text,
                 vector,
-                top_k=query["top_k"],
-                threshold=query.get("similarity_threshold"),
-                filters=query.get("filters"),
-                mode=query.get("mode", "vector"),
+                top_k=options["top_k"],
+                threshold=options.get("similarity_threshold"),
+                filters=options.get("filters"),
+                mode=options.get("mode", "vector"),
                 keep=_ready_only,
             )
         except CollectionNotFound:
             ranked = []
         except ValueError as exc:
             raise ApiError(400, str(exc), code="invalid_value", param="filters") from None
-        return {
-            "sources": [source(item.hit) for item in ranked],
-            "embedding_model": model,
-            "retrieval_latency_ms": round((time.perf_counter() - started) * 1000, 1),
-        }
+        return [source(item.hit) for item in ranked]
 
     def answer(self, request: dict[str, Any], request_id: str, cancelled: Cancelled = never) -> dict[str, Any]:
         """Retrieval, then the chat model's answer from the sources: a RAG query as a job (or a non-streamed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -162,6 +163,8 @@ def run_control_job(self, operation: str, payload: dict[str, Any], priority: str
                 result = rag.answer(payload, request_id_var.get(), cancel.cancelled)
             elif operation == "rag_ingest":
                 result = _ingest_job(job_id, payload, working, cancel.cancelled)
+            elif operation == "fusion":
+                result = _fusion_job(job_id, payload, cancel.cancelled)
             else:
                 raise ApiError(400, f"the control worker cannot run {operation!r} jobs", code="unsupported_operation")
     except RequestCancelled:
@@ -186,6 +189,38 @@ def _ingest_job(job_id: str, payload: dict[str, Any], working: list[str], cancel
         write_progress(redis, job_id, fraction, {k: v for k, v in event.items() if k != "type"})
 
     return service().ingest(ingest_request(payload), request_id_var.get(), report, working, cancelled)
+
+
+def _fusion_job(job_id: str, payload: dict[str, Any], cancelled: Callable[[], bool]) -> dict[str, Any]:
+    """A workflow run as a job: progress is the share of its steps done; a failed step fails the job, naming it."""
+    from tasks.fusion import canvas, records
+    from tasks.fusion.definitions import for_run
+
+    rag = service()
+    redis = rag.dispatcher.redis
+    live = rag.dispatcher.liveness.models()
+    chat_models = sorted(model for model, reports in live.items() if reports[0].get("model_type") == "lm")
+    workflow = for_run(records.find(payload["workflow"]), payload.get("models") or {}, chat_models)
+
+    def report(done: int, total: int) -> None:
+        write_progress(redis, job_id, done / max(total, 1), {"steps_done": done, "steps": total})
+
+    run = canvas.execute(
+        current_app,
+        workflow,
+        payload,
+        f"wf-{job_id.removeprefix('job-')[:16]}-{uuid.uuid4().hex[:6]}",
+        request_id_var.get(),
+        rag.settings.fusion_timeout_seconds,
+        on_progress=report,
+        cancelled=cancelled,
+    )
+    if cancelled():
+        raise RequestCancelled("the workflow was cancelled")
+    view = records.view(run)
+    if run.status != "completed":
+        raise ApiError(500, f"workflow {run.run_id}: {run.error}", code="workflow_failed")
+    return view
 
 
 def _finish(

@@ -66,4 +66,4 @@ def test_health_says_whether_rag_and_its_vector_store_are_served(base_url, contr
 
     wait_until(served, 30, "the control worker's beat to reach /health")
     body = requests.get(f"{base_url}/health", timeout=10).json()
-    assert body["services"] == {"fusion_enabled": False, "rag_enabled": True, "mcp_enabled": True}
+    assert body["services"] == {"fusion_enabled": True, "rag_enabled": True, "mcp_enabled": True}

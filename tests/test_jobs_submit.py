@@ -67,7 +67,7 @@ def test_invalid_jobs_are_refused_naming_the_field_and_leave_nothing_behind(jobs
             "input.messages[0].role",
         ),
         ({"model_id": CHAT_MODEL, "operation": "embed", "input": {"input": "x"}}, 400, "operation"),
-        ({"model_id": CHAT_MODEL, "operation": "fusion", "input": {}}, 400, "operation"),
+        ({"model_id": CHAT_MODEL, "operation": "fusion", "input": {}}, 400, "input.workflow"),
         ({"model_id": CHAT_MODEL, "operation": "rag_query", "input": {}}, 400, "input.query"),
         (
             {"model_id": CHAT_MODEL, "operation": "chat", "input": {"messages": ask("x")}, "priority": "urgent"},

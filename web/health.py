@@ -78,7 +78,7 @@ def health_report() -> tuple[dict[str, Any], bool]:
             "redis_connected": redis_ok,
             "vector_db_connected": any(c.get("vector_store_connected") for c in control),
         },
-        "services": {"fusion_enabled": False, "rag_enabled": bool(control), "mcp_enabled": bool(control)},
+        "services": {"fusion_enabled": bool(control), "rag_enabled": bool(control), "mcp_enabled": bool(control)},
         "request_id": g.request_id,
     }
     body["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)

@@ -65,6 +65,18 @@ class ImageGenInputSchema(ImageOptionsSchema):
     mask = fields.String(validate=validate.Length(min=4, max=MAX_JOB_FILE_CHARS))
 
 
+class FusionInputSchema(Schema):
+    """A workflow run as a job: the body of ``POST /api/fusion/orchestrate`` without ``async``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    workflow = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    input = fields.Dict(keys=fields.String(), required=True)
+    models = fields.Dict(keys=fields.String(), load_default=dict)
+    config = fields.Dict(keys=fields.String(), load_default=dict)
+
+
 def _chat_input() -> Schema:
     return ChatCompletionRequestSchema(exclude=("model", "stream", "stream_options"))
 
@@ -79,6 +91,7 @@ INPUT_SCHEMAS = {
     "embed": EmbedInputSchema,
     "transcribe": TranscribeInputSchema,
     "image_gen": ImageGenInputSchema,
+    "fusion": FusionInputSchema,
     "rag_query": _rag_query_input,
 }
 SUBMITTED_ELSEWHERE = {"rag_ingest": "POST /api/rag/ingest with async=true (a job cannot carry files)"}
@@ -90,7 +103,7 @@ def worker_input(operation: str, loaded: dict[str, Any], model_id: str) -> dict[
         return {"input": loaded["input"], "dimensions": loaded.get("dimensions")}
     if operation == "rag_query":
         return rag_query_input(loaded, model_id)
-    if operation == "transcribe":
+    if operation in ("transcribe", "fusion"):
         return loaded
     if operation == "image_gen":
         fields_ = ("prompt", "n", "width", "height", "seed", "steps", "images", "mask")

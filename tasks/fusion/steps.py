@@ -1,0 +1,222 @@
+"""What each step type does, run by the fusion Celery tasks (``tasks.fusion.canvas``).
+
+Model calls go to the model's own queue through the ``Dispatcher`` (as the API
+sends them), so the model's warm worker runs them; a call whose worker died
+(``worker_lost``) is sent again once the model has a live worker, within the
+run's deadline. Vector searches run on the ``rag`` queue against the vector
+store. Every step appends its entry to the run's trace: step, type, model,
+status, ``duration_ms``, and the size of its output (or its error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from config.errors import ApiError
+from rag.answer import source_label
+from rag.chunking import chunk_document
+from rag.extract import extract
+from tasks.dispatch import Dispatcher
+from tasks.fusion import records
+from tasks.fusion.definitions import Step
+from tasks.fusion.templates import ENVIRONMENT, TemplateProblem, render
+from tasks.rag_service import RagService
+
+log = logging.getLogger(__name__)
+
+RETRY_LOST_SECONDS = 90.0
+"""How long a model call whose worker died waits for the model to be served again."""
+SUMMARY_PROMPT = "Summarize the following text in at most {words} words. Keep the key facts.\n\n{text}"
+
+
+def _numbered_sources(sources: Any) -> str:
+    if not sources:
+        return "(no source matched the question)"
+    return "\n\n".join(f"{source_label(n, s)}\n{s['text']}" for n, s in enumerate(sources, start=1))
+
+
+ENVIRONMENT.filters["numbered_sources"] = _numbered_sources
+
+
+class StepFailed(Exception):
+    """A step failed; its trace entry says why. Raised so that the steps depending on it do not run."""
+
+
+def output_size(output: Any) -> int:
+    """Characters of the output as JSON: what the trace reports as a step's output size."""
+    return len(json.dumps(output, default=str))
+
+
+class StepRunner:
+    def __init__(self, dispatcher: Dispatcher, rag: RagService) -> None:
+        self.dispatcher = dispatcher
+        self.rag = rag
+
+    def model_for(self, step: Step, models: dict[str, Any], operation: str) -> str:
+        chosen = models.get(step.step_id) or (models.get(step.role) if step.role else None) or step.model_id
+        if isinstance(chosen, str) and chosen:
+            return chosen
+        return self.dispatcher.pick_model(operation, f"models.{step.role or step.step_id}", step.model_type)
+
+    def call(self, model: str, operation: str, payload: dict[str, Any], request_id: str) -> dict[str, Any]:
+        """One model call on the model's queue; sent again (once the model is served) if its worker died."""
+        deadline = time.monotonic() + RETRY_LOST_SECONDS
+        while True:
+            try:
+                return self.dispatcher.result(self.dispatcher.start(model, operation, payload, request_id))
+            except ApiError as exc:
+                if exc.code not in ("worker_lost", "model_unavailable") or time.monotonic() > deadline:
+                    raise
+                log.warning("%s on %s: %s; sending it again once the model is served", operation, model, exc.code)
+                while not self.dispatcher.liveness.workers(model) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+
+    def model_call(self, step: Step, state: dict[str, Any], request_id: str) -> tuple[Any, str]:
+        operation = step.operation or "chat"
+        model = self.model_for(step, state["models"], operation)
+        given = render(step.input, state, f"{step.step_id}.input")
+        if operation == "chat":
+            payload = {"messages": [{"role": "user", "content": str(given)}]} if not isinstance(given, dict) else given
+            payload = {**_sampling(state["config"]), **payload}
+            if any(isinstance(m.get("content"), list) for m in payload.get("messages", [])):
+                from tasks.image_inputs import with_images
+
+                payload["messages"] = with_images(payload["messages"], self.dispatcher.settings)
+            result = self.call(model, "chat", payload, request_id)
+            return result["choices"][0]["content"], model
+        if operation == "embed":
+            texts = [given] if isinstance(given, str) else given
+            vectors = self.call(model, "embed", {"input": texts}, request_id)["embeddings"]
+            return (vectors[0] if isinstance(given, str) else vectors), model
+        if operation == "transcribe":
+            payload = given if isinstance(given, dict) else {"file": given}
+            return self.call(model, "transcribe", payload, request_id)["text"], model
+        payload = given if isinstance(given, dict) else {"prompt": str(given)}
+        payload = {"n": 1, "width": 512, "height": 512, **payload}
+        images = self.call(model, "image_gen", payload, request_id)["images"]
+        return [image["b64_json"] for image in images], model
+
+    def vector_search(self, step: Step, state: dict[str, Any]) -> Any:
+        collection = render(step.collection, state, f"{step.step_id}.collection")
+        top_k = int(render(step.top_k, state, f"{step.step_id}.top_k"))
+        query = render(step.query, state, f"{step.step_id}.query") if step.query is not None else ""
+        if step.query_embedding is not None:
+            vector = render(step.query_embedding, state, f"{step.step_id}.query_embedding")
+        else:
+            found = self.rag.retrieve({"collection": collection, "query": query, "top_k": top_k}, state["request_id"])
+            return found["sources"]
+        if not isinstance(vector, list) or not all(isinstance(x, int | float) for x in vector):
+            raise TemplateProblem(f"{step.step_id}.query_embedding: must render to a vector (a list of numbers)")
+        return self.rag.search(str(collection), str(query), vector, {"top_k": max(1, min(top_k, 50))})
+
+    def summarize(self, step: Step, state: dict[str, Any], request_id: str) -> tuple[Any, str]:
+        """Passes over the document: parts of the model's tokens summarized at once, until the summary fits."""
+        model = self.model_for(step, state["models"], "chat")
+        folder, context_length = _model_folder(model)
+        limit = int(state["input"].get("max_summary_length") or 256)
+        part_tokens = max(256, min(2048, (context_length or 8192) // 4))
+        text = str(render(step.input, state, f"{step.step_id}.input"))
+        passes = 0
+        while True:
+            parts = [c.text for c in chunk_document(extract("document.txt", text.encode()), folder, part_tokens, 0)]
+            if passes and (len(parts) <= 1 and _tokens(folder, text) <= limit):
+                return text, model
+            passes += 1
+            started = time.perf_counter()
+            calls = [
+                self.dispatcher.start(
+                    model,
+                    "chat",
+                    {
+                        **_sampling(state["config"]),
+                        "max_tokens": min(limit, 512),
+                        "messages": [
+                            {"role": "user", "content": SUMMARY_PROMPT.format(words=max(8, limit * 3 // 4), text=p)}
+                        ],
+                    },
+                    f"{request_id}.pass{passes}.part{n}",
+                )
+                for n, p in enumerate(parts, start=1)
+            ]
+            summaries = [self.dispatcher.result(call)["choices"][0]["content"].strip() for call in calls]
+            text = "\n\n".join(summaries)
+            records.add_trace(
+                state["run_id"],
+                {
+                    "step": f"{step.step_id}.pass{passes}",
+                    "type": "summarize_pass",
+                    "model": model,
+                    "status": "completed",
+                    "parts": len(parts),
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "output_size": len(text),
+                },
+            )
+            if passes >= 8:
+                return text, model
+
+    def run(self, step: Step, state: dict[str, Any]) -> Any:
+        """Runs ``step`` and records its trace entry; raises ``StepFailed`` when it fails."""
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"step": step.step_id, "type": step.type, "model": None}
+        request_id = f"{state['request_id']}.{step.step_id}"
+        try:
+            if step.type == "model_call":
+                output, entry["model"] = self.model_call(step, state, request_id)
+            elif step.type == "vector_search":
+                output = self.vector_search(step, state)
+            elif step.type == "transform":
+                output = render(step.input, state, f"{step.step_id}.input")
+            elif step.type == "summarize":
+                output, entry["model"] = self.summarize(step, state, request_id)
+            else:
+                return self._skip_rerank(step, state, entry)
+        except Exception as exc:  # noqa: BLE001 - every failure is the step's, recorded in the trace
+            message = exc.message if isinstance(exc, ApiError) else str(exc)
+            if not isinstance(exc, ApiError | TemplateProblem):
+                log.exception("step %s of run %s failed", step.step_id, state["run_id"])
+                message = f"{type(exc).__name__}: {exc}"
+            entry.update(status="failed", error=message, duration_ms=_ms(started))
+            records.add_trace(state["run_id"], entry)
+            raise StepFailed(f"step {step.step_id} failed: {message}") from None
+        entry.update(status="completed", duration_ms=_ms(started), output_size=output_size(output))
+        records.add_trace(state["run_id"], entry)
+        return output
+
+    @staticmethod
+    def _skip_rerank(step: Step, state: dict[str, Any], entry: dict[str, Any]) -> Any:
+        entry.update(
+            status="skipped",
+            reason="no rerank model: reranking models cannot be installed here, so the retrieved order is kept",
+            duration_ms=0.0,
+            output_size=0,
+        )
+        records.add_trace(state["run_id"], entry)
+        return None
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _sampling(config: dict[str, Any]) -> dict[str, Any]:
+    return {name: config[name] for name in ("temperature", "top_p", "max_tokens", "seed") if name in config}
+
+
+def _model_folder(model: str) -> tuple[str, int | None]:
+    """The model's folder (its tokenizer splits the document) and context length, from the registry."""
+    from models import registry
+
+    record = registry.get_record(model)
+    if record is None:
+        raise ApiError(503, f"Model '{model}' is not loaded", code="model_unavailable", param="models.generation")
+    return str(record.path), record.context_length
+
+
+def _tokens(folder: str, text: str) -> int:
+    from rag.chunking import token_counter
+
+    return token_counter(folder)(text)

@@ -1,0 +1,280 @@
+"""Fusion workflows end to end on the real stack: each predefined workflow, a composed RAG workflow equal to the
+predefined one, templates in the sandbox, a failing step in the trace, and a fusion job that survives ``kill -9``
+of the chat model's worker mid-workflow."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import uuid
+
+import pytest
+import requests
+from PIL import Image
+
+from tasks.holds import held_key, hold_key
+from tests.conftest import (
+    CHAT_MODEL,
+    CHAT_MODEL_DIR,
+    EMBEDDING_MODEL,
+    VISION_MODEL,
+    load_model,
+    unload_model,
+    wait_for_job,
+    worker_is_live,
+    worker_pid,
+)
+from tests.stack import wait_until
+
+FACT = (
+    b"The Lumen Festival takes place every March in the harbour town of Vellmar. Its lantern parade starts at the "
+    b"old lighthouse and ends at the fish market. The festival was founded in 1921 by the glassmaker Ida Brenn."
+)
+QUESTION = "Who founded the Lumen Festival?"
+GREEDY = {"temperature": 0, "max_tokens": 24, "top_k": 3}
+
+
+def orchestrate(base_url: str, workflow: str, given: dict, **extra) -> requests.Response:
+    body = {"workflow": workflow, "input": given, **extra}
+    return requests.post(f"{base_url}/api/fusion/orchestrate", json=body, timeout=300)
+
+
+def compose(base_url: str, name: str, steps: list[dict], **extra) -> requests.Response:
+    return requests.post(f"{base_url}/api/fusion/compose", json={"name": name, "steps": steps, **extra}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def festival(base_url, control_worker) -> str:
+    collection = f"festival-{uuid.uuid4().hex[:8]}"
+    ingested = requests.post(
+        f"{base_url}/api/rag/ingest",
+        data={"collection": collection},
+        files=[("files", ("lumen.txt", FACT))],
+        timeout=120,
+    )
+    assert ingested.status_code == 200, ingested.text
+    return collection
+
+
+def test_the_predefined_workflows_are_listed_with_their_input_schemas(base_url):
+    listed = requests.get(f"{base_url}/api/fusion/workflows", timeout=10).json()["workflows"]
+    by_id = {w["id"]: w for w in listed}
+    assert {"rag_with_rerank", "multimodal_analysis", "sequential_summarization", "parallel_fusion"} <= set(by_id)
+    assert by_id["rag_with_rerank"]["input_schema"]["required"] == ["query", "collection"]
+    assert by_id["multimodal_analysis"]["required_models"] == ["multimodal"]
+
+
+def test_rag_with_rerank_answers_with_sources_and_a_trace(base_url, festival):
+    answer = orchestrate(base_url, "rag_with_rerank", {"query": QUESTION, "collection": festival}, config=GREEDY)
+    assert answer.status_code == 200, answer.text
+    run = answer.json()
+    assert run["status"] == "completed" and run["workflow_id"].startswith("wf-")
+    assert "Ida Brenn" in run["result"]["sources"][0]["text"]
+    assert run["result"]["answer"].strip()
+    trace = {entry["step"]: entry for entry in run["execution_trace"]}
+    assert trace["embed_query"]["model"] == EMBEDDING_MODEL and trace["generate_answer"]["model"] == CHAT_MODEL
+    assert trace["rerank"]["status"] == "skipped" and "rerank" in trace["rerank"]["reason"]
+    assert all(
+        trace[s]["status"] == "completed" and trace[s]["output_size"] > 0 for s in ("retrieve_docs", "generate_answer")
+    )
+    assert run["total_latency_ms"] >= sum(trace[s]["duration_ms"] for s in ("embed_query", "retrieve_docs"))
+    assert run["created_at"].endswith("Z") and run["completed_at"].endswith("Z")
+
+
+def test_a_composed_rag_workflow_answers_as_the_predefined_one(base_url, festival):
+    predefined = requests.get(f"{base_url}/api/fusion/workflows/rag_with_rerank", timeout=10).json()
+    system = next(s for s in predefined["steps"] if s["step_id"] == "generate_answer")["input"]["messages"][0][
+        "content"
+    ]
+    steps = [
+        {
+            "step_id": "embed_query",
+            "type": "model_call",
+            "model_id": EMBEDDING_MODEL,
+            "operation": "embed",
+            "input": "{{ input.query }}",
+        },
+        {
+            "step_id": "retrieve_docs",
+            "type": "vector_search",
+            "collection": "{{ input.collection }}",
+            "query_embedding": "{{ steps.embed_query.output }}",
+            "top_k": 3,
+        },
+        {
+            "step_id": "generate_answer",
+            "type": "model_call",
+            "model_id": CHAT_MODEL,
+            "operation": "chat",
+            "input": {
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": "{{ input.query }}"}]
+            },
+        },
+    ]
+    name = f"custom_rag_{uuid.uuid4().hex[:6]}"
+    created = compose(base_url, name, steps, description="RAG, composed")
+    assert created.status_code == 201, created.text
+    assert created.json()["workflow_id"] == name
+    assert name in {w["id"] for w in requests.get(f"{base_url}/api/fusion/workflows", timeout=10).json()["workflows"]}
+    given = {"query": QUESTION, "collection": festival}
+    mine = orchestrate(base_url, name, given, config=GREEDY).json()
+    theirs = orchestrate(base_url, "rag_with_rerank", given, config=GREEDY).json()
+    assert mine.get("status") == "completed", mine
+    assert mine["result"]["output"] == theirs["result"]["answer"]
+    assert mine["result"]["steps"]["retrieve_docs"] == theirs["result"]["sources"]
+    assert requests.delete(f"{base_url}/api/fusion/workflows/{name}", timeout=10).status_code == 200
+    assert orchestrate(base_url, name, given).status_code == 404
+
+
+def test_multimodal_analysis_runs_on_the_vision_model(base_url, control_worker):
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 48), "red").save(picture, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(picture.getvalue()).decode()
+    run = orchestrate(
+        base_url,
+        "multimodal_analysis",
+        {"image_url": url, "prompt": "Describe it."},
+        config={"temperature": 0, "max_tokens": 6},
+    ).json()
+    assert run["status"] == "completed", run
+    assert run["execution_trace"][0]["model"] == VISION_MODEL and isinstance(run["result"]["analysis"], str)
+
+
+def test_parallel_fusion_asks_two_chat_models_and_fuses_their_answers(base_url, control_worker):
+    second = "test/fusion-second-chat"
+    assert load_model(base_url, str(CHAT_MODEL_DIR), second).status_code == 200
+    try:
+        run = orchestrate(
+            base_url,
+            "parallel_fusion",
+            {"question": "Name a primary colour."},
+            models={"answerers": [CHAT_MODEL, second], "fuser": CHAT_MODEL},
+            config={"temperature": 0, "max_tokens": 12},
+        ).json()
+    finally:
+        unload_model(base_url, second, force=True)
+    assert run["status"] == "completed", run
+    trace = {entry["step"]: entry for entry in run["execution_trace"]}
+    assert trace["answer_1"]["model"] == CHAT_MODEL and trace["answer_2"]["model"] == second
+    assert trace["fuse"]["model"] == CHAT_MODEL
+    assert run["result"]["answer_1"] == run["result"]["answer_2"], "the same weights answer greedily alike"
+    assert run["result"]["answer"].strip()
+
+
+def test_sequential_summarization_summarizes_the_parts_then_the_summaries(base_url, control_worker):
+    document = " ".join(
+        f"Chapter {n}. The keeper of lighthouse number {n} rowed to the mainland every Sunday to buy bread, "
+        f"lamp oil and newspapers, and wrote about the storms of week {n} in a blue notebook."
+        for n in range(1, 120)
+    )
+    run = orchestrate(
+        base_url,
+        "sequential_summarization",
+        {"document": document, "max_summary_length": 48},
+        config={"temperature": 0},
+    ).json()
+    assert run["status"] == "completed", run
+    passes = [entry for entry in run["execution_trace"] if entry["type"] == "summarize_pass"]
+    assert passes and passes[0]["parts"] >= 2, "the document is longer than one part"
+    assert 0 < len(run["result"]["summary"]) < len(document)
+
+
+def test_input_and_definitions_are_checked(base_url, control_worker):
+    missing = orchestrate(base_url, "rag_with_rerank", {"collection": "x"})
+    assert missing.status_code == 400 and "query" in missing.json()["error"]["message"]
+    assert orchestrate(base_url, "no_such_workflow", {}).status_code == 404
+    later = compose(
+        base_url,
+        f"bad_{uuid.uuid4().hex[:6]}",
+        [
+            {"step_id": "a", "type": "transform", "input": "{{ steps.b.output }}"},
+            {"step_id": "b", "type": "transform", "input": "x"},
+        ],
+    )
+    assert later.status_code == 400 and later.json()["error"]["param"] == "steps[0]"
+    broken = compose(base_url, f"bad_{uuid.uuid4().hex[:6]}", [{"step_id": "a", "type": "transform", "input": "{{ x"}])
+    assert broken.status_code == 400 and broken.json()["error"]["param"] == "steps[0]"
+    unknown_model = compose(
+        base_url,
+        f"bad_{uuid.uuid4().hex[:6]}",
+        [
+            {"step_id": "a", "type": "model_call", "model_id": "no/such-model", "operation": "chat", "input": "hi"},
+        ],
+    )
+    assert unknown_model.status_code == 400 and unknown_model.json()["error"]["param"] == "steps[0].model_id"
+    rerank = orchestrate(base_url, "rag_with_rerank", {"query": "q", "collection": "c"}, models={"rerank": "r"})
+    assert rerank.status_code == 400 and rerank.json()["error"]["param"] == "models.rerank"
+    absent = orchestrate(
+        base_url, "rag_with_rerank", {"query": "q", "collection": "c"}, models={"generation": "no/such-model"}
+    )
+    assert absent.status_code == 404 and absent.json()["error"]["param"] == "models.generation"
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        "{{ input.__class__.__mro__ }}",
+        "{{ ''.__class__.__base__.__subclasses__() }}",
+        "{{ input.query.format.__globals__ }}",
+        "{% for c in ().__class__.__bases__ %}{{ c }}{% endfor %}",
+    ],
+)
+def test_template_injection_is_refused_by_the_sandbox(base_url, control_worker, attempt):
+    name = f"inject_{uuid.uuid4().hex[:6]}"
+    assert compose(base_url, name, [{"step_id": "evil", "type": "transform", "input": attempt}]).status_code == 201
+    run = orchestrate(base_url, name, {"query": "q"}).json()
+    assert run["status"] == "failed"
+    assert "sandbox" in run["execution_trace"][0]["error"] or "unsafe" in run["execution_trace"][0]["error"]
+
+
+def test_a_failing_step_stops_what_depends_on_it(base_url, control_worker):
+    name = f"failing_{uuid.uuid4().hex[:6]}"
+    steps = [
+        {"step_id": "greet", "type": "transform", "input": "Hello {{ input.name }}"},
+        {"step_id": "shout", "type": "transform", "input": "{{ steps.greet.output | upper }} {{ input.missing }}"},
+        {"step_id": "echo", "type": "transform", "input": "{{ steps.shout.output }}!"},
+    ]
+    assert compose(base_url, name, steps).status_code == 201
+    run = orchestrate(base_url, name, {"name": "Ada"}).json()
+    assert run["status"] == "failed" and run["result"] is None
+    trace = {entry["step"]: entry for entry in run["execution_trace"]}
+    assert trace["greet"]["status"] == "completed"
+    assert trace["shout"]["status"] == "failed" and "missing" in trace["shout"]["error"]
+    assert trace["echo"]["status"] == "not_run"
+    assert run["error"].startswith("step shout failed")
+
+
+def test_a_fusion_job_survives_kill_9_of_the_chat_worker(base_url, jobs_url, redis_client, supervisor, festival):
+    request_id = f"fusion-kill-{uuid.uuid4().hex[:8]}"
+    generation = f"{request_id}.generate_answer"
+    redis_client.set(hold_key(generation), "1", ex=600)
+    try:
+        accepted = requests.post(
+            f"{base_url}/api/fusion/orchestrate",
+            json={
+                "workflow": "rag_with_rerank",
+                "input": {"query": QUESTION, "collection": festival},
+                "config": GREEDY,
+                "async": True,
+            },
+            headers={"X-Request-ID": request_id},
+            timeout=30,
+        )
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        wait_until(lambda: redis_client.exists(held_key(generation)), 120, "the generation step to be held")
+        old = worker_pid(redis_client, CHAT_MODEL)
+        os.kill(old, signal.SIGKILL)
+        wait_until(
+            lambda: worker_is_live(redis_client, CHAT_MODEL) and worker_pid(redis_client, CHAT_MODEL) != old,
+            120,
+            "the supervisor to restart the chat worker",
+        )
+    finally:
+        redis_client.delete(hold_key(generation))
+    done = wait_for_job(jobs_url, job_id, timeout=240)
+    assert done["status"] == "completed", done
+    assert "Ida Brenn" in done["result"]["result"]["sources"][0]["text"]
+    assert done["result"]["result"]["answer"].strip()
