@@ -15,6 +15,7 @@ from flask.views import MethodView
 from config.errors import ApiError
 from web.api import Blueprint, dispatcher
 from web.schemas.audio import TranscriptionFormSchema, TranscriptionSchema
+from web.uploads import read_upload
 
 blp = Blueprint("audio", __name__, url_prefix="/v1/audio", description="OpenAI audio: speech to text (Whisper)")
 
@@ -39,12 +40,7 @@ def uploaded_audio() -> bytes:
     upload = request.files.get("file")
     if upload is None:
         raise ApiError(400, "Send the audio as the 'file' form field", code="missing_file", param="file")
-    data = upload.read(_limit() + 1)
-    if len(data) > _limit():
-        raise ApiError(413, f"The audio file is over the {_limit()} bytes allowed", code="file_too_large", param="file")
-    if not data:
-        raise ApiError(400, "The audio file is empty", code="invalid_file", param="file")
-    return data
+    return read_upload(upload, _limit(), "file", "The audio file")
 
 
 @blp.route("/transcriptions")

@@ -4,7 +4,6 @@ the permission, so a browser can open it)."""
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from config.errors import ApiError
 from tasks import image_files
 from web.api import Blueprint, dispatcher
 from web.schemas.images import ImageEditFormSchema, ImageGenerationSchema, ImagesResponseSchema
+from web.uploads import upload_base64
 
 blp = Blueprint("images", __name__, url_prefix="/v1/images", description="OpenAI images: generation and edits")
 files = FlaskBlueprint("image_files", __name__)
@@ -34,16 +34,6 @@ def _settings() -> Any:
 def _room_for_uploads() -> None:
     if request.endpoint == "images.ImageEdits":
         request.max_content_length = (MAX_EDIT_IMAGES + 1) * _settings().image_max_bytes + FORM_SLACK_BYTES
-
-
-def _upload(storage: Any, param: str) -> str:
-    limit = _settings().image_max_bytes
-    data = storage.read(limit + 1)
-    if len(data) > limit:
-        raise ApiError(413, f"An image is over the {limit} bytes allowed", code="file_too_large", param=param)
-    if not data:
-        raise ApiError(400, "An uploaded image is empty", code="invalid_image", param=param)
-    return base64.b64encode(data).decode()
 
 
 def _answer(result: dict[str, Any], form: dict[str, Any]) -> dict[str, Any]:
@@ -102,9 +92,10 @@ class ImageEdits(MethodView):
             raise ApiError(400, "Send the image to edit as the 'image' form field", code="missing_image", param="image")
         if len(uploads) > MAX_EDIT_IMAGES:
             raise ApiError(400, f"At most {MAX_EDIT_IMAGES} images per edit", code="too_many_images", param="image")
-        extra: dict[str, Any] = {"images": [_upload(storage, "image") for storage in uploads]}
+        limit = _settings().image_max_bytes
+        extra: dict[str, Any] = {"images": [upload_base64(one, limit, "image", "An image") for one in uploads]}
         if "mask" in request.files:
-            extra["mask"] = _upload(request.files["mask"], "mask")
+            extra["mask"] = upload_base64(request.files["mask"], limit, "mask", "The mask")
         return _run(form, extra, "image-edit")
 
 

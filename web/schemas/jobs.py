@@ -14,6 +14,7 @@ from web.schemas.audio import GRANULARITIES, RESPONSE_FORMATS
 from web.schemas.chat import ChatCompletionRequestSchema, SamplingSchema, generation_payload
 from web.schemas.embeddings import MAX_INPUTS
 from web.schemas.fields import EmbeddingInput, storable_keys
+from web.schemas.fusion import OrchestrateSchema
 from web.schemas.images import ImageOptionsSchema
 from web.schemas.rag import RagQuerySchema, rag_query_input
 
@@ -65,16 +66,9 @@ class ImageGenInputSchema(ImageOptionsSchema):
     mask = fields.String(validate=validate.Length(min=4, max=MAX_JOB_FILE_CHARS))
 
 
-class FusionInputSchema(Schema):
-    """A workflow run as a job: the body of ``POST /api/fusion/orchestrate`` without ``async``."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    workflow = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    input = fields.Dict(keys=fields.String(), required=True)
-    models = fields.Dict(keys=fields.String(), load_default=dict)
-    config = fields.Dict(keys=fields.String(), load_default=dict)
+def _fusion_input() -> Schema:
+    """A workflow run as a job: the body of ``POST /api/fusion/orchestrate`` without what makes it a job."""
+    return OrchestrateSchema(exclude=("async_", "priority", "callback_url"))
 
 
 def _chat_input() -> Schema:
@@ -91,7 +85,7 @@ INPUT_SCHEMAS = {
     "embed": EmbedInputSchema,
     "transcribe": TranscribeInputSchema,
     "image_gen": ImageGenInputSchema,
-    "fusion": FusionInputSchema,
+    "fusion": _fusion_input,
     "rag_query": _rag_query_input,
 }
 SUBMITTED_ELSEWHERE = {"rag_ingest": "POST /api/rag/ingest with async=true (a job cannot carry files)"}
