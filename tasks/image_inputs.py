@@ -74,15 +74,22 @@ def _fetch(url: str, where: str, settings: Settings) -> bytes:
                 declared = int(response.headers.get("content-length") or 0)
                 if declared > limit:
                     raise _refuse(where, f"the image is over the {limit} bytes allowed", code="image_too_large")
-                body = bytearray()
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    body.extend(chunk)
-                    if len(body) > limit:
-                        raise _refuse(where, f"the image is over the {limit} bytes allowed", code="image_too_large")
-                    if time.monotonic() > deadline:
-                        raise _refuse(where, f"fetching the image took over {settings.image_fetch_timeout_seconds}s")
-                return bytes(body)
+                return _body(response, where, limit, deadline, settings.image_fetch_timeout_seconds)
     raise _refuse(where, f"more than {MAX_REDIRECTS} redirects")
+
+
+def _body(response: requests.Response, where: str, limit: int, deadline: float, seconds: float) -> bytes:
+    body = bytearray()
+    try:
+        for chunk in response.iter_content(CHUNK_BYTES):
+            body.extend(chunk)
+            if len(body) > limit:
+                raise _refuse(where, f"the image is over the {limit} bytes allowed", code="image_too_large")
+            if time.monotonic() > deadline:
+                raise _refuse(where, f"fetching the image took over {seconds:g}s")
+    except requests.RequestException as exc:
+        raise _refuse(where, f"the image could not be fetched: {type(exc).__name__}") from None
+    return bytes(body)
 
 
 def image_bytes(part: dict[str, Any], where: str, settings: Settings) -> bytes:

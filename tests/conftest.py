@@ -57,6 +57,7 @@ def stack() -> Iterator[Stack]:
         # Vision tests fetch image URLs from a server on loopback; other private addresses stay refused.
         "IMAGE_URL_ALLOWED_NETWORKS": "127.0.0.0/8",
         "IMAGE_MAX_BYTES": "1000000",
+        "IMAGE_FETCH_TIMEOUT_SECONDS": "2",
         "RAG_LEASE_SECONDS": "4",
         "CONTROL_SILENCE_SECONDS": "6",
     }

@@ -20,6 +20,7 @@ from tests.conftest import (
     CHAT_MODEL_DIR,
     EMBEDDING_MODEL,
     VISION_MODEL,
+    job_status,
     load_model,
     unload_model,
     wait_for_job,
@@ -265,6 +266,14 @@ def test_a_fusion_job_survives_kill_9_of_the_chat_worker(base_url, jobs_url, red
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["job_id"]
         wait_until(lambda: redis_client.exists(held_key(generation)), 120, "the generation step to be held")
+        wait_until(
+            lambda: job_status(jobs_url, job_id).get("progress_detail", {}).get("steps_done", 0) >= 3,
+            30,
+            "progress per step while the generation is held",
+        )
+        running = job_status(jobs_url, job_id)
+        assert running["status"] == "processing" and running["progress_detail"]["steps"] == 4
+        assert 0.5 <= running["progress"] < 1
         old = worker_pid(redis_client, CHAT_MODEL)
         os.kill(old, signal.SIGKILL)
         wait_until(
@@ -278,3 +287,27 @@ def test_a_fusion_job_survives_kill_9_of_the_chat_worker(base_url, jobs_url, red
     assert done["status"] == "completed", done
     assert "Ida Brenn" in done["result"]["result"]["sources"][0]["text"]
     assert done["result"]["result"]["answer"].strip()
+
+
+def test_a_fusion_job_from_the_jobs_api_reports_its_steps(base_url, jobs_url):
+    name = f"job_{uuid.uuid4().hex[:6]}"
+    steps = [
+        {"step_id": "first", "type": "transform", "input": "{{ input.word | upper }}"},
+        {"step_id": "second", "type": "transform", "input": "{{ steps.first.output }}, {{ steps.first.output }}!"},
+    ]
+    assert compose(base_url, name, steps).status_code == 201
+    job = requests.post(
+        f"{jobs_url}/jobs",
+        json={"model_id": CHAT_MODEL, "operation": "fusion", "input": {"workflow": name, "input": {"word": "hey"}}},
+        timeout=30,
+    )
+    assert job.status_code == 202, job.text
+    done = wait_for_job(jobs_url, job.json()["job_id"])
+    assert done["status"] == "completed"
+    assert done["result"]["result"]["output"] == "HEY, HEY!"
+    assert [entry["step"] for entry in done["result"]["execution_trace"]] == ["first", "second"]
+
+
+def test_a_workflow_without_its_models_is_503_naming_them(base_url, control_worker):
+    lonely = orchestrate(base_url, "parallel_fusion", {"question": "Hi?"}, models={"answerers": [CHAT_MODEL]})
+    assert lonely.status_code == 503 and lonely.json()["error"]["param"] == "models.answerers"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -48,11 +49,20 @@ def greedy(client: openai.OpenAI, messages: list[dict], **extra):
 @pytest.fixture(scope="module")
 def image_server() -> Iterator[str]:
     """A loopback HTTP server: /red.png, /big.png (over the test stack's 1 MB limit), /away (a redirect to a
-    private address), /missing (404)."""
+    private address), /slow (sends its first bytes, then nothing for longer than the stack's 2 s fetch limit),
+    /missing (404)."""
     red, big = png("red"), b"\x89PNG" + b"\0" * 1_200_000
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/slow":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+                self.wfile.write(red[:64])
+                self.wfile.flush()
+                time.sleep(4)
+                return
             if self.path == "/away":
                 self.send_response(302)
                 self.send_header("Location", "http://10.255.255.1/secret.png")
@@ -101,7 +111,12 @@ def test_http_image_urls_are_fetched(client, image_server):
 
 @pytest.mark.parametrize(
     ("path", "code"),
-    [("/big.png", "image_too_large"), ("/away", "invalid_image_url"), ("/missing", "invalid_image_url")],
+    [
+        ("/big.png", "image_too_large"),
+        ("/away", "invalid_image_url"),
+        ("/missing", "invalid_image_url"),
+        ("/slow", "invalid_image_url"),
+    ],
 )
 def test_image_urls_outside_the_limits_are_400(client, image_server, path, code):
     with pytest.raises(openai.BadRequestError) as caught:
