@@ -157,6 +157,19 @@ class Settings(BaseSettings):
     """Comma-separated networks ``image_url`` fetches may reach although not public (none by default)."""
     image_url_ttl_seconds: int = 3600
     """How long an image answered with ``response_format=url`` can be downloaded."""
+    metrics_requires_key: bool = False
+    """With ``API_KEYS``, ``/metrics`` needs a key too (open by default, for Prometheus)."""
+    deprecated_routes: str = ""
+    """Routes being retired, ``/path/prefix=YYYY-MM-DD`` comma-separated: they answer ``X-API-Deprecated`` and
+    ``X-API-Sunset``."""
+    rate_limits_enabled: bool = True
+    """Per-client limits on the platform's API groups (specification section 8)."""
+    rate_limit_models: str = "10/minute"
+    """Model management: load, unload, warm-up, info, stats (the OpenAI model reads are not limited)."""
+    rate_limit_fusion: str = "60/minute"
+    rate_limit_rag: str = "30/minute"
+    rate_limit_jobs: str = "100/minute"
+    """MCP jobs and webhooks."""
     fusion_timeout_seconds: float = 600.0
     """How long ``POST /api/fusion/orchestrate`` waits for a workflow (an ``async`` run waits as a job)."""
     audio_max_file_bytes: int = 25 * 1024 * 1024

@@ -14,6 +14,8 @@ from typing import Any
 import redis
 
 LATENCY_WINDOW = 1000
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Upper bounds (seconds) of the request-latency and time-to-first-token histograms of ``/metrics``."""
 ERRORS_KEY = "mlxf:recent-errors"
 ERROR_WINDOW = 1000
 """The most recent request errors of every model kept for ``/internal/diagnostics``."""
@@ -39,21 +41,45 @@ class ModelStats:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
-    def record(self, model_id: str, latency_ms: float, tokens: int, error: str | None = None) -> None:
+    def record(
+        self,
+        model_id: str,
+        latency_ms: float,
+        tokens: int,
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+        first_token_ms: float | None = None,
+    ) -> None:
+        """One finished request: its latency, tokens (and, from ``usage``, generated and cached prompt tokens) and
+        time to its first token, as counters and histogram buckets that ``/metrics`` reads."""
         now = time.time()
+        key = _key(model_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(_key(model_id), "request_count", 1)
-        pipe.hincrby(_key(model_id), "total_tokens_processed", tokens)
-        pipe.hset(_key(model_id), "last_used", now)
+        pipe.hincrby(key, "request_count", 1)
+        pipe.hincrby(key, "total_tokens_processed", tokens)
+        pipe.hset(key, "last_used", now)
         if error is None:
             pipe.lpush(_latencies_key(model_id), round(latency_ms, 3))
             pipe.ltrim(_latencies_key(model_id), 0, LATENCY_WINDOW - 1)
+            _observe(pipe, key, "latency", latency_ms / 1000)
+            if first_token_ms is not None:
+                _observe(pipe, key, "ttft", first_token_ms / 1000)
+            usage = usage or {}
+            pipe.hincrby(key, "completion_tokens", int(usage.get("completion_tokens") or 0))
+            cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            if cached:
+                pipe.hincrby(key, "prompt_cache_hits", 1)
+                pipe.hincrby(key, "cached_tokens", cached)
         else:
             pipe.hincrby(_key(model_id), "error_count", 1)
             pipe.hset(_key(model_id), mapping={"last_error": now, "last_error_message": error[:500]})
             pipe.lpush(ERRORS_KEY, json.dumps({"at": now, "error": error[:500], "model": model_id}))
             pipe.ltrim(ERRORS_KEY, 0, ERROR_WINDOW - 1)
         pipe.execute()
+
+    def counters(self, model_id: str) -> dict[str, float]:
+        """Every counter and histogram field of the model (``latency_le_<bound>``, ``latency_sum``, ...)."""
+        return {k.decode(): float(v) for k, v in self.client.hgetall(_key(model_id)).items() if _numeric(v)}
 
     def recent_errors(self, since: float) -> list[dict[str, Any]]:
         """Errors recorded after the epoch time ``since``, newest first (at most the last ``ERROR_WINDOW``)."""
@@ -87,6 +113,23 @@ class ModelStats:
 
     def clear(self, model_id: str) -> None:
         self.client.delete(_key(model_id), _latencies_key(model_id))
+
+
+def _observe(pipe: Any, key: str, name: str, seconds: float) -> None:
+    """Adds ``seconds`` to the histogram ``name`` (cumulative buckets, as Prometheus counts them)."""
+    for bound in LATENCY_BUCKETS:
+        if seconds <= bound:
+            pipe.hincrby(key, f"{name}_le_{bound}", 1)
+    pipe.hincrby(key, f"{name}_count", 1)
+    pipe.hincrbyfloat(key, f"{name}_sum", seconds)
+
+
+def _numeric(value: bytes) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _iso(timestamp: str | None) -> str | None:

@@ -66,6 +66,20 @@ def current() -> Runtime:
     return _current
 
 
+class FirstToken:
+    """Passes events on and notes when the first text delta went out (time to first token, for ``/metrics``)."""
+
+    def __init__(self, emit: Callable[[dict[str, Any]], Any], started: float) -> None:
+        self._emit = emit
+        self.started = started
+        self.ms: float | None = None
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.ms is None and event.get("type") == "delta":
+            self.ms = (time.perf_counter() - self.started) * 1000
+        self._emit(event)
+
+
 def _check_operation(runtime: Runtime, operation: str, param: str) -> None:
     if operation not in operations_of(runtime.model_type):
         raise ApiError(
@@ -119,8 +133,9 @@ def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], req
     try:
         _check_operation(runtime, operation, "model")
         stop = _cancel_check(channel.cancelled, abandoned)
+        first_token = FirstToken(channel.publish, started)
         future = runtime.engine.submit(
-            operation, payload, channel.publish, stop, request_id, pause=_test_hold(runtime, request_id, stop)
+            operation, payload, first_token.emit, stop, request_id, pause=_test_hold(runtime, request_id, stop)
         )
         result = _wait(future, runtime.settings.request_timeout_seconds, abandoned, "request")
     except RequestCancelled:
@@ -136,7 +151,8 @@ def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], req
         _record(runtime, started, 0, error.message)
         channel.publish({"type": "error", "error": error.to_dict()})
         return
-    _record(runtime, started, result.get("usage", {}).get("total_tokens", 0))
+    usage = result.get("usage", {})
+    _record(runtime, started, usage.get("total_tokens", 0), usage=usage, first_token_ms=first_token.ms)
     channel.publish({"type": "done", "result": result})
 
 
@@ -182,12 +198,22 @@ def serve_job(
     finally:
         with runtime.lock:
             runtime.leases.pop(job_id, None)
-    _record(runtime, started, result.get("usage", {}).get("total_tokens", 0))
+    usage = result.get("usage", {})
+    _record(runtime, started, usage.get("total_tokens", 0), usage=usage)
     return result
 
 
-def _record(runtime: Runtime, started: float, tokens: int, error: str | None = None) -> None:
+def _record(
+    runtime: Runtime,
+    started: float,
+    tokens: int,
+    error: str | None = None,
+    usage: dict[str, Any] | None = None,
+    first_token_ms: float | None = None,
+) -> None:
     try:
-        ModelStats(runtime.redis).record(runtime.model_id, (time.perf_counter() - started) * 1000, tokens, error)
+        ModelStats(runtime.redis).record(
+            runtime.model_id, (time.perf_counter() - started) * 1000, tokens, error, usage, first_token_ms
+        )
     except redis.RedisError:
         log.warning("could not record request statistics", exc_info=True)

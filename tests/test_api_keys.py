@@ -57,6 +57,15 @@ def test_keys_are_never_logged(locked):
     assert FIRST not in log and SECOND not in log and "sk-wrong-key-123" not in log
 
 
+def test_metrics_are_open_unless_configured(locked, stack, supervisor):
+    base, _service = locked
+    assert requests.get(f"{base}/metrics", timeout=10).status_code == 200
+    _service, closed = stack.start_web("web-metrics-keys", {"API_KEYS": KEYS, "METRICS_REQUIRES_KEY": "true"})
+    assert requests.get(f"{closed}/metrics", timeout=10).status_code == 401
+    keyed = requests.get(f"{closed}/metrics", headers={"Authorization": f"Bearer {FIRST}"}, timeout=10)
+    assert keyed.status_code == 200
+
+
 def test_health_can_require_a_key(stack, supervisor):
     _service, base = stack.start_web("web-health-keys", {"API_KEYS": KEYS, "HEALTH_REQUIRES_KEY": "true"})
     assert requests.get(f"{base}/health", timeout=10).status_code == 401

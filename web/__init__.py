@@ -28,6 +28,7 @@ from web import (
     images,
     jobs,
     messages,
+    metrics,
     models,
     rag,
     responses,
@@ -36,7 +37,10 @@ from web import (
 from web.api import Api
 from web.auth import register_api_keys
 from web.errors import register_error_handlers
+from web.metrics import register_request_counter
+from web.rate_limits import register_rate_limits
 from web.request_id import register_request_id
+from web.versioning import register_versioning
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -72,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_request_id(app)
     register_api_keys(app)
+    register_versioning(app, settings)
     api = Api(app)
     for blueprint in (
         chat.blp,
@@ -91,6 +96,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         diagnostics.blp,
     ):
         api.register_blueprint(blueprint)
+    register_rate_limits(
+        app,
+        settings,
+        {
+            "models": models.blp,
+            "fusion": fusion.blp,
+            "capabilities": capabilities.blp,
+            "rag": rag.blp,
+            "jobs": jobs.blp,
+            "webhooks": webhooks.blp,
+        },
+    )
     app.register_blueprint(images.files)
+    app.register_blueprint(metrics.blp)
+    register_request_counter(app)
     register_error_handlers(app)
     return app

@@ -22,9 +22,11 @@ def presented_key() -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def needs_key(path: str, health_requires_key: bool) -> bool:
+def needs_key(path: str, health_requires_key: bool, metrics_requires_key: bool = False) -> bool:
     if path.startswith(PROTECTED):
         return True
+    if path == "/metrics":
+        return metrics_requires_key
     return health_requires_key and path.startswith(OPEN_UNLESS_CONFIGURED)
 
 
@@ -33,7 +35,7 @@ def register_api_keys(app: Flask) -> None:
     def _check_api_key() -> None:
         settings = current_app.extensions["settings"]
         keys = settings.api_key_list
-        if not keys or not needs_key(request.path, settings.health_requires_key):
+        if not keys or not needs_key(request.path, settings.health_requires_key, settings.metrics_requires_key):
             return
         given = presented_key()
         if given is None:

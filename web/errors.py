@@ -17,6 +17,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "rate_limit_exceeded",
 }
 
 
@@ -73,6 +74,8 @@ def http_error(exc: HTTPException) -> ApiError:
     message = exc.description or exc.name
     if status == 404:
         message = "Unknown URL: no route matches this path."
+    if status == 429:
+        message = f"Rate limit exceeded ({exc.description}). Try again after the Retry-After seconds."
     return ApiError(status, message, code=code)
 
 

@@ -74,10 +74,10 @@ def composed(workflow_id: str) -> Workflow | None:
 
 
 def find(workflow_id: str) -> Workflow:
-    """A predefined or composed workflow; 404 ``workflow_not_found`` otherwise."""
+    """A predefined or composed workflow; 404 ``invalid_workflow`` otherwise (the specification's code)."""
     workflow = PREDEFINED.get(workflow_id) or composed(workflow_id)
     if workflow is None:
-        raise ApiError(404, f"Workflow '{workflow_id}' not found", code="workflow_not_found", param="workflow")
+        raise ApiError(404, f"Workflow '{workflow_id}' not found", code="invalid_workflow", param="workflow")
     return workflow
 
 

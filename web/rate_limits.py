@@ -1,0 +1,48 @@
+"""Rate limits per client address and API group (specification section 8), counted in Redis by Flask-Limiter so
+that every web process shares them. Answers carry ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset``; past a limit,
+429 ``rate_limit_exceeded`` with ``Retry-After``.
+
+Model management is the specification's own routes (load, unload, warm-up, info, stats); the OpenAI reads
+``GET /v1/models[/{id}]`` are not limited, as OpenAI clients call them freely.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from config.settings import Settings
+
+OPENAI_READS = ("models.ModelList", "models.ModelDetail")
+
+
+def _not_model_management() -> bool:
+    return request.endpoint in OPENAI_READS
+
+
+def register_rate_limits(app: Flask, settings: Settings, blueprints: dict[str, object]) -> Limiter | None:
+    """Limits the blueprints of each group (``models``, ``fusion`` and ``capabilities``, ``rag``, ``jobs`` and
+    ``webhooks``); none when ``RATE_LIMITS_ENABLED`` is off."""
+    if not settings.rate_limits_enabled:
+        return None
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=settings.redis_url,
+        headers_enabled=True,
+        key_prefix="mlxf:ratelimit",
+        strategy="moving-window",
+    )
+    groups = {
+        "model_management": (settings.rate_limit_models, ("models",)),
+        "fusion": (settings.rate_limit_fusion, ("fusion", "capabilities")),
+        "rag": (settings.rate_limit_rag, ("rag",)),
+        "mcp_jobs": (settings.rate_limit_jobs, ("jobs", "webhooks")),
+    }
+    for scope, (limit, names) in groups.items():
+        exempt = _not_model_management if scope == "model_management" else None
+        shared = limiter.shared_limit(limit, scope=scope, exempt_when=exempt)
+        for name in names:
+            shared(blueprints[name])
+    return limiter
