@@ -26,6 +26,7 @@ ifeq ($(UNAME),Linux)
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/*/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1 || missing="$$missing libopenblas0-pthread"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "[setup] installing system packages:$$missing"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

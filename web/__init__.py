@@ -22,6 +22,7 @@ from web import (
     chat,
     completions,
     diagnostics,
+    docs_page,
     embeddings,
     fusion,
     health,
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.register_blueprint(images.files)
     app.register_blueprint(metrics.blp)
+    app.register_blueprint(docs_page.blp)
     register_request_counter(app)
     register_error_handlers(app)
     return app
