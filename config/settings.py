@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     """A worker not heard from for this long is taken as gone."""
     stream_maxlen: int = 10000
     stream_ttl_seconds: int = 600
-    web_threads: int = 32
+    web_threads: int = 320
+    """Threads of a web process: each open stream holds one while it waits on Redis (cheap), so 256 streams leave
+    room for ``/health`` and ``/metrics``."""
     log_level: str = "INFO"
     redis_socket_timeout_seconds: float = 10.0
     """Longest a Redis call may wait on the network (blocking reads wait less than this)."""

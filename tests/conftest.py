@@ -195,6 +195,9 @@ class Hold:
         """Returns once the request has generated a token and is waiting on this hold."""
         wait_until(lambda: self.client.exists(self._held), timeout, f"request {self.request_id} to be held")
 
+    def is_held(self) -> bool:
+        return bool(self.client.exists(self._held))
+
     def release(self) -> None:
         self.client.delete(self._hold)
 
