@@ -18,6 +18,7 @@ from types import ModuleType
 from bench import (
     concurrency,
     embeddings,
+    health_under_load,
     jobs,
     lifecycle,
     media,
@@ -38,7 +39,19 @@ from bench.targets import TARGETS
 
 SECTIONS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (weights, overhead, concurrency, prefix, lifecycle, jobs, embeddings, media, rag_quality, rag_scale)
+    for module in (
+        weights,
+        overhead,
+        concurrency,
+        prefix,
+        lifecycle,
+        jobs,
+        embeddings,
+        media,
+        health_under_load,
+        rag_quality,
+        rag_scale,
+    )
 }
 
 
