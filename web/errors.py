@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import kombu.exceptions
+import pymongo.errors
+import redis.exceptions
 from flask import Flask, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -79,9 +83,26 @@ def http_error(exc: HTTPException) -> ApiError:
     return ApiError(status, message, code=code)
 
 
+def unreachable(dependency: str, what: str) -> Callable[[Exception], Any]:
+    """The 503 of a dependency that cannot be reached: the client's request was fine, so never a 500."""
+
+    def handle(exc: Exception) -> Any:
+        log.warning("%s is unreachable: %s: %s", dependency, type(exc).__name__, exc)
+        message = f"{dependency} ({what}) is unreachable; try again when it is back"
+        return error_response(ApiError(503, message, code="service_unavailable"))
+
+    return handle
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, error_response)
     app.register_error_handler(HTTPException, lambda exc: error_response(http_error(exc)))
+    redis_down = unreachable("Redis", "the broker and the reply channels")
+    for error in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError):
+        app.register_error_handler(error, redis_down)
+    mongo_down = unreachable("MongoDB", "the registry, jobs and webhooks")
+    for error in (pymongo.errors.ConnectionFailure, pymongo.errors.ServerSelectionTimeoutError):
+        app.register_error_handler(error, mongo_down)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
