@@ -87,6 +87,10 @@ class Liveness:
         reports = self.client.mget([_worker_key(h.decode()) for h in hostnames])
         return [json.loads(r) for r in reports if r is not None]
 
+    def models_of_type(self, model_type: str) -> list[str]:
+        """The ids, sorted, of the ``model_type`` models that have a live worker."""
+        return sorted(m for m, reports in self.models().items() if reports[0].get("model_type") == model_type)
+
     def models(self) -> dict[str, list[dict[str, Any]]]:
         """Live workers' reports for every model that has one."""
         model_ids = sorted(m.decode() for m in self.client.smembers(_MODELS_KEY))

@@ -20,12 +20,16 @@ def source_label(number: int, source: Mapping[str, Any]) -> str:
     return f"[{number}] ({where})"
 
 
+def numbered_sources(sources: Sequence[Mapping[str, Any]] | None) -> str:
+    """Each source as ``[n] (file, page p)`` and its text, or a line saying none matched."""
+    if not sources:
+        return "(no source matched the question)"
+    return "\n\n".join(f"{source_label(n, s)}\n{s['text']}" for n, s in enumerate(sources, start=1))
+
+
 def messages(query: str, sources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A system message with the instructions and the numbered sources, then the question."""
-    if sources:
-        context = "\n\n".join(f"{source_label(n, s)}\n{s['text']}" for n, s in enumerate(sources, start=1))
-    else:
-        context = "(no source matched the question)"
+    context = numbered_sources(sources)
     return [
         {"role": "system", "content": f"{INSTRUCTIONS}\n\nSources:\n\n{context}"},
         {"role": "user", "content": query},

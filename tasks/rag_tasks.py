@@ -198,8 +198,7 @@ def _fusion_job(job_id: str, payload: dict[str, Any], cancelled: Callable[[], bo
 
     rag = service()
     redis = rag.dispatcher.redis
-    live = rag.dispatcher.liveness.models()
-    chat_models = sorted(model for model, reports in live.items() if reports[0].get("model_type") == "lm")
+    chat_models = rag.dispatcher.liveness.models_of_type("lm")
     workflow = for_run(records.find(payload["workflow"]), payload.get("models") or {}, chat_models)
 
     def report(done: int, total: int) -> None:

@@ -54,9 +54,7 @@ def check_input(workflow: Workflow, given: dict[str, Any]) -> None:
 
 
 def for_this_run(workflow: Workflow, models: dict[str, Any]) -> Workflow:
-    live = current_app.extensions["liveness"].models()
-    chat_models = sorted(model_id for model_id, reports in live.items() if reports[0].get("model_type") == "lm")
-    return for_run(workflow, models, chat_models)
+    return for_run(workflow, models, current_app.extensions["liveness"].models_of_type("lm"))
 
 
 def check_models(workflow: Workflow, models: dict[str, Any]) -> str:
@@ -74,7 +72,7 @@ def check_models(workflow: Workflow, models: dict[str, Any]) -> str:
         if step.type not in OPERATION_OF_STEP:
             continue
         operation = step.operation or OPERATION_OF_STEP[step.type] or "chat"
-        chosen = models.get(step.step_id) or (models.get(step.role) if step.role else None) or step.model_id
+        chosen = step.chosen_model(models)
         param = f"models.{step.role or step.step_id}"
         if chosen:
             dispatcher().require_model(chosen, operation, param=param)

@@ -49,6 +49,11 @@ class Step:
     query: Any = None
     top_k: Any = 5
 
+    def chosen_model(self, models: dict[str, Any]) -> str | None:
+        """The model a run chose for this step: ``models[step_id]``, ``models[role]``, else its own ``model_id``."""
+        chosen = models.get(self.step_id) or (models.get(self.role) if self.role else None) or self.model_id
+        return chosen if isinstance(chosen, str) and chosen else None
+
     def templated(self) -> dict[str, Any]:
         return {
             name: value

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from config.errors import ApiError
-from rag.answer import source_label
+from rag.answer import numbered_sources
 from rag.chunking import chunk_document
 from rag.extract import extract
 from tasks.dispatch import Dispatcher
@@ -32,13 +32,7 @@ RETRY_LOST_SECONDS = 90.0
 SUMMARY_PROMPT = "Summarize the following text in at most {words} words. Keep the key facts.\n\n{text}"
 
 
-def _numbered_sources(sources: Any) -> str:
-    if not sources:
-        return "(no source matched the question)"
-    return "\n\n".join(f"{source_label(n, s)}\n{s['text']}" for n, s in enumerate(sources, start=1))
-
-
-ENVIRONMENT.filters["numbered_sources"] = _numbered_sources
+ENVIRONMENT.filters["numbered_sources"] = numbered_sources
 
 
 class StepFailed(Exception):
@@ -56,8 +50,8 @@ class StepRunner:
         self.rag = rag
 
     def model_for(self, step: Step, models: dict[str, Any], operation: str) -> str:
-        chosen = models.get(step.step_id) or (models.get(step.role) if step.role else None) or step.model_id
-        if isinstance(chosen, str) and chosen:
+        chosen = step.chosen_model(models)
+        if chosen:
             return chosen
         return self.dispatcher.pick_model(operation, f"models.{step.role or step.step_id}", step.model_type)
 
