@@ -14,6 +14,8 @@ WARMUP = "warmup"
 COUNT_TOKENS = "count_tokens"
 """A language model's token count of a conversation (``POST /v1/messages/count_tokens``)."""
 INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS)
+CHAT_PROBE = ("chat", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0})
+"""A language model's health probe: one token, joining the batch beside the requests being served."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class ModelType:
     handler: str | None = None
     """The module under ``models.handlers`` that loads and runs it (``module`` calls its ``load``,
     ``module:function`` another loader of it); None while the platform cannot serve it."""
+    probe: tuple[str, dict] = (WARMUP, {})
+    """The tiny real call a worker makes of its model every ``HEALTH_PROBE_INTERVAL_SECONDS`` (``/health``)."""
 
     @property
     def served(self) -> bool:
@@ -41,7 +45,9 @@ class ModelType:
 MODEL_TYPES: dict[str, ModelType] = {
     row.name: row
     for row in (
-        ModelType("lm", ("chat", "completion", COUNT_TOKENS, WARMUP), ("chat",), ("chat",), handler="lm"),
+        ModelType(
+            "lm", ("chat", "completion", COUNT_TOKENS, WARMUP), ("chat",), ("chat",), handler="lm", probe=CHAT_PROBE
+        ),
         ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision"), handler="vlm"),
         ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),
         ModelType("whisper", ("transcribe", WARMUP), ("transcription",), ("audio",), handler="whisper"),

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     engine_stall_seconds: float = 120.0
     """A worker whose engine has work but has made no progress (no token, no step) for this long is stalled:
     ``/health`` says so, the supervisor restarts it, and its jobs' leases are no longer renewed."""
+    health_probe_interval_seconds: float = 30.0
+    """How often each model worker runs a tiny real call of its model through its own Celery queue."""
+    health_probe_max_age_seconds: float = 90.0
+    """A worker counts as healthy while its last probe answered within this long (or its engine is busy serving
+    others and not stalled); past it ``/health`` shows the model ``unresponsive``."""
+    health_probe_restart_seconds: float = 120.0
+    """The supervisor restarts a worker that has been unresponsive (or silent while its process runs) this long."""
     engine_kv_budget_gb: float = 4.0
     """KV-cache memory a worker's batch may hold; a request that cannot fit alone is 503 ``insufficient_vram``,
     one that cannot fit beside the others waits."""

@@ -80,8 +80,8 @@ class Engine:
         return self.solo_served + (batch.completed if batch is not None else 0)
 
     def stalled_seconds(self) -> float:
-        """How long the engine has had work without making progress; 0 while idle."""
-        return time.monotonic() - self.last_progress if self.active else 0.0
+        """How long the engine has had work (running, or waiting for it) without making progress; 0 while idle."""
+        return time.monotonic() - self.last_progress if self.active or self.queued else 0.0
 
     def start(self) -> None:
         """Loads (and warms) the model on the engine thread; raises what loading raised."""
@@ -110,6 +110,8 @@ class Engine:
         """Queues work for the engine thread; lower ``priority`` runs first."""
         assert self.handler is not None, "engine not started"
         work = Work(operation, payload, emit, cancelled, request_id, pause)
+        if not self.active and not self.queued:
+            self.last_progress = time.monotonic()  # an idle engine has made no progress since: it had nothing to do
         self._inbox.put((priority, next(self._arrivals), work))
         self.on_change()
         return work.future

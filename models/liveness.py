@@ -28,6 +28,17 @@ def _worker_key(hostname: str) -> str:
     return f"mlxf:worker:{hostname}"
 
 
+def probe_queue(hostname: str) -> str:
+    """The Celery queue of one worker's health probes (``tasks.probes``); only that worker consumes it."""
+    return f"probe.{hostname}"
+
+
+def _probe_queue_keys(hostname: str) -> list[str]:
+    """The Redis keys kombu keeps for the probe queue: its lists (one per priority step) and its binding."""
+    queue = probe_queue(hostname)
+    return [queue, *(f"{queue}:{step}" for step in range(1, 10)), f"_kombu.binding.{queue}"]
+
+
 class Liveness:
     def __init__(self, client: redis.Redis, ttl_seconds: float) -> None:
         self.client = client
@@ -60,9 +71,10 @@ class Liveness:
         return self._live(_processes_key(role))
 
     def leave(self, model_id: str, hostname: str) -> None:
+        """Removes a worker's entries, and its probe queue (the next worker of the model has its own)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.zrem(_workers_key(model_id), hostname)
-        pipe.delete(_worker_key(hostname))
+        pipe.delete(_worker_key(hostname), *_probe_queue_keys(hostname))
         pipe.execute()
 
     def forget_process(self, model_id: str, pid: int, host: str) -> None:
@@ -96,3 +108,28 @@ class Liveness:
         model_ids = sorted(m.decode() for m in self.client.smembers(_MODELS_KEY))
         live = {model_id: self.workers(model_id) for model_id in model_ids}
         return {model_id: reports for model_id, reports in live.items() if reports}
+
+
+ANSWERING, BUSY, STARTING, UNRESPONSIVE = "answering", "busy", "starting", "unresponsive"
+SERVING_VERDICTS = frozenset({ANSWERING, BUSY, STARTING})
+
+
+def probe_verdict(report: dict[str, Any] | None, now: float, max_age_seconds: float) -> str:
+    """Whether a worker, by its heartbeat ``report`` (None: it has stopped beating), serves its model.
+
+    ``answering``: its last health probe, a tiny real call through its own queue, answered within
+    ``max_age_seconds``. ``busy``: no recent answer, but its engine is serving other requests and making progress
+    (a probe may wait behind a full batch). ``starting``: loaded less than ``max_age_seconds`` ago, its first probe
+    not answered yet. ``unresponsive`` otherwise (a stalled engine included): the process may be up, yet nothing
+    comes out of it.
+    """
+    if report is None or report.get("stalled"):
+        return UNRESPONSIVE
+    answered_at = report.get("probe_answered_at")
+    if answered_at is not None and now - answered_at <= max_age_seconds:
+        return ANSWERING
+    if report.get("active") and not report.get("stalled"):
+        return BUSY
+    if answered_at is None and now - report.get("started_at", 0.0) <= max_age_seconds:
+        return STARTING
+    return UNRESPONSIVE

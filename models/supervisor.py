@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,7 +26,7 @@ from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
 from models.catalog import load_catalog, served_path
-from models.liveness import Liveness
+from models.liveness import SERVING_VERDICTS, Liveness, probe_verdict
 
 log = logging.getLogger("models.supervisor")
 
@@ -51,14 +52,14 @@ class Action:
 def plan(
     records: list[registry.ModelRecord],
     children: dict[str, bool],
-    stalled: set[str],
+    failing: Mapping[str, str],
     moment: datetime,
     loading_deadline_seconds: float,
 ) -> list[Action]:
     """What one tick does, decided from the registry and the workers (no side effects).
 
     ``children`` maps each model with a worker process to whether a stop was already sent to it;
-    ``stalled`` lists models whose worker reports an engine making no progress.
+    ``failing`` maps the models whose worker must be restarted (see ``Supervisor.failing_workers``) to why.
     """
     actions: list[Action] = []
     wanted = {record.model_id for record in records}
@@ -77,8 +78,8 @@ def plan(
                 reason = f"the model did not finish loading within {loading_deadline_seconds:g}s"
                 actions.append(Action("fail", model_id, reason=reason))
                 continue
-        if has_child and model_id in stalled and record.status == "loaded":
-            actions.append(Action("restart", model_id, reason="its engine stopped making progress"))
+        if has_child and model_id in failing and record.status == "loaded":
+            actions.append(Action("restart", model_id, reason=failing[model_id]))
         elif not has_child and record.status in ("loading", "loaded"):
             actions.append(Action("start", model_id))
     actions.extend(Action("stop", model_id) for model_id in children if model_id not in wanted)
@@ -90,6 +91,8 @@ class Child:
     model_id: str
     process: subprocess.Popen
     stop_sent_at: float | None = None
+    unresponsive_since: float | None = None
+    """Since when (monotonic) the worker has neither answered its health probes nor been busy serving."""
 
 
 @dataclass
@@ -152,16 +155,33 @@ class Supervisor:
         elif time.monotonic() - child.stop_sent_at > GRACEFUL_STOP_SECONDS:
             child.process.kill()
 
-    def stalled_workers(self) -> set[str]:
-        """Models whose worker (a child of this supervisor) reports an engine that stopped making progress."""
+    def failing_workers(self, records: dict[str, registry.ModelRecord]) -> dict[str, str]:
+        """The loaded models whose worker (a child of this supervisor) must be restarted, and why: its engine
+        reports no progress, or it has been unresponsive (its health probes unanswered while it is not busy, or
+        its heartbeat silent while its process runs) for ``HEALTH_PROBE_RESTART_SECONDS``."""
         if self.liveness is None:
-            return set()
-        stalled = set()
+            return {}
+        failing = {}
+        now, wall = time.monotonic(), time.time()
         for model_id, child in self.children.items():
-            reports = self.liveness.workers(model_id)
-            if any(r.get("stalled") and r.get("pid") == child.process.pid for r in reports):
-                stalled.add(model_id)
-        return stalled
+            record = records.get(model_id)
+            if record is None or record.status != "loaded" or child.stop_sent_at is not None:
+                child.unresponsive_since = None
+                continue
+            report = next((r for r in self.liveness.workers(model_id) if r.get("pid") == child.process.pid), None)
+            if report is not None and report.get("stalled"):
+                failing[model_id] = "its engine stopped making progress"
+                continue
+            verdict = probe_verdict(report, wall, self.settings.health_probe_max_age_seconds)
+            if verdict in SERVING_VERDICTS:
+                child.unresponsive_since = None
+                continue
+            child.unresponsive_since = child.unresponsive_since or now
+            silent_for = now - child.unresponsive_since
+            if silent_for > self.settings.health_probe_restart_seconds:
+                what = "its heartbeat stopped while its process runs" if report is None else "its health probes"
+                failing[model_id] = f"unresponsive for {silent_for:.0f}s ({what})"
+        return failing
 
     def tick(self) -> None:
         records = {record.model_id: record for record in registry.list_records()}
@@ -171,7 +191,7 @@ class Supervisor:
         actions = plan(
             list(records.values()),
             {model_id: child.stop_sent_at is not None for model_id, child in self.children.items()},
-            self.stalled_workers(),
+            self.failing_workers(records),
             datetime.now(UTC),
             self.settings.model_loading_deadline_seconds,
         )

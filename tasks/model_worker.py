@@ -28,9 +28,9 @@ from models.catalog import load_catalog, served_path, slug
 from models.engine import Engine
 from models.handlers import load_handler
 from models.handlers.base import ServingLimits
-from models.liveness import Liveness
+from models.liveness import Liveness, probe_queue
 from models.supervisor import EXIT_LOAD_FAILED, EXIT_UNKNOWN_MODEL
-from tasks import inference, job_store, jobs, request_ids  # noqa: F401 - importing them registers the tasks
+from tasks import inference, job_store, jobs, probes, request_ids  # noqa: F401 - importing them registers the tasks
 from tasks.celery_app import create_celery, model_queue
 from tasks.serving import Runtime, install
 
@@ -64,6 +64,8 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "pid": os.getpid(),
         "stalled_seconds": round(stalled_for, 1),
         "stalled": stalled_for > runtime.settings.engine_stall_seconds,
+        "started_at": runtime.started_at,
+        **runtime.probe.report(),
     }
 
 
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     heartbeat.start()
 
     celery = create_celery(settings)
+    prober = threading.Thread(target=probes.send_probes, args=(runtime, stop), name="health-probes", daemon=True)
+    prober.start()
     # One request ready behind each running one: the rest wait in the broker, where priorities apply and
     # other workers of the model can take them.
     concurrency = args.concurrency or batch_size + 1
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 "worker",
                 "--queues",
-                model_queue(model_id),
+                f"{model_queue(model_id)},{probe_queue(hostname)}",
                 "--pool",
                 "threads",
                 "--concurrency",

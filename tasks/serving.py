@@ -34,6 +34,18 @@ HOLD_POLL_SECONDS = 0.05
 
 
 @dataclass
+class ProbeRecord:
+    """What the worker's last probes gave (wall-clock times, as the heartbeat reports them)."""
+
+    answered_at: float | None = None
+    ms: float | None = None
+    error: str | None = None
+
+    def report(self) -> dict[str, Any]:
+        return {"probe_answered_at": self.answered_at, "probe_ms": self.ms, "probe_error": self.error}
+
+
+@dataclass
 class Runtime:
     settings: Settings
     model_id: str
@@ -46,6 +58,10 @@ class Runtime:
     leases: dict[str, str] = field(default_factory=dict)
     """Job id -> claim token of every job this worker has taken and not finished."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    started_at: float = field(default_factory=time.time)
+    """When the worker started serving (wall clock): its first probe is due soon after."""
+    probe: ProbeRecord = field(default_factory=ProbeRecord)
+    """The worker's health probes (``tasks.probes``)."""
 
     def running_jobs(self) -> list[tuple[str, str]]:
         with self.lock:

@@ -101,7 +101,7 @@ def test_events_survive_a_lost_announcement_and_a_hung_engine_is_seen_and_taken_
     wait_until(lambda: health_of(base, CHAT_MODEL)[1]["engine_stalled"], 30, "/health to show the stalled engine")
     status, entry = health_of(base, CHAT_MODEL)
     assert status == 503 and entry["stalled_seconds"] >= 2
-    assert requests.get(f"{base}/health", timeout=10).json()["model_status"] == "stalled"
+    assert requests.get(f"{base}/health", timeout=10).json()["model_status"] == "unresponsive"
 
     wait_until(
         lambda: (job := job_status(jobs_url, hung_job))["status"] == "queued" and job["attempts"] == 1,

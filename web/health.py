@@ -13,8 +13,9 @@ from flask.views import MethodView
 from pymongo.errors import PyMongoError
 
 from models import registry
+from models.liveness import probe_verdict
 from web.api import Blueprint, dispatcher
-from web.models import live_status
+from web.models import live_status, serving_workers
 
 blp = Blueprint("health", __name__, description="Health and queue statistics")
 
@@ -34,6 +35,21 @@ def mongodb_connected() -> bool:
         return False
 
 
+def probe_summary(workers: list[dict[str, Any]], now: float) -> dict[str, Any] | None:
+    """The freshest health probe among a model's workers: its verdict, age, duration and last error."""
+    if not workers:
+        return None
+    max_age = current_app.extensions["settings"].health_probe_max_age_seconds
+    freshest = max(workers, key=lambda w: w.get("probe_answered_at") or 0.0)
+    answered_at = freshest.get("probe_answered_at")
+    return {
+        "verdict": probe_verdict(freshest, now, max_age),
+        "age_seconds": round(now - answered_at, 1) if answered_at else None,
+        "ms": freshest.get("probe_ms"),
+        "error": freshest.get("probe_error"),
+    }
+
+
 def health_report() -> tuple[dict[str, Any], bool]:
     """The health body and whether the platform can serve its default chat model."""
     started = time.perf_counter()
@@ -46,7 +62,8 @@ def health_report() -> tuple[dict[str, Any], bool]:
     records = registry.list_records() if mongo_ok else []
     failed = [record.model_id for record in records if record.status == "failed"]
     default_workers = live.get(settings.default_chat_model, [])
-    serving_workers = [w for w in default_workers if not w.get("stalled")]
+    serving = serving_workers(default_workers)
+    now = time.time()
     default_record = next((r for r in records if r.model_id == settings.default_chat_model), None)
     models = [
         {
@@ -56,17 +73,18 @@ def health_report() -> tuple[dict[str, Any], bool]:
             "warmup_completed": any(w.get("warmup_completed") for w in live.get(record.model_id, [])),
             "engine_stalled": any(w.get("stalled") for w in live.get(record.model_id, [])),
             "stalled_seconds": max((w.get("stalled_seconds", 0.0) for w in live.get(record.model_id, [])), default=0.0),
+            "probe": probe_summary(live.get(record.model_id, []), now),
             "error": record.error,
         }
         for record in records
     ]
-    models_healthy = bool(serving_workers)
+    models_healthy = bool(serving)
     healthy = redis_ok and mongo_ok and models_healthy
     body = {
         "status": "ok" if healthy else "error",
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "model_id": settings.default_chat_model,
-        "model_status": ("loaded" if serving_workers else "stalled")
+        "model_status": ("loaded" if serving else "unresponsive")
         if default_workers
         else (default_record.status if default_record else "missing"),
         "models_healthy": models_healthy,

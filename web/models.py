@@ -14,6 +14,7 @@ from flask.views import MethodView
 from config.errors import ApiError
 from models import registry
 from models.lifecycle import ModelLifecycle
+from models.liveness import SERVING_VERDICTS, probe_verdict
 from models.stats import ModelStats
 from web.api import Blueprint, dispatcher
 from web.schemas.models import (
@@ -54,10 +55,18 @@ def find_record(model_id: str) -> registry.ModelRecord:
 
 
 def live_status(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> str:
-    """``loaded`` only while a worker is alive; a loaded record without one is ``unavailable``."""
+    """``loaded`` only while a worker is alive and answers its health probes (``models.liveness.probe_verdict``):
+    ``unresponsive`` while its workers beat but do not answer; a loaded record without a worker is ``unavailable``."""
     if workers and record.status in ("loaded", "loading"):
-        return "loaded"
+        return "loaded" if serving_workers(workers) else "unresponsive"
     return "unavailable" if record.status == "loaded" else record.status
+
+
+def serving_workers(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The workers among ``workers`` (heartbeat reports) that answer their health probes, or are busy serving."""
+    max_age = current_app.extensions["settings"].health_probe_max_age_seconds
+    now = time.time()
+    return [w for w in workers if probe_verdict(w, now, max_age) in SERVING_VERDICTS]
 
 
 def memory_gb(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> float:

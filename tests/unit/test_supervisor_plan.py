@@ -23,8 +23,8 @@ def record(model_id: str, status: str = "loaded", desired: str = "loaded", force
     )
 
 
-def tick(records, children=None, stalled=(), deadline=600.0):
-    return plan(records, children or {}, set(stalled), NOW, deadline)
+def tick(records, children=None, failing=None, deadline=600.0):
+    return plan(records, children or {}, failing or {}, NOW, deadline)
 
 
 def test_a_wanted_model_without_a_worker_gets_one():
@@ -46,9 +46,10 @@ def test_a_worker_whose_model_is_no_longer_registered_is_stopped():
     assert tick([], {"ghost": False}) == [Action("stop", "ghost")]
 
 
-def test_a_stalled_engine_is_restarted():
-    actions = tick([record("a")], {"a": False}, stalled={"a"})
-    assert [(a.kind, a.model_id) for a in actions] == [("restart", "a")]
+def test_a_failing_worker_is_restarted_once_its_model_is_loaded():
+    actions = tick([record("a")], {"a": False}, failing={"a": "its engine stopped making progress"})
+    assert actions == [Action("restart", "a", reason="its engine stopped making progress")]
+    assert tick([record("a", "loading")], {"a": False}, failing={"a": "unresponsive"}) == []
 
 
 def test_a_model_stuck_loading_past_the_deadline_fails():

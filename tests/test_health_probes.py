@@ -1,0 +1,80 @@
+"""Health that cannot lie: every worker answers a tiny real call of its model through its own queue, regularly;
+``/health`` and ``/v1/models`` judge it by that, and the supervisor restarts a worker that stops answering.
+
+The hang is real: the worker process is stopped with SIGSTOP, so it is still up (its pid exists) but nothing
+comes out of it, neither answers nor heartbeats. The session runs with short probe settings (conftest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+import redis
+import requests
+
+from tests.conftest import CHAT_MODEL_DIR, DEFAULT_MODELS, load_model, unload_model, worker_is_live, worker_pid
+from tests.stack import Service, wait_until
+
+PROBED = "test/probed-chat"
+
+
+def health_entry(base_url: str, model_id: str) -> tuple[int, dict]:
+    response = requests.get(f"{base_url}/health", timeout=10)
+    return response.status_code, next(m for m in response.json()["models"]["models"] if m["id"] == model_id)
+
+
+def verdict(base_url: str, model_id: str) -> str | None:
+    return (health_entry(base_url, model_id)[1]["probe"] or {}).get("verdict")
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def model_status(base_url: str, model_id: str) -> str:
+    return requests.get(f"{base_url}/v1/models/{model_id}/info", timeout=10).json()["status"]
+
+
+def test_every_model_answers_its_probe(base_url: str):
+    def all_answering() -> bool:
+        entries = requests.get(f"{base_url}/health", timeout=10).json()["models"]["models"]
+        verdicts = {m["id"]: (m["probe"] or {}).get("verdict") for m in entries}
+        return all(verdicts.get(model_id) == "answering" for model_id in DEFAULT_MODELS)
+
+    wait_until(all_answering, 60, "every default model to answer its health probe")
+    for model_id in DEFAULT_MODELS:
+        status, entry = health_entry(base_url, model_id)
+        assert entry["status"] == "loaded" and entry["probe"]["error"] is None, entry
+        assert entry["probe"]["ms"] > 0 and entry["probe"]["age_seconds"] >= 0, entry
+
+
+def test_a_hung_worker_shows_unhealthy_and_is_restarted(base_url: str, redis_client: redis.Redis, supervisor: Service):
+    loaded = load_model(base_url, str(CHAT_MODEL_DIR), PROBED)
+    assert loaded.status_code == 200, loaded.text
+    try:
+        wait_until(lambda: verdict(base_url, PROBED) == "answering", 60, "the probed model's first answer")
+        hung = worker_pid(redis_client, PROBED)
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            wait_until(lambda: model_status(base_url, PROBED) != "loaded", 30, "the hung model to stop showing loaded")
+            assert process_exists(hung)  # still up: only its answers stopped
+            wait_until(
+                lambda: worker_is_live(redis_client, PROBED) and worker_pid(redis_client, PROBED) != hung,
+                120,
+                "the supervisor to restart the hung worker",
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(hung, signal.SIGCONT)
+        assert not process_exists(hung)
+        assert f"restarting the worker of {PROBED}: unresponsive for" in supervisor.log()
+        wait_until(lambda: verdict(base_url, PROBED) == "answering", 60, "the restarted worker to answer")
+        assert model_status(base_url, PROBED) == "loaded"
+    finally:
+        unload_model(base_url, PROBED, force=True)
