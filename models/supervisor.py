@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -114,7 +115,7 @@ class Supervisor:
             log.info("autostart %s (%s)", spec.model_id, "registered" if registered else "already registered")
 
     def start_worker(self, model_id: str) -> None:
-        argv = [sys.executable, "-m", WORKER_MODULE, "--model-id", model_id]
+        argv = [sys.executable, "-m", WORKER_MODULE, "--model-id", model_id, "--supervisor-pid", str(os.getpid())]
         self.children[model_id] = Child(model_id, subprocess.Popen(argv))
         log.info("started a worker for %s (pid %d)", model_id, self.children[model_id].process.pid)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -75,11 +76,22 @@ def renew_leases(runtime: Runtime) -> None:
             log.info("job %s is no longer this worker's; its lease is not renewed", job_id)
 
 
-def _beat_until_stopped(runtime: Runtime, liveness: Liveness, wake: threading.Event, stop: threading.Event) -> None:
-    """Beats into Redis, and renews the leases of this worker's jobs while its engine is not stalled."""
+def _beat_until_stopped(
+    runtime: Runtime,
+    liveness: Liveness,
+    wake: threading.Event,
+    stop: threading.Event,
+    supervisor_pid: int | None = None,
+) -> None:
+    """Beats into Redis, and renews the leases of this worker's jobs while its engine is not stalled. A worker
+    whose supervisor is gone (killed: it is then started again, with new workers) shuts down."""
     renew_every = runtime.settings.job_lease_seconds / 3
     renewed_at = 0.0
     while not stop.is_set():
+        if supervisor_pid is not None and os.getppid() != supervisor_pid:
+            log.error("the supervisor (pid %d) is gone; this worker shuts down", supervisor_pid)
+            os.kill(os.getpid(), signal.SIGTERM)
+            supervisor_pid = None
         report = engine_report(runtime)
         try:
             liveness.beat(runtime.model_id, runtime.hostname, report)
@@ -100,6 +112,12 @@ def _beat_until_stopped(runtime: Runtime, liveness: Liveness, wake: threading.Ev
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve one model from its Celery queue.")
     parser.add_argument("--model-id", required=True)
+    parser.add_argument(
+        "--supervisor-pid",
+        type=int,
+        default=None,
+        help="the supervisor that started this worker: when it is gone, the worker shuts down (warm) after it",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -146,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     wake, stop = threading.Event(), threading.Event()
     engine.on_change = wake.set
     heartbeat = threading.Thread(
-        target=_beat_until_stopped, args=(runtime, liveness, wake, stop), name="heartbeat", daemon=True
+        target=_beat_until_stopped,
+        args=(runtime, liveness, wake, stop, args.supervisor_pid),
+        name="heartbeat",
+        daemon=True,
     )
     heartbeat.start()
 

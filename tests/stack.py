@@ -184,6 +184,15 @@ class Stack:
             service.stop()
 
 
+def process_exists(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (still running, stopped, or not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

@@ -15,7 +15,7 @@ import redis
 import requests
 
 from tests.conftest import CHAT_MODEL_DIR, DEFAULT_MODELS, load_model, unload_model, worker_is_live, worker_pid
-from tests.stack import Service, wait_until
+from tests.stack import Service, process_exists, wait_until
 
 PROBED = "test/probed-chat"
 
@@ -27,14 +27,6 @@ def health_entry(base_url: str, model_id: str) -> tuple[int, dict]:
 
 def verdict(base_url: str, model_id: str) -> str | None:
     return (health_entry(base_url, model_id)[1]["probe"] or {}).get("verdict")
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def model_status(base_url: str, model_id: str) -> str:

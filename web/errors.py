@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import kombu.exceptions
@@ -83,28 +82,44 @@ def http_error(exc: HTTPException) -> ApiError:
     return ApiError(status, message, code=code)
 
 
-def unreachable(dependency: str, what: str) -> Callable[[Exception], Any]:
-    """The 503 of a dependency that cannot be reached: the client's request was fine, so never a 500."""
+UNREACHABLE: tuple[tuple[str, str, tuple[type[Exception], ...]], ...] = (
+    (
+        "Redis",
+        "the broker and the reply channels",
+        (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError),
+    ),
+    (
+        "MongoDB",
+        "the registry, jobs and webhooks",
+        (pymongo.errors.ConnectionFailure, pymongo.errors.ServerSelectionTimeoutError),
+    ),
+)
+"""Each dependency, what the platform keeps in it, and the errors its client raises when it cannot be reached."""
 
-    def handle(exc: Exception) -> Any:
-        log.warning("%s is unreachable: %s: %s", dependency, type(exc).__name__, exc)
-        message = f"{dependency} ({what}) is unreachable; try again when it is back"
-        return error_response(ApiError(503, message, code="service_unavailable"))
 
-    return handle
+def unreachable_error(exc: Exception) -> ApiError | None:
+    """The 503 ``service_unavailable`` naming the dependency ``exc`` says cannot be reached (the client's request
+    was fine, so never a 500); None for another error."""
+    for dependency, what, errors in UNREACHABLE:
+        if isinstance(exc, errors):
+            log.warning("%s is unreachable: %s: %s", dependency, type(exc).__name__, exc)
+            message = f"{dependency} ({what}) is unreachable; try again when it is back"
+            return ApiError(503, message, code="service_unavailable")
+    return None
+
+
+def internal_error() -> ApiError:
+    return ApiError(500, "The server hit an internal error.", code="internal_error")
 
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, error_response)
     app.register_error_handler(HTTPException, lambda exc: error_response(http_error(exc)))
-    redis_down = unreachable("Redis", "the broker and the reply channels")
-    for error in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError):
-        app.register_error_handler(error, redis_down)
-    mongo_down = unreachable("MongoDB", "the registry, jobs and webhooks")
-    for error in (pymongo.errors.ConnectionFailure, pymongo.errors.ServerSelectionTimeoutError):
-        app.register_error_handler(error, mongo_down)
+    for _dependency, _what, errors in UNREACHABLE:
+        for error in errors:
+            app.register_error_handler(error, lambda exc: error_response(unreachable_error(exc)))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error")
-        return error_response(ApiError(500, "The server hit an internal error.", code="internal_error"))
+        return error_response(internal_error())

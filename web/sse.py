@@ -11,6 +11,7 @@ from typing import Any
 from flask import Response
 
 from config.errors import ApiError
+from web.errors import internal_error, unreachable_error
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +36,31 @@ def sse_response(
     named: bool = False,
     error_event: Callable[[ApiError], dict[str, Any]] | None = None,
 ) -> Response:
-    """Streams ``chunks``; an ``ApiError`` mid-stream becomes an error event before the end. ``named`` streams
-    each chunk as ``event: <its type>`` and sends no ``[DONE]``."""
+    """Streams ``chunks``; an error mid-stream (an ``ApiError``, Redis or MongoDB gone: 503 ``service_unavailable``,
+    anything else: 500) becomes a final error event, never a cut connection. ``named`` streams each chunk as
+    ``event: <its type>`` and sends no ``[DONE]``."""
     frame = _named_frame if named else _frame
 
     def frames() -> Iterator[str]:
         try:
             for chunk in chunks:
                 yield KEEPALIVE if chunk is None else frame(chunk)
-        except ApiError as exc:
-            log.warning("stream ended with %s: %s", exc.code, exc.message)
-            body = error_event(exc) if error_event is not None else {**exc.envelope(), "request_id": request_id}
+        except Exception as exc:  # noqa: BLE001 - every failure ends the stream with its error event
+            error = exc if isinstance(exc, ApiError) else unreachable_error(exc)
+            if error is None:
+                log.exception("the stream failed")
+                error = internal_error()
+            log.warning("stream ended with %s: %s", error.code, error.message)
+            body = error_event(error) if error_event is not None else {**error.envelope(), "request_id": request_id}
             yield frame(body)
             return
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
-                close()  # a client that went away cancels the work behind the stream at once
+                try:
+                    close()  # a client that went away cancels the work behind the stream at once
+                except Exception:  # noqa: BLE001 - e.g. Redis gone: the stream has ended either way
+                    log.warning("could not cancel the work behind the stream", exc_info=True)
         if not named:
             yield "data: [DONE]\n\n"
 
