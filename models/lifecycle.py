@@ -89,8 +89,12 @@ class ModelLifecycle:
         if model_path in catalog and catalog[model_path].source.get("kind") != "local-dir":
             spec = catalog[model_path]
             return served_path(self.settings, spec), spec
-        candidate = Path(model_path).expanduser()
-        resolved = candidate.resolve()
+        try:
+            candidate = Path(model_path).expanduser()
+            resolved = candidate.resolve()
+        except (RuntimeError, ValueError, OSError) as exc:  # "~nobody", a NUL byte, a loop of links
+            message = f"model_path is not a usable path: {exc}"
+            raise ApiError(400, message, code="invalid_value", param="model_path") from None
         if not any(resolved == root or root in resolved.parents for root in self.settings.allowed_model_roots):
             roots = ", ".join(str(root) for root in self.settings.allowed_model_roots)
             hint = (

@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         webhooks.blp,
         rag.blp,
         diagnostics.blp,
+        metrics.blp,
+        images.files,
     ):
         api.register_blueprint(blueprint)
     register_rate_limits(
@@ -109,8 +111,6 @@ def create_app(settings: Settings | None = None) -> Flask:
             "webhooks": webhooks.blp,
         },
     )
-    app.register_blueprint(images.files)
-    app.register_blueprint(metrics.blp)
     app.register_blueprint(docs_page.blp)
     register_request_counter(app)
     register_error_handlers(app)

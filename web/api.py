@@ -11,6 +11,7 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from webargs.flaskparser import FlaskParser
 
 from tasks.dispatch import Call, Dispatcher
+from web.schemas.errors import ErrorEnvelopeSchema
 
 
 class OpenAIParser(FlaskParser):
@@ -22,6 +23,8 @@ class Blueprint(SmorestBlueprint):
 
 
 class Api(SmorestApi):
+    ERROR_SCHEMA = ErrorEnvelopeSchema
+
     def _register_error_handlers(self) -> None:
         """Errors are rendered by ``web.errors`` as the OpenAI envelope, not by flask-smorest."""
 

@@ -13,6 +13,7 @@ from config.model_types import model_type as model_type_row
 from models import registry
 from web.api import Blueprint
 from web.models import live_status, memory_gb
+from web.schemas.operations import CapabilitiesSchema
 
 blp = Blueprint("capabilities", __name__, url_prefix="/api/fusion", description="Model capability discovery")
 
@@ -35,6 +36,7 @@ class CapabilityQuerySchema(Schema):
 @blp.route("/capabilities")
 class Capabilities(MethodView):
     @blp.arguments(CapabilityQuerySchema, location="query")
+    @blp.alt_response(200, schema=CapabilitiesSchema, description="Loaded models by capability, and every model")
     def get(self, query: dict[str, Any]):
         wanted = query.get("capability")
         live = current_app.extensions["liveness"].models()

@@ -14,6 +14,7 @@ from config.errors import ApiError
 from tasks.image_inputs import has_images, with_images
 from web.api import Blueprint, dispatcher, opened
 from web.schemas.chat import ChatCompletionRequestSchema, ChatCompletionSchema, generation_payload
+from web.schemas.operations import STREAMED
 from web.sse import sse_response
 
 blp = Blueprint("chat", __name__, url_prefix="/v1", description="OpenAI chat completions")
@@ -153,6 +154,7 @@ def images_for(model: str, messages: list[dict[str, Any]]) -> list[dict[str, Any
 class ChatCompletions(MethodView):
     @blp.arguments(ChatCompletionRequestSchema)
     @blp.response(200, ChatCompletionSchema)
+    @blp.doc(**STREAMED)
     def post(self, body: dict[str, Any]):
         shape = ChatShape(body["model"], g.request_id)
         streaming = bool(body.get("stream"))

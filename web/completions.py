@@ -15,6 +15,7 @@ from flask.views import MethodView
 from web.api import Blueprint, dispatcher, opened
 from web.schemas.chat import generation_payload
 from web.schemas.completions import CompletionRequestSchema, CompletionSchema
+from web.schemas.operations import STREAMED
 from web.sse import sse_response
 
 blp = Blueprint("completions", __name__, url_prefix="/v1", description="OpenAI (legacy) completions")
@@ -118,6 +119,7 @@ def stream_chunks(
 class Completions(MethodView):
     @blp.arguments(CompletionRequestSchema)
     @blp.response(200, CompletionSchema)
+    @blp.doc(**STREAMED)
     def post(self, body: dict[str, Any]):
         prompts = body["prompt"]
         logprobs = body.get("logprobs")

@@ -21,6 +21,7 @@ from tasks import job_store
 from tasks.job_states import STATUSES
 from web.api import Blueprint, dispatcher
 from web.health import mongodb_connected, redis_connected
+from web.schemas.operations import DiagnosticsSchema
 
 blp = Blueprint("diagnostics", __name__, url_prefix="/internal", description="Diagnostics")
 
@@ -94,7 +95,8 @@ def models_and_queues(live: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, 
 
 @blp.route("/diagnostics")
 class Diagnostics(MethodView):
-    @blp.doc(responses={"503": {"description": "Redis or MongoDB unreachable: the same body, what could be read"}})
+    @blp.alt_response(200, schema=DiagnosticsSchema, description="The platform's state")
+    @blp.alt_response(503, schema=DiagnosticsSchema, description="Redis or MongoDB unreachable: what could be read")
     def get(self):
         redis_ok, mongo_ok = redis_connected(), mongodb_connected()
         body: dict[str, Any] = {

@@ -20,7 +20,14 @@ from tasks.fusion import canvas, records
 from tasks.fusion.definitions import PREDEFINED, DefinitionError, Workflow, check, for_run, from_request
 from tasks.job_store import JobRequest
 from web.api import Blueprint, dispatcher
-from web.schemas.fusion import ComposeSchema, OrchestrateSchema, RunSchema, WorkflowListSchema, WorkflowSummarySchema
+from web.schemas.fusion import (
+    ComposeSchema,
+    OrchestrateSchema,
+    RunSchema,
+    WorkflowDeletedSchema,
+    WorkflowListSchema,
+    WorkflowSummarySchema,
+)
 
 blp = Blueprint("fusion", __name__, url_prefix="/api/fusion", description="Fusion: multi-model workflows")
 
@@ -96,6 +103,7 @@ class OneWorkflow(MethodView):
     def get(self, workflow_id: str):
         return described(find(workflow_id), with_steps=True)
 
+    @blp.alt_response(200, schema=WorkflowDeletedSchema, description="The composed workflow is deleted")
     def delete(self, workflow_id: str):
         workflow = find(workflow_id)
         if workflow.predefined:

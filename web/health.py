@@ -16,6 +16,7 @@ from models import registry
 from models.liveness import probe_verdict
 from web.api import Blueprint, dispatcher
 from web.models import live_status, serving_workers
+from web.schemas.operations import HealthSchema, QueueStatsSchema
 
 blp = Blueprint("health", __name__, description="Health and queue statistics")
 
@@ -105,7 +106,8 @@ def health_report() -> tuple[dict[str, Any], bool]:
 
 @blp.route("/health")
 class Health(MethodView):
-    @blp.doc(responses={"503": {"description": "Not healthy: same body, status 'error'"}})
+    @blp.alt_response(200, schema=HealthSchema, description="Healthy")
+    @blp.alt_response(503, schema=HealthSchema, description="Not healthy: the same body, status 'error'")
     def get(self):
         body, healthy = health_report()
         response = jsonify(body)
@@ -115,6 +117,7 @@ class Health(MethodView):
 
 @blp.route("/v1/queue/stats")
 class QueueStats(MethodView):
+    @blp.alt_response(200, schema=QueueStatsSchema, description="Per model: workers, requests and queue depths")
     def get(self):
         settings = current_app.extensions["settings"]
         queues = {}

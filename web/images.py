@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint as FlaskBlueprint
 from flask import Response, current_app, g, request, url_for
 from flask.views import MethodView
 
@@ -18,7 +17,7 @@ from web.schemas.images import ImageEditFormSchema, ImageGenerationSchema, Image
 from web.uploads import upload_base64
 
 blp = Blueprint("images", __name__, url_prefix="/v1/images", description="OpenAI images: generation and edits")
-files = FlaskBlueprint("image_files", __name__)
+files = Blueprint("image_files", __name__, description="Generated images, by the URL an answer gave")
 
 IMAGE_FIELDS = ("image", "image[]")
 MAX_EDIT_IMAGES = 16
@@ -100,8 +99,11 @@ class ImageEdits(MethodView):
 
 
 @files.route("/files/images/<token>.png")
-def download(token: str) -> Response:
-    data = image_files.read(current_app.extensions["redis"], token)
-    if data is None:
-        raise ApiError(404, "No such image, or it has expired", code="image_not_found")
-    return Response(data, mimetype="image/png", headers={"Cache-Control": "private, max-age=300"})
+class ImageFile(MethodView):
+    @files.doc(responses={"200": {"description": "The PNG", "content": {"image/png": {"schema": {"type": "string"}}}}})
+    @files.alt_response(404, description="No such image, or it has expired")
+    def get(self, token: str) -> Response:
+        data = image_files.read(current_app.extensions["redis"], token)
+        if data is None:
+            raise ApiError(404, "No such image, or it has expired", code="image_not_found")
+        return Response(data, mimetype="image/png", headers={"Cache-Control": "private, max-age=300"})

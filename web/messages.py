@@ -14,7 +14,14 @@ from flask.views import MethodView
 from config.errors import ApiError
 from config.model_types import COUNT_TOKENS
 from web.api import Blueprint, dispatcher, opened
-from web.schemas.messages import CountTokensSchema, MessagesRequestSchema, chat_payload
+from web.schemas.messages import (
+    CountTokensResponseSchema,
+    CountTokensSchema,
+    MessageResponseSchema,
+    MessagesRequestSchema,
+    chat_payload,
+)
+from web.schemas.operations import STREAMED
 from web.sse import sse_response
 
 blp = Blueprint("messages", __name__, url_prefix="/v1", description="Anthropic Messages API")
@@ -135,6 +142,8 @@ def stream_events(events: Iterator[dict[str, Any]], first: dict[str, Any], shape
 @blp.route("/messages")
 class Messages(MethodView):
     @blp.arguments(MessagesRequestSchema)
+    @blp.alt_response(200, schema=MessageResponseSchema, description="The message (a stream of events with stream)")
+    @blp.doc(**STREAMED)
     def post(self, body: dict[str, Any]):
         shape = MessageShape(body["model"])
         payload = chat_payload(body)
@@ -149,6 +158,7 @@ class Messages(MethodView):
 @blp.route("/messages/count_tokens")
 class CountTokens(MethodView):
     @blp.arguments(CountTokensSchema)
+    @blp.alt_response(200, schema=CountTokensResponseSchema, description="The prompt's token count")
     def post(self, body: dict[str, Any]):
         call = dispatcher().start(body["model"], COUNT_TOKENS, chat_payload(body), g.request_id)
         return {"input_tokens": dispatcher().result(call)["input_tokens"]}

@@ -3,12 +3,14 @@ every web process keeps. Open unless ``METRICS_REQUIRES_KEY`` is set (with ``API
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Flask, Response, current_app, request
+from flask.views import MethodView
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from tasks.metrics import PlatformCollector, count_request
+from web.api import Blueprint
 
-blp = Blueprint("metrics", __name__)
+blp = Blueprint("metrics", __name__, description="Prometheus metrics of the whole deployment")
 NOT_COUNTED = ("/metrics", "/health")
 
 
@@ -37,13 +39,22 @@ def register_request_counter(app: Flask) -> None:
 
 
 @blp.route("/metrics")
-def metrics() -> Response:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        PlatformCollector(
-            current_app.extensions["redis"],
-            current_app.extensions["liveness"],
-            current_app.extensions["dispatcher"].queue_depth,
-        )
+class Metrics(MethodView):
+    @blp.doc(
+        responses={
+            "200": {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        }
     )
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    def get(self) -> Response:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(
+            PlatformCollector(
+                current_app.extensions["redis"],
+                current_app.extensions["liveness"],
+                current_app.extensions["dispatcher"].queue_depth,
+            )
+        )
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -15,7 +15,14 @@ from flask.views import MethodView
 from config.errors import ApiError
 from tasks import response_store
 from web.api import Blueprint, dispatcher, opened
-from web.schemas.responses import ResponsesRequestSchema, chat_options, input_messages
+from web.schemas.operations import STREAMED
+from web.schemas.responses import (
+    ResponseDeletedSchema,
+    ResponseObjectSchema,
+    ResponsesRequestSchema,
+    chat_options,
+    input_messages,
+)
 from web.sse import sse_response
 
 blp = Blueprint("responses", __name__, url_prefix="/v1", description="OpenAI Responses API")
@@ -227,6 +234,8 @@ def stream_events(
 @blp.route("/responses")
 class Responses(MethodView):
     @blp.arguments(ResponsesRequestSchema)
+    @blp.alt_response(200, schema=ResponseObjectSchema, description="The response (a stream of events with stream)")
+    @blp.doc(**STREAMED)
     def post(self, body: dict[str, Any]):
         shape = ResponseShape(body)
         conversation = conversation_of(body)
@@ -249,12 +258,14 @@ class Responses(MethodView):
 
 @blp.route("/responses/<string:response_id>")
 class StoredResponse(MethodView):
+    @blp.alt_response(200, schema=ResponseObjectSchema, description="A stored response")
     def get(self, response_id: str):
         stored = response_store.get(response_id)
         if stored is None:
             raise _not_found(response_id)
         return stored.response
 
+    @blp.alt_response(200, schema=ResponseDeletedSchema, description="The stored response is deleted")
     def delete(self, response_id: str):
         if not response_store.delete(response_id):
             raise _not_found(response_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 
 class StringOrStringList(fields.Field):
@@ -81,3 +81,10 @@ def storable_keys(value: Any, path: str = "") -> None:
     elif isinstance(value, list):
         for item in value:
             storable_keys(item, path)
+
+
+class OpenSchema(Schema):
+    """A body documented by its main fields, with room for more (no ``additionalProperties: false``)."""
+
+    class Meta:
+        unknown = EXCLUDE

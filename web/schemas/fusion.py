@@ -111,3 +111,9 @@ class RunSchema(Schema):
     completed_at = fields.String(allow_none=True)
     error = fields.String()
     request_id = fields.String()
+
+
+class WorkflowDeletedSchema(Schema):
+    workflow_id = fields.String()
+    deleted = fields.Boolean()
+    request_id = fields.String()

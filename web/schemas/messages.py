@@ -9,6 +9,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from web.schemas.chat import FUNCTION_NAME
+from web.schemas.fields import OpenSchema
 
 BLOCK_TYPES = ("text", "tool_use", "tool_result")
 
@@ -194,3 +195,28 @@ def chat_payload(body: dict[str, Any]) -> dict[str, Any]:
         if body.get(name) is not None:
             payload[target] = body[name]
     return payload
+
+
+class MessageUsageSchema(OpenSchema):
+    input_tokens = fields.Integer()
+    output_tokens = fields.Integer()
+    cache_read_input_tokens = fields.Integer()
+    cache_creation_input_tokens = fields.Integer()
+
+
+class MessageResponseSchema(OpenSchema):
+    """Anthropic's ``message`` object (documentation of the view's answer)."""
+
+    id = fields.String()
+    type = fields.String()
+    role = fields.String()
+    model = fields.String()
+    content = fields.List(fields.Dict(), metadata={"description": "text, thinking and tool_use blocks"})
+    stop_reason = fields.String(allow_none=True)
+    stop_sequence = fields.String(allow_none=True)
+    usage = fields.Nested(MessageUsageSchema)
+    request_id = fields.String()
+
+
+class CountTokensResponseSchema(Schema):
+    input_tokens = fields.Integer(required=True)

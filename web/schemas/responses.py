@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from web.schemas.chat import FUNCTION_NAME, ResponseFormatSchema
+from web.schemas.fields import OpenSchema
 
 INPUT_ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -193,3 +194,24 @@ def chat_options(body: dict[str, Any]) -> dict[str, Any]:
             }
         options["response_format"] = ResponseFormatSchema().load(response_format)
     return options
+
+
+class ResponseObjectSchema(OpenSchema):
+    """A Responses API ``response`` object (documentation of the view's answer)."""
+
+    id = fields.String()
+    object = fields.String()
+    created_at = fields.Integer()
+    status = fields.String()
+    model = fields.String()
+    output = fields.List(fields.Dict(), metadata={"description": "message and function_call items"})
+    usage = fields.Dict(allow_none=True)
+    incomplete_details = fields.Dict(allow_none=True)
+    previous_response_id = fields.String(allow_none=True)
+    request_id = fields.String()
+
+
+class ResponseDeletedSchema(Schema):
+    id = fields.String()
+    object = fields.String()
+    deleted = fields.Boolean()

@@ -1,0 +1,52 @@
+"""Schemathesis hooks of ``tests/test_openapi_fuzz.py`` (loaded through ``SCHEMATHESIS_HOOKS``).
+
+They bound what a generated request may cost, nothing else: the fuzz run shares the session's stack and its
+models, so a request never unloads or warms one of the session's models (its id is swapped for an unknown one,
+which exercises the 404 path instead), and the numbers that set how much work a valid request asks of a model
+(tokens, choices, image size and steps) are capped. Every field, value and route is still generated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, unquote
+
+import schemathesis
+
+from tests.conftest import DEFAULT_MODELS
+
+CAPS = {
+    "max_tokens": 8,
+    "max_completion_tokens": 8,
+    "max_output_tokens": 8,
+    "n": 2,
+    "best_of": 2,
+    "steps": 2,
+    "width": 64,
+    "height": 64,
+    "top_k": 50,
+}
+"""Upper bounds of the cost fields of generated bodies (a value within the bound is sent as generated)."""
+
+
+def _capped(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: min(item, CAPS[key]) if key in CAPS and _number(item) else _capped(item) for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_capped(item) for item in value]
+    return value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    for name, value in (case.path_parameters or {}).items():
+        if unquote(str(value)) in DEFAULT_MODELS:  # path parameters arrive here percent-encoded
+            case.path_parameters[name] = quote(f"fuzz-{unquote(str(value))}", safe="")
+    if isinstance(case.body, dict):
+        case.body = _capped(case.body)

@@ -1,0 +1,55 @@
+"""Schemathesis over the whole OpenAPI document, against the session's stack: no server error, and every answer
+(status, content type, body) as the document says.
+
+Bounded: a few examples per operation and a fixed seed, every phase (coverage, fuzzing, stateful). The hooks in
+``tests/fuzz_hooks.py`` keep the session's models loaded and cap what a valid request may cost a model; they
+change no route, field or check.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import requests
+
+from tests.stack import PYTHON, ROOT
+
+CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
+EXAMPLES = 25
+SEED = 20261126
+
+
+def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(base_url: str, tmp_path: Path):
+    argv = [
+        str(Path(PYTHON).with_name("st")),
+        "run",
+        f"{base_url}/openapi.json",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        str(EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "60",
+        "--suppress-health-check",
+        "filter_too_much",
+        "--no-color",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    operations = sum(
+        method in ("get", "post", "put", "patch", "delete")
+        for path in requests.get(f"{base_url}/openapi.json", timeout=10).json()["paths"].values()
+        for method in path
+    )
+    assert f"Selected: {operations}/{operations}" in run.stdout and f"Tested: {operations}" in run.stdout
