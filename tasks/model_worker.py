@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 
 from config.logs import configure_logging
@@ -68,6 +69,21 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "started_at": runtime.started_at,
         **runtime.probe.report(),
     }
+
+
+KV_SHARE_OF_AVAILABLE = 0.5
+"""The most of the memory available at start a worker's KV cache may take, whatever ``ENGINE_KV_BUDGET_GB`` says."""
+
+
+def kv_budget_bytes(settings: Settings) -> int:
+    """``ENGINE_KV_BUDGET_GB``, at most half the memory available now: a request whose cache would not fit is
+    refused with 503 ``insufficient_vram`` before anything is allocated. (On MLX's CPU backend an allocation that
+    fails is a segmentation fault, not an exception: there is nothing to catch afterwards.)"""
+    configured = int(settings.engine_kv_budget_gb * 1e9)
+    available = int(psutil.virtual_memory().available * KV_SHARE_OF_AVAILABLE)
+    if available < configured:
+        log.warning("the KV budget is %.2f GB (half the memory available), not %.2f", available / 1e9, configured / 1e9)
+    return min(configured, available)
 
 
 def renew_leases(runtime: Runtime) -> None:
@@ -139,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("loading %s (%s) from %s; it batches up to %d requests", model_id, model_type, path, batch_size)
     limits = ServingLimits(
         max_sequences=batch_size,
-        kv_budget_bytes=int(settings.engine_kv_budget_gb * 1e9),
+        kv_budget_bytes=kv_budget_bytes(settings),
         prompt_cache_entries=settings.prompt_cache_entries,
         prompt_cache_bytes=int(settings.prompt_cache_gb * 1e9),
         prefill_step_size=settings.prefill_step_size,

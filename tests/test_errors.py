@@ -8,7 +8,7 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, active_requests, ask
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, active_requests, ask, worker_pid
 from tests.stack import wait_until
 
 
@@ -79,6 +79,19 @@ def test_context_length_exceeded_is_400_also_when_streaming(client):
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(model=CHAT_MODEL, messages=ask("Hi"), max_tokens=100_000, stream=stream)
         assert caught.value.code == "context_length_exceeded"
+
+
+def test_a_request_whose_memory_would_not_fit_is_503_and_the_worker_goes_on(client, redis_client):
+    """16 choices of 8,000 tokens need about 6 GB of KV cache, more than a worker may hold (4 GB): refused before
+    anything is allocated, in the envelope, and the same worker answers the next request."""
+    pid = worker_pid(redis_client, CHAT_MODEL)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model=CHAT_MODEL, messages=ask("Hi"), max_tokens=8000, n=16)
+    assert caught.value.status_code == 503 and caught.value.code == "insufficient_vram"
+    assert "KV cache" in caught.value.message
+    answer = client.chat.completions.create(model=CHAT_MODEL, messages=ask("Hi"), max_tokens=2)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert worker_pid(redis_client, CHAT_MODEL) == pid
 
 
 def test_chat_with_an_embedding_model_is_400(client):

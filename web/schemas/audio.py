@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from web.schemas.fields import MODEL_ID
+
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("segment", "word")
 
@@ -16,7 +18,7 @@ class TranscriptionFormSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=MODEL_ID)
     language = fields.String(validate=validate.Length(min=2, max=8))
     prompt = fields.String(validate=validate.Length(max=4000))
     response_format = fields.String(load_default="json", validate=validate.OneOf(RESPONSE_FORMATS))

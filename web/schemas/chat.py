@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from web.schemas.fields import MessageContent, StringOrStringList
+from web.schemas.fields import CONVERSATION, MODEL_ID, USER, MessageContent, StringOrStringList
 
 MAX_CHOICES = 16
 MAX_TOP_LOGPROBS = 20
@@ -200,8 +200,8 @@ class ChatCompletionRequestSchema(SamplingSchema):
     """Fields OpenAI clients send that change nothing here (``user``) are accepted and ignored; every field
     that changes the answer is applied."""
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
-    messages = fields.List(fields.Nested(ChatMessageSchema), required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=MODEL_ID)
+    messages = fields.List(fields.Nested(ChatMessageSchema), required=True, validate=CONVERSATION)
     stream = fields.Boolean(load_default=False, allow_none=True)
     stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
     tools = fields.List(fields.Nested(ToolSchema), allow_none=True, validate=validate.Length(max=128))
@@ -211,7 +211,7 @@ class ChatCompletionRequestSchema(SamplingSchema):
     reasoning_effort = fields.String(
         allow_none=True, validate=validate.OneOf(("none", "minimal", "low", "medium", "high"))
     )
-    user = fields.String(allow_none=True)
+    user = fields.String(allow_none=True, validate=USER)
 
     @validates_schema
     def _tool_choice_names_a_tool(self, data, **_kwargs) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from web.schemas.chat import SamplingSchema, StreamOptionsSchema
+from web.schemas.fields import MODEL_ID, USER
 
 MAX_PROMPTS = 16
 MAX_LOGPROBS = 5
@@ -34,7 +35,7 @@ class CompletionRequestSchema(SamplingSchema):
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=MODEL_ID)
     prompt = Prompt(required=True)
     max_tokens = fields.Integer(load_default=DEFAULT_MAX_TOKENS, validate=validate.Range(min=1))
     logprobs = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=MAX_LOGPROBS))
@@ -43,7 +44,7 @@ class CompletionRequestSchema(SamplingSchema):
     best_of = fields.Integer(allow_none=True, validate=validate.Range(min=1))
     stream = fields.Boolean(load_default=False, allow_none=True)
     stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
-    user = fields.String(allow_none=True)
+    user = fields.String(allow_none=True, validate=USER)
 
     @validates_schema
     def _supported(self, data: dict[str, Any], **_kwargs: Any) -> None:

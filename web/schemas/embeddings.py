@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from web.schemas.fields import EmbeddingInput
+from web.schemas.fields import MODEL_ID, USER, EmbeddingInput
 
 MAX_INPUTS = 2048
 
@@ -13,11 +13,11 @@ class EmbeddingRequestSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=MODEL_ID)
     input = EmbeddingInput(required=True, max_items=MAX_INPUTS, allow_empty_strings=False)
     encoding_format = fields.String(load_default="float", validate=validate.OneOf(("float", "base64")))
     dimensions = fields.Integer(allow_none=True, validate=validate.Range(min=1))
-    user = fields.String(allow_none=True)
+    user = fields.String(allow_none=True, validate=USER)
 
 
 class EmbeddingSchema(Schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 
 class StringOrStringList(fields.Field):
@@ -88,3 +88,11 @@ class OpenSchema(Schema):
 
     class Meta:
         unknown = EXCLUDE
+
+
+MODEL_ID = validate.Length(min=1, max=200)
+"""A request's ``model``: a catalog id, a Hugging Face id or a folder's name is never longer."""
+USER = validate.Length(max=256)
+MAX_MESSAGES = 4096
+CONVERSATION = validate.Length(min=1, max=MAX_MESSAGES)
+"""A request's ``messages``: at least one, at most ``MAX_MESSAGES`` (more would not fit any context served here)."""

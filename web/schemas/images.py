@@ -7,6 +7,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
+from web.schemas.fields import MODEL_ID, USER
+
 SIZE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
 MIN_SIDE, MAX_SIDE, MULTIPLE = 64, 2048, 16
 DEFAULT_SIZE = "1024x1024"
@@ -31,7 +33,7 @@ class ImageOptionsSchema(Schema):
         unknown = EXCLUDE
 
     AUTO_IS_INPUT_SIZE = False
-    model = fields.String(required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=MODEL_ID)
     prompt = fields.String(required=True, validate=validate.Length(min=1, max=4000))
     n = fields.Integer(load_default=1, validate=validate.Range(min=1, max=10))
     size = fields.String(load_default=DEFAULT_SIZE)
@@ -42,7 +44,7 @@ class ImageOptionsSchema(Schema):
     style = fields.String()
     background = fields.String(validate=validate.OneOf(("auto", "opaque")))
     output_format = fields.String(validate=validate.OneOf(("png",)))
-    user = fields.String()
+    user = fields.String(validate=USER)
 
     @post_load
     def _size(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:

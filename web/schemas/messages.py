@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from web.schemas.chat import FUNCTION_NAME
-from web.schemas.fields import OpenSchema
+from web.schemas.fields import CONVERSATION, MODEL_ID, OpenSchema
 
 BLOCK_TYPES = ("text", "tool_use", "tool_result")
 
@@ -75,8 +75,8 @@ class CountTokensSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
-    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=MODEL_ID)
+    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=CONVERSATION)
     system = SystemPrompt()
     tools = fields.List(fields.Nested(ToolSchema), validate=validate.Length(max=128))
     tool_choice = fields.Nested(ToolChoiceSchema)

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from web.schemas.chat import FUNCTION_NAME, ResponseFormatSchema
-from web.schemas.fields import OpenSchema
+from web.schemas.fields import MODEL_ID, USER, OpenSchema
 
 INPUT_ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -92,7 +92,7 @@ class ResponsesRequestSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=MODEL_ID)
     input = InputItems(required=True)
     instructions = fields.String(allow_none=True)
     previous_response_id = fields.String(allow_none=True)
@@ -107,7 +107,7 @@ class ResponsesRequestSchema(Schema):
     text = fields.Nested(TextSchema, allow_none=True)
     reasoning = fields.Dict(allow_none=True)
     metadata = fields.Dict(allow_none=True)
-    user = fields.String(allow_none=True)
+    user = fields.String(allow_none=True, validate=USER)
     include = fields.List(fields.String(), allow_none=True)
 
     @validates_schema
