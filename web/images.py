@@ -42,7 +42,7 @@ def _answer(result: dict[str, Any], form: dict[str, Any]) -> dict[str, Any]:
             token = image_files.keep(
                 current_app.extensions["redis"], image["b64_json"], _settings().image_url_ttl_seconds
             )
-            data.append({"url": url_for("image_files.download", token=token, _external=True), "seed": image["seed"]})
+            data.append({"url": url_for("image_files.ImageFile", token=token, _external=True), "seed": image["seed"]})
         else:
             data.append({"b64_json": image["b64_json"], "seed": image["seed"]})
     return {
