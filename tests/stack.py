@@ -179,9 +179,20 @@ class Stack:
         wait_until(lambda: requests.get(f"{base_url}/openapi.json", timeout=2).ok, 60, name, service.process)
         return service, base_url
 
-    def stop_all(self) -> None:
-        for service in reversed(self.services):
-            service.stop()
+    def stop_all(self, timeout: float = 10) -> None:
+        """Stops every service at once: SIGTERM to each process group, SIGKILL to what is left after ``timeout``."""
+        running = [service for service in reversed(self.services) if service.process.poll() is None]
+        for service in running:
+            service._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for service in running:
+            try:
+                service.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait(5)
+        for service in self.services:
+            service._signal_group(signal.SIGKILL)
 
 
 def process_exists(pid: int) -> bool:

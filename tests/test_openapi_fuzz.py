@@ -17,7 +17,7 @@ import requests
 from tests.stack import PYTHON, ROOT
 
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
-EXAMPLES = 25
+EXAMPLES = 15
 SEED = 20261126
 
 
