@@ -17,7 +17,7 @@ from typing import Any
 from config.errors import ApiError
 from config.model_types import SERVED_TYPES, TYPE_NAMES
 from config.settings import Settings
-from models import registry
+from models import hub, registry
 from models.catalog import ModelSpec, load_catalog, served_path
 from models.liveness import Liveness
 from models.stats import ModelStats
@@ -83,26 +83,27 @@ class ModelLifecycle:
 
     # --- load -------------------------------------------------------------------------------------------
 
-    def resolve_path(self, model_path: str) -> tuple[Path, ModelSpec | None]:
-        """The local folder ``model_path`` names: a catalog model's prepared folder, or a folder under the roots."""
+    def resolve_path(self, model_path: str) -> tuple[Path | None, ModelSpec | None, str | None]:
+        """What ``model_path`` names: a catalog model's prepared folder, a folder under the roots, or a Hugging
+        Face repo id (its cached snapshot, or None when it is still to be downloaded) as the third item."""
         catalog = load_catalog(self.settings)
         if model_path in catalog and catalog[model_path].source.get("kind") != "local-dir":
             spec = catalog[model_path]
-            return served_path(self.settings, spec), spec
+            return served_path(self.settings, spec), spec, None
         try:
             candidate = Path(model_path).expanduser()
             resolved = candidate.resolve()
         except (RuntimeError, ValueError, OSError) as exc:  # "~nobody", a NUL byte, a loop of links
             message = f"model_path is not a usable path: {exc}"
             raise ApiError(400, message, code="invalid_value", param="model_path") from None
-        if not any(resolved == root or root in resolved.parents for root in self.settings.allowed_model_roots):
+        allowed = any(resolved == root or root in resolved.parents for root in self.settings.allowed_model_roots)
+        if not (allowed and resolved.exists()) and not candidate.is_absolute() and hub.is_repo_id(model_path):
+            return hub.cached(model_path), None, model_path
+        if not allowed:
             roots = ", ".join(str(root) for root in self.settings.allowed_model_roots)
-            hint = (
-                "" if candidate.is_absolute() else " (no model hub is reachable: give a catalog id or a local folder)"
-            )
             raise ApiError(
                 400,
-                f"model_path must be a catalog model or a folder under {roots}{hint}",
+                f"model_path must be a catalog model, a Hugging Face repo id or a folder under {roots}",
                 code="invalid_model_path",
                 param="model_path",
             )
@@ -113,7 +114,7 @@ class ModelLifecycle:
                 code="invalid_model_path",
                 param="model_path",
             )
-        return resolved, None
+        return resolved, None, None
 
     def load(
         self,
@@ -140,8 +141,8 @@ class ModelLifecycle:
                 code="unsupported_model_type",
                 param="model_type",
             )
-        path, spec = self.resolve_path(model_path)
-        model_id = model_id or (spec.model_id if spec else path.name)
+        path, spec, repo = self.resolve_path(model_path)
+        model_id = model_id or (spec.model_id if spec else repo or path.name)
         if not _MODEL_ID.match(model_id):
             raise ApiError(
                 400,
@@ -157,16 +158,17 @@ class ModelLifecycle:
                 code="model_already_loaded",
                 param="model_id",
             )
-        self.make_room(weights_bytes(path), exclude=model_id)
+        # A repo not in the cache: its size is asked of the Hub before anything is downloaded.
+        self.make_room(weights_bytes(path) if path else hub.weights_on_hub(repo), exclude=model_id)
         metadata = dict(metadata or {})
         description = str(metadata.pop("description", "") or (spec.description if spec else ""))
         registered = registry.request_load(
             model_id,
             model_type,
-            path,
+            path or f"{hub.HUB_PREFIX}{repo}",
             context_length=context_length or (spec.context_length if spec else None),
             description=description,
-            tags=registry.tags_for(model_type, path, spec.tags if spec else ()),
+            tags=registry.tags_for(model_type, path or Path(model_path), spec.tags if spec else ()),
             priority=priority,
             user_metadata=metadata,
             max_concurrency=max_concurrency,

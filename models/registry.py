@@ -24,7 +24,8 @@ STATUSES = ("loading", "loaded", "failed", "unloading")
 
 
 class ModelRecord(me.Document):
-    meta = {"collection": "models", "indexes": ["status", "desired"]}
+    # Not strict: a process of an older version (another node, mid-upgrade) reads records a newer one wrote.
+    meta = {"collection": "models", "indexes": ["status", "desired"], "strict": False}
 
     model_id = me.StringField(primary_key=True)
     model_type = me.StringField(required=True)
@@ -47,6 +48,8 @@ class ModelRecord(me.Document):
     memory_bytes = me.IntField(default=0)
     load_time_ms = me.FloatField()
     loaded_at = me.DateTimeField()
+    download = me.DictField()
+    """While a Hugging Face model is fetched: ``repo``, ``bytes_done`` and ``bytes_total``."""
     updated_at = me.DateTimeField()
 
     def metadata(self) -> dict[str, Any]:
@@ -88,7 +91,7 @@ def tags_for(model_type: str, path: Path, extra: tuple[str, ...] | list[str] = (
 def request_load(
     model_id: str,
     model_type: str,
-    path: Path,
+    path: Path | str,
     *,
     context_length: int | None = None,
     description: str = "",
@@ -107,7 +110,7 @@ def request_load(
         model_type=model_type,
         path=str(path),
         family=family_of(model_id),
-        tags=tags if tags is not None else tags_for(model_type, path),
+        tags=tags if tags is not None else tags_for(model_type, Path(path)),
         tier=TIER,
         context_length=context_length,
         max_concurrency=max_concurrency,
@@ -157,6 +160,19 @@ def record_loaded(model_id: str, memory_bytes: int, load_time_ms: float, context
         set__loaded_at=now,
         set__updated_at=now,
     )
+
+
+def record_download(model_id: str, repo: str, bytes_done: int, bytes_total: int) -> None:
+    """Progress of the download of a loading model (and a sign of life: the loading deadline counts from it)."""
+    ModelRecord.objects(model_id=model_id, status="loading").update_one(
+        set__download={"repo": repo, "bytes_done": bytes_done, "bytes_total": bytes_total},
+        set__updated_at=datetime.now(UTC),
+    )
+
+
+def record_downloaded(model_id: str, path: Path) -> None:
+    """The model's files are in the cache at ``path``: the record names the folder from now on."""
+    ModelRecord.objects(model_id=model_id).update_one(set__path=str(path), set__updated_at=datetime.now(UTC))
 
 
 def record_restarting(model_id: str) -> None:

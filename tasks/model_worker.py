@@ -21,10 +21,11 @@ from typing import Any
 import psutil
 import redis
 
+from config.errors import ApiError
 from config.logs import configure_logging
 from config.redis_client import connect_redis
 from config.settings import Settings
-from models import registry
+from models import hub, registry
 from models.blas import reexec_with_openblas
 from models.catalog import load_catalog, served_path, slug
 from models.engine import Engine
@@ -69,6 +70,28 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "started_at": runtime.started_at,
         **runtime.probe.report(),
     }
+
+
+def fetch_from_hub(model_id: str, recorded: str) -> Path:
+    """The folder of the model: ``recorded`` itself, or for ``hf://<repo>`` the repo's snapshot in the Hugging Face
+    cache, downloaded first when missing (progress in the registry and the log)."""
+    if not recorded.startswith(hub.HUB_PREFIX):
+        return Path(recorded)
+    repo = recorded.removeprefix(hub.HUB_PREFIX)
+    folder = hub.cached(repo)
+    if folder is None:
+        log.info("downloading %s from the Hugging Face Hub", repo)
+        reported = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            if time.monotonic() - reported[0] >= 1 or done == total:
+                reported[0] = time.monotonic()
+                registry.record_download(model_id, repo, done, total)
+                log.info("downloading %s: %.1f of %.1f MB", repo, done / 1e6, total / 1e6)
+
+        folder = hub.download(repo, progress)
+    registry.record_downloaded(model_id, folder)
+    return folder
 
 
 KV_SHARE_OF_AVAILABLE = 0.5
@@ -150,7 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     if record is None:
         log.error("model %r is neither registered nor in the catalog", args.model_id)
         return EXIT_UNKNOWN_MODEL
-    model_id, model_type, path = record.model_id, record.model_type, Path(record.path)
+    model_id, model_type = record.model_id, record.model_type
+    try:
+        path = fetch_from_hub(model_id, record.path)
+    except Exception as exc:  # noqa: BLE001 - the Hub's and the network's errors end the load, named
+        message = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
+        log.error("model %s could not be fetched: %s", model_id, message)
+        registry.record_failed(model_id, message)
+        return EXIT_LOAD_FAILED
     batch_size = record.max_concurrency or settings.max_concurrency
     log.info("loading %s (%s) from %s; it batches up to %d requests", model_id, model_type, path, batch_size)
     limits = ServingLimits(

@@ -67,6 +67,9 @@ def stack() -> Iterator[Stack]:
         "CONTROL_SILENCE_SECONDS": "6",
         # The suite sends far more than a client's share; tests/test_rate_limits.py runs a web with limits on.
         "RATE_LIMITS_ENABLED": "false",
+        # No model hub is reachable here: Hugging Face ids resolve in a cache the tests build (test_hub_models).
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(workdir / "hf-cache"),
     }
     stack = Stack(workdir, env)
     os.environ.update(env)
@@ -160,11 +163,15 @@ def worker_pid(client: redis.Redis, model_id: str) -> int:
     return Liveness(client, 4).workers(model_id)[0]["pid"]
 
 
-def load_model(base_url: str, model_path: str, model_id: str, model_type: str = "lm", **extra) -> requests.Response:
+def load_model(
+    base_url: str, model_path: str, model_id: str | None, model_type: str = "lm", **extra
+) -> requests.Response:
+    """``POST /v1/models/load``; without ``model_id`` the platform names the model."""
+    named = {"model_id": model_id} if model_id else {}
     return requests.post(
         f"{base_url}/v1/models/load",
         timeout=200,
-        json={"model_path": model_path, "model_type": model_type, "model_id": model_id, **extra},
+        json={"model_path": model_path, "model_type": model_type, **named, **extra},
     )
 
 

@@ -91,8 +91,8 @@ def test_load_errors(base_url, tmp_path):
     assert outside.status_code == 400 and error_of(outside)["code"] == "invalid_model_path"
     escape = load_model(base_url, str(CHAT_MODEL_DIR / ".." / ".." / ".."), "test/x")
     assert escape.status_code == 400 and error_of(escape)["param"] == "model_path"
-    hub_id = load_model(base_url, "mlx-community/qwen2.5-7b-instruct-4bit", "test/x")
-    assert hub_id.status_code == 400 and "no model hub" in error_of(hub_id)["message"]
+    hub_id = load_model(base_url, "mlx-community/qwen2.5-7b-instruct-4bit", "test/x")  # offline, not cached
+    assert hub_id.status_code == 404 and "HF_HUB_OFFLINE" in error_of(hub_id)["message"]
 
     assert requests.get(f"{base_url}/v1/models/test/x/info", timeout=10).status_code == 404
 

@@ -141,6 +141,7 @@ class ModelInfo(MethodView):
             "request_count": usage["request_count"],
             "workers": len(workers),
             "error": record.error,
+            "download": record.download or None,
             "request_id": g.request_id,
         }
 

@@ -90,6 +90,7 @@ class ModelInfoSchema(Schema):
     request_count = fields.Integer()
     workers = fields.Integer()
     error = fields.String(allow_none=True)
+    download = fields.Dict(allow_none=True, metadata={"description": "repo, bytes_done, bytes_total while fetched"})
     request_id = fields.String()
 
 
