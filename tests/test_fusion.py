@@ -168,7 +168,7 @@ def test_sequential_summarization_summarizes_the_parts_then_the_summaries(base_u
     document = " ".join(
         f"Chapter {n}. The keeper of lighthouse number {n} rowed to the mainland every Sunday to buy bread, "
         f"lamp oil and newspapers, and wrote about the storms of week {n} in a blue notebook."
-        for n in range(1, 120)
+        for n in range(1, 70)
     )
     run = orchestrate(
         base_url,
