@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     engine_stall_seconds: float = 120.0
     """A worker whose engine has work but has made no progress (no token, no step) for this long is stalled:
     ``/health`` says so, the supervisor restarts it, and its jobs' leases are no longer renewed."""
+    idle_unload_seconds: float = 600.0
+    """An on-demand catalog model (``"on_demand": true``) without a request for this long is unloaded, unless its
+    entry sets ``idle_unload_s``."""
     health_probe_interval_seconds: float = 30.0
     """How often each model worker runs a tiny real call of its model through its own Celery queue."""
     health_probe_max_age_seconds: float = 90.0

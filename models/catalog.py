@@ -47,6 +47,10 @@ class ModelSpec:
     tags: tuple[str, ...] = ()
     weights: dict[str, str] = field(default_factory=dict)
     autostart: bool = False
+    on_demand: bool = False
+    """Listed as ``available`` without being loaded; loaded when a request first names it, unloaded when idle."""
+    idle_unload_seconds: float | None = None
+    """An on-demand model without a request for this long is unloaded (default ``IDLE_UNLOAD_SECONDS``)."""
 
     @property
     def weights_format(self) -> str | None:
@@ -82,6 +86,8 @@ def _from_entry(entry: dict[str, Any]) -> ModelSpec:
         tags=tuple(entry.get("tags", ())),
         weights=entry.get("weights", {}),
         autostart=bool(entry.get("autostart", False)),
+        on_demand=bool(entry.get("on_demand", False)),
+        idle_unload_seconds=entry.get("idle_unload_s"),
     )
 
 

@@ -7,6 +7,7 @@ the registry and waits until the supervisor and the worker have made it true
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from models import hub, registry
 from models.catalog import ModelSpec, load_catalog, served_path
 from models.liveness import Liveness
 from models.stats import ModelStats
+
+log = logging.getLogger(__name__)
 
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 _WEIGHT_SUFFIXES = (".safetensors", ".npz", ".gguf")
@@ -183,6 +186,31 @@ class ModelLifecycle:
             "load_time_ms": round((time.monotonic() - started) * 1000, 1),
             "metadata": record.metadata(),
         }
+
+    def start_on_demand(self, model_id: str, deadline: float) -> bool:
+        """Starts loading the catalog's on-demand model ``model_id`` unless it is loading or loaded already (one
+        load however many requests name it); False when ``model_id`` is not an on-demand model, 503
+        ``insufficient_vram`` when it cannot fit."""
+        spec = load_catalog(self.settings).get(model_id)
+        if spec is None or not spec.on_demand:
+            return False
+        record = registry.get_record(model_id)
+        while record is not None and record.desired == "unloaded" and time.monotonic() < deadline:
+            time.sleep(_POLL_SECONDS)  # unloading after an idle spell: load it again once it is gone
+            record = registry.get_record(model_id)
+        if record is None or record.status == "failed":
+            path = served_path(self.settings, spec)
+            self.make_room(weights_bytes(path), exclude=model_id)
+            if registry.request_catalog_load(spec, path):
+                log.info("loading the on-demand model %s for a request", model_id)
+        return True
+
+    def load_on_demand(self, model_id: str, deadline: float) -> bool:
+        """``start_on_demand``, then waits (at most until ``deadline``, monotonic) until the model serves."""
+        if not self.start_on_demand(model_id, deadline):
+            return False
+        self._wait_for_load(model_id, deadline)
+        return True
 
     def _wait_for_load(self, model_id: str, deadline: float) -> registry.ModelRecord:
         while time.monotonic() < deadline:

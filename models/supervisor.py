@@ -28,6 +28,7 @@ from config.settings import Settings
 from models import registry
 from models.catalog import load_catalog, served_path
 from models.liveness import SERVING_VERDICTS, Liveness, probe_verdict
+from models.stats import ModelStats
 
 log = logging.getLogger("models.supervisor")
 
@@ -102,6 +103,8 @@ class Supervisor:
     children: dict[str, Child] = field(default_factory=dict)
     liveness: Liveness | None = None
     crashes: dict[str, deque] = field(default_factory=dict)
+    stats: ModelStats | None = None
+    """Last use of each model (for unloading idle on-demand models)."""
     running: bool = True
 
     def seed(self) -> None:
@@ -198,6 +201,24 @@ class Supervisor:
         )
         for action in actions:
             self.apply(action)
+        self.unload_idle(records)
+
+    def unload_idle(self, records: dict[str, registry.ModelRecord]) -> None:
+        """Unloads the on-demand models (catalog ``"on_demand": true``) no request has used for their idle time."""
+        if self.stats is None or self.liveness is None:
+            return
+        catalog = load_catalog(self.settings)
+        now = time.time()
+        for model_id, record in records.items():
+            spec = catalog.get(model_id)
+            if spec is None or not spec.on_demand or record.status != "loaded" or record.desired != "loaded":
+                continue
+            loaded_at = record.loaded_at.replace(tzinfo=UTC).timestamp() if record.loaded_at else now
+            idle_for = now - max(self.stats.last_used(model_id) or 0.0, loaded_at)
+            limit = spec.idle_unload_seconds or self.settings.idle_unload_seconds
+            busy = any(w.get("active") or w.get("queued") for w in self.liveness.workers(model_id))
+            if idle_for > limit and not busy and registry.request_unload(model_id, force=False):
+                log.info("unloading the on-demand model %s: no request for %.0fs", model_id, idle_for)
 
     def apply(self, action: Action) -> None:
         child = self.children.get(action.model_id)
@@ -239,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     registry.connect(settings)
     client = connect_redis(settings)
-    supervisor = Supervisor(settings, liveness=Liveness(client, settings.worker_heartbeat_ttl_seconds))
+    supervisor = Supervisor(
+        settings, liveness=Liveness(client, settings.worker_heartbeat_ttl_seconds), stats=ModelStats(client)
+    )
 
     def _stop(_signum, _frame) -> None:
         supervisor.running = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +57,18 @@ class Dispatcher:
         self.celery = celery
         self.redis = client
         self.liveness = liveness
+        self.on_demand: Callable[[str, float], bool] | None = None
+        """Loads an on-demand model a request names and waits for it (until the deadline, monotonic); False for a
+        model that is not one (``ModelLifecycle.load_on_demand``, set by the web app)."""
 
     def require_model(self, model_id: str, operation: str, param: str = "model") -> None:
-        """Raises the 404 of an unknown model, the 503 of one without a worker, the 400 of a wrong type."""
+        """Raises the 404 of an unknown model, the 503 of one without a worker, the 400 of a wrong type; an
+        on-demand model without a worker is loaded first (the request waits, within its deadline)."""
         workers = self.liveness.workers(model_id)
+        if not workers and self.on_demand is not None:
+            deadline = time.monotonic() + self.settings.request_timeout_seconds
+            if self.on_demand(model_id, deadline):
+                workers = self.liveness.workers(model_id)
         if not workers:
             record = registry.get_record(model_id)
             if record is None:

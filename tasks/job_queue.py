@@ -8,6 +8,8 @@ again, so no job is left that nobody will run.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -62,9 +64,17 @@ def enqueue(celery: Celery, job: job_store.Job) -> None:
     )
 
 
-def check_operation(model_id: str, operation: str) -> None:
-    """Raises the 404 of an unknown model, the 503 of one that cannot run, the 400 of a wrong operation."""
+OnDemand = Callable[[str, float], bool]
+ON_DEMAND_WAIT_SECONDS = 30.0
+"""Longest a job submission waits for an on-demand model that is being unloaded (after an idle spell) to be gone."""
+
+
+def check_operation(model_id: str, operation: str, on_demand: OnDemand | None = None) -> None:
+    """Raises the 404 of an unknown model, the 503 of one that cannot run, the 400 of a wrong operation; an
+    on-demand model not loaded starts loading (the job waits in the queue for its worker)."""
     record = registry.get_record(model_id)
+    if record is None and on_demand is not None and on_demand(model_id, time.monotonic() + ON_DEMAND_WAIT_SECONDS):
+        record = registry.get_record(model_id)
     if record is None:
         raise ApiError(404, f"Model '{model_id}' not found", code="model_not_found", param="model_id")
     if record.status == "failed" or record.desired != "loaded":
@@ -94,10 +104,12 @@ class JobQueue:
         self.celery = celery
         self.redis = client
         self.stats = stats
+        self.on_demand: OnDemand | None = None
+        """Starts loading an on-demand model a job names (``ModelLifecycle.start_on_demand``, set by the web app)."""
 
     def submit(self, request: job_store.JobRequest) -> dict[str, Any]:
         model_id = request.model_id
-        check_operation(model_id, request.operation)
+        check_operation(model_id, request.operation, self.on_demand)
         if request.callback_url:
             try:
                 check_url(request.callback_url, self.settings.webhook_networks)

@@ -1,9 +1,10 @@
 """Schemathesis hooks of ``tests/test_openapi_fuzz.py`` (loaded through ``SCHEMATHESIS_HOOKS``).
 
 They bound what a generated request may cost, nothing else: the fuzz run shares the session's stack and its
-models, so a request never unloads or warms one of the session's models (its id is swapped for an unknown one,
-which exercises the 404 path instead), and the numbers that set how much work a valid request asks of a model
-(tokens, choices, image size and steps) are capped. Every field, value and route is still generated.
+models, so a request never unloads, warms or (on demand) loads one of the session's models (its id is swapped
+for an unknown one, which exercises the 404 path instead), and the numbers that set how much work a valid request
+asks of a model (tokens, choices, image size and steps) are capped. Every field, value and route is still
+generated.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from urllib.parse import quote, unquote
 
 import schemathesis
 
-from tests.conftest import DEFAULT_MODELS
+from tests.conftest import DEFAULT_MODELS, ON_DEMAND_MODEL
+
+PROTECTED = (*DEFAULT_MODELS, ON_DEMAND_MODEL)
 
 CAPS = {
     "max_tokens": 8,
@@ -46,7 +49,7 @@ def _number(value: Any) -> bool:
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     for name, value in (case.path_parameters or {}).items():
-        if unquote(str(value)) in DEFAULT_MODELS:  # path parameters arrive here percent-encoded
+        if unquote(str(value)) in PROTECTED:  # path parameters arrive here percent-encoded
             case.path_parameters[name] = quote(f"fuzz-{unquote(str(value))}", safe="")
     if isinstance(case.body, dict):
         case.body = _capped(case.body)

@@ -64,6 +64,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
     dispatcher = Dispatcher(settings, celery, client, liveness)
     stats = ModelStats(client)
+    lifecycle = ModelLifecycle(settings, liveness, stats, dispatcher.queue_depth)
+    dispatcher.on_demand = lifecycle.load_on_demand
+    job_queue = JobQueue(settings, celery, client, stats)
+    job_queue.on_demand = lifecycle.start_on_demand
     app.extensions.update(
         settings=settings,
         redis=client,
@@ -71,8 +75,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         liveness=liveness,
         dispatcher=dispatcher,
         stats=stats,
-        lifecycle=ModelLifecycle(settings, liveness, stats, dispatcher.queue_depth),
-        jobs=JobQueue(settings, celery, client, stats),
+        lifecycle=lifecycle,
+        jobs=job_queue,
         started_at=time.time(),
     )
     register_request_id(app)

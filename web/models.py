@@ -13,6 +13,7 @@ from flask.views import MethodView
 
 from config.errors import ApiError
 from models import registry
+from models.catalog import ModelSpec, load_catalog
 from models.lifecycle import ModelLifecycle
 from models.liveness import SERVING_VERDICTS, probe_verdict
 from models.stats import ModelStats
@@ -52,6 +53,30 @@ def find_record(model_id: str) -> registry.ModelRecord:
     if record is None:
         raise ApiError(404, f"Model '{model_id}' not found", code="model_not_found", param="model_id")
     return record
+
+
+def on_demand_models() -> list[ModelSpec]:
+    return [spec for spec in load_catalog(current_app.extensions["settings"]).values() if spec.on_demand]
+
+
+def available(spec: ModelSpec) -> dict[str, Any]:
+    """The model object of an on-demand catalog model that is not loaded: the first request that names it loads it."""
+    return {
+        "id": spec.model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": OWNER,
+        "family": spec.family,
+        "type": spec.model_type,
+        "context_length": spec.context_length,
+        "tags": list(dict.fromkeys(["local", *spec.tags, "on-demand"])),
+        "tier": registry.TIER,
+        "description": spec.description,
+        "vram_usage_gb": 0.0,
+        "status": "available",
+        "workers": 0,
+        "error": None,
+    }
 
 
 def live_status(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> str:
@@ -99,7 +124,10 @@ class ModelList(MethodView):
     @blp.response(200, ModelListSchema)
     def get(self):
         live = current_app.extensions["liveness"].models()
-        data = [describe(record, live.get(record.model_id, [])) for record in registry.list_records()]
+        records = registry.list_records()
+        data = [describe(record, live.get(record.model_id, [])) for record in records]
+        registered = {record.model_id for record in records}
+        data += [available(spec) for spec in on_demand_models() if spec.model_id not in registered]
         return {"object": "list", "data": data, "request_id": g.request_id}
 
 
@@ -181,5 +209,10 @@ class ModelWarmup(MethodView):
 class ModelDetail(MethodView):
     @blp.response(200, ModelSchema)
     def get(self, model_id: str):
-        record = find_record(model_id)
+        record = registry.get_record(model_id)
+        if record is None:
+            spec = next((spec for spec in on_demand_models() if spec.model_id == model_id), None)
+            if spec is not None:
+                return {**available(spec), "request_id": g.request_id}
+        record = record or find_record(model_id)
         return {**describe(record, live_workers(model_id)), "request_id": g.request_id}
