@@ -1,5 +1,9 @@
 """A Hugging Face repo that cannot be fetched fails fast, naming why: here the Hub is a local port where nothing
-listens (no network), and offline mode with nothing cached."""
+listens (no network), and offline mode with nothing cached.
+
+``monkeypatch`` sets only ``hub.offline``: huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import, so a test in
+a running process flips our reading of it instead. The requests themselves are real (refused by the closed port).
+"""
 
 from __future__ import annotations
 
