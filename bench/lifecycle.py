@@ -1,4 +1,5 @@
-"""Section 4: loading, warming up and unloading a model through the API, against doing it in-process."""
+"""Section 4: loading, warming up and unloading a model through the API, against doing it in-process; and how long
+the first request to an on-demand model waits for its load."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from bench.context import BenchContext
 from bench.defaults import CHAT_MODEL_DIR
 from bench.inprocess import run_probe
 from bench.report import SectionResult, Table
-from bench.stack import PlatformStack
+from bench.stack import ON_DEMAND_MODEL, PlatformStack
 from bench.stats import median
 from models.liveness import Liveness
 
@@ -70,6 +71,26 @@ def api_cycle(platform: PlatformStack, index: int) -> dict[str, Any]:
     }
 
 
+def on_demand_cycle(platform: PlatformStack) -> dict[str, Any]:
+    """The first request to the on-demand model (it loads the model, then answers), a second one (warm), then
+    an unload so that the next cycle starts cold again."""
+    base = platform.base_url
+    body = {"model": ON_DEMAND_MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
+    first, first_s = _timed("POST", f"{base}/v1/chat/completions", json=body)
+    if first.status_code != 200:
+        raise RuntimeError(f"the first request answered {first.status_code}: {first.text[:300]}")
+    second, second_s = _timed("POST", f"{base}/v1/chat/completions", json=body)
+    if second.status_code != 200:
+        raise RuntimeError(f"the second request answered {second.status_code}: {second.text[:300]}")
+    requests.delete(f"{base}/v1/models/{ON_DEMAND_MODEL}/unload", timeout=120)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if requests.get(f"{base}/v1/models/{ON_DEMAND_MODEL}", timeout=30).json().get("status") == "available":
+            break
+        time.sleep(0.2)
+    return {"first_s": first_s, "second_s": second_s}
+
+
 def run(context: BenchContext) -> SectionResult:
     """In-process load/warm-up/unload first, then the same through the API, ``lifecycle_runs`` times each."""
     runs = context.options.lifecycle_runs
@@ -80,7 +101,17 @@ def run(context: BenchContext) -> SectionResult:
     for index in range(runs):
         api.append(api_cycle(platform, index))
         progress.say(f"API run {index + 1}/{runs}: load {api[-1]['load_s']:.1f}s, unload {api[-1]['unload_s']:.1f}s")
+    on_demand = []
+    for index in range(runs):
+        on_demand.append(on_demand_cycle(platform))
+        progress.say(f"on-demand run {index + 1}/{runs}: first request {on_demand[-1]['first_s']:.1f}s")
     result = SectionResult(NAME, TITLE)
+    waits = Table(
+        f"A request naming the on-demand model {ON_DEMAND_MODEL} (8 tokens), median of {runs} run(s)",
+        ["request", "end-to-end s"],
+    )
+    waits.rows.append(["first (loads the model, then answers)", median([r["first_s"] for r in on_demand])])
+    waits.rows.append(["second (the model is warm)", median([r["second_s"] for r in on_demand])])
     table = Table(
         f"{CHAT_MODEL_DIR.name} (prepared folder), median of {runs} run(s)",
         ["path", "load s", "warm-up s", "unload s", "MLX active memory MB", "process RSS MB"],
@@ -106,6 +137,7 @@ def run(context: BenchContext) -> SectionResult:
         ]
     )
     result.tables.append(table)
+    result.tables.append(waits)
     result.notes += [
         f"in-process imports (mlx, mlx-lm, the handler) took {local['import_s']:.1f}s once, not counted in load",
         "the API's load includes starting a worker process (imports, Celery), loading, the worker's own warm-up "
@@ -113,5 +145,5 @@ def run(context: BenchContext) -> SectionResult:
         "(GET /v1/models/{id}/info), RSS is the whole worker process",
         f"model id answered 404 after unload: {'yes' if all(r['gone_after_unload'] for r in api) else 'no'}",
     ]
-    result.raw = {"in_process": local, "api": api}
+    result.raw = {"in_process": local, "api": api, "on_demand": on_demand}
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import redis
 import requests
 
 from bench import progress
-from bench.defaults import DATA_DIR, DEFAULT_MODELS, ROOT, WEIGHTS_DIR
+from bench.defaults import CHAT_MODEL_DIR, DATA_DIR, DEFAULT_MODELS, ROOT, WEIGHTS_DIR
 from models.liveness import Liveness
 from tests.stack import Service, Stack, wait_until
 
@@ -31,13 +32,37 @@ STACK_ENV = {
 deadlines, and loopback webhooks (the jobs section's receiver runs on 127.0.0.1)."""
 
 
+ON_DEMAND_MODEL = "bench/on-demand-chat"
+"""An on-demand copy of the chat model in the stack's catalog: loaded by the first request that names it."""
+
+
+def bench_catalog(workdir: Path) -> Path:
+    """``config/models.json`` plus ``ON_DEMAND_MODEL`` (never unloaded for idleness during a run)."""
+    catalog = json.loads((ROOT / "config" / "models.json").read_text())
+    catalog["models"].append(
+        {
+            "id": ON_DEMAND_MODEL,
+            "type": "lm",
+            "source": {"kind": "local-dir", "path": str(CHAT_MODEL_DIR)},
+            "context_length": 8192,
+            "description": "the chat model again, on demand",
+            "tags": ["local", "chat"],
+            "on_demand": True,
+            "idle_unload_s": 3600,
+        }
+    )
+    path = workdir / "models.json"
+    path.write_text(json.dumps(catalog, indent=2))
+    return path
+
+
 class PlatformStack:
     """The running platform: ``base_url`` for clients, ``redis`` for worker liveness, logs under ``workdir``."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.stack = Stack(self.workdir, dict(STACK_ENV))
+        self.stack = Stack(self.workdir, {**STACK_ENV, "MODELS_FILE": str(bench_catalog(workdir))})
         self.base_url = ""
         self.redis: redis.Redis | None = None
         self.extra_workers: list[Service] = []
