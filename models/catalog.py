@@ -95,8 +95,8 @@ def load_catalog(settings: Settings) -> dict[str, ModelSpec]:
     """Every known model by id: the catalog file first, then the provider-contract ``MODEL_PATH`` model."""
     entries = json.loads(Path(settings.models_file).read_text())["models"]
     specs = {spec.model_id: spec for spec in map(_from_entry, entries)}
-    if not settings.autostart_catalog:
-        specs = {model_id: replace(spec, autostart=False) for model_id, spec in specs.items()}
+    if not settings.autostart_catalog:  # one model only (the launcher): none started, none offered on demand
+        specs = {model_id: replace(spec, autostart=False, on_demand=False) for model_id, spec in specs.items()}
     if settings.model_path in specs:
         specs[settings.model_path] = replace(specs[settings.model_path], autostart=True)
     elif settings.model_path:
