@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import requests
 from bench import progress
 from bench.defaults import CHAT_MODEL_DIR, DATA_DIR, DEFAULT_MODELS, ROOT, WEIGHTS_DIR
 from models.liveness import Liveness
-from tests.stack import Service, Stack, wait_until
+from tests.stack import Service, Stack, catalog_with_on_demand, wait_until
 
 CONTROL_QUEUES = "control,jobs,webhooks,rag,fusion"
 
@@ -33,27 +32,8 @@ deadlines, and loopback webhooks (the jobs section's receiver runs on 127.0.0.1)
 
 
 ON_DEMAND_MODEL = "bench/on-demand-chat"
-"""An on-demand copy of the chat model in the stack's catalog: loaded by the first request that names it."""
-
-
-def bench_catalog(workdir: Path) -> Path:
-    """``config/models.json`` plus ``ON_DEMAND_MODEL`` (never unloaded for idleness during a run)."""
-    catalog = json.loads((ROOT / "config" / "models.json").read_text())
-    catalog["models"].append(
-        {
-            "id": ON_DEMAND_MODEL,
-            "type": "lm",
-            "source": {"kind": "local-dir", "path": str(CHAT_MODEL_DIR)},
-            "context_length": 8192,
-            "description": "the chat model again, on demand",
-            "tags": ["local", "chat"],
-            "on_demand": True,
-            "idle_unload_s": 3600,
-        }
-    )
-    path = workdir / "models.json"
-    path.write_text(json.dumps(catalog, indent=2))
-    return path
+"""An on-demand copy of the chat model in the stack's catalog: loaded by the first request that names it (never
+unloaded for idleness during a run)."""
 
 
 class PlatformStack:
@@ -62,7 +42,10 @@ class PlatformStack:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.stack = Stack(self.workdir, {**STACK_ENV, "MODELS_FILE": str(bench_catalog(workdir))})
+        self.stack = Stack(
+            self.workdir,
+            {**STACK_ENV, "MODELS_FILE": str(catalog_with_on_demand(workdir, ON_DEMAND_MODEL, CHAT_MODEL_DIR, 3600))},
+        )
         self.base_url = ""
         self.redis: redis.Redis | None = None
         self.extra_workers: list[Service] = []

@@ -105,6 +105,8 @@ class Supervisor:
     crashes: dict[str, deque] = field(default_factory=dict)
     stats: ModelStats | None = None
     """Last use of each model (for unloading idle on-demand models)."""
+    on_demand: dict[str, float] | None = None
+    """Idle seconds of each on-demand catalog model, read from the catalog once (as ``seed`` reads it)."""
     running: bool = True
 
     def seed(self) -> None:
@@ -207,15 +209,19 @@ class Supervisor:
         """Unloads the on-demand models (catalog ``"on_demand": true``) no request has used for their idle time."""
         if self.stats is None or self.liveness is None:
             return
-        catalog = load_catalog(self.settings)
+        if self.on_demand is None:
+            self.on_demand = {
+                spec.model_id: spec.idle_unload_seconds or self.settings.idle_unload_seconds
+                for spec in load_catalog(self.settings).values()
+                if spec.on_demand
+            }
         now = time.time()
         for model_id, record in records.items():
-            spec = catalog.get(model_id)
-            if spec is None or not spec.on_demand or record.status != "loaded" or record.desired != "loaded":
+            limit = self.on_demand.get(model_id)
+            if limit is None or record.status != "loaded" or record.desired != "loaded":
                 continue
             loaded_at = record.loaded_at.replace(tzinfo=UTC).timestamp() if record.loaded_at else now
             idle_for = now - max(self.stats.last_used(model_id) or 0.0, loaded_at)
-            limit = spec.idle_unload_seconds or self.settings.idle_unload_seconds
             busy = any(w.get("active") or w.get("queued") for w in self.liveness.workers(model_id))
             if idle_for > limit and not busy and registry.request_unload(model_id, force=False):
                 log.info("unloading the on-demand model %s: no request for %.0fs", model_id, idle_for)

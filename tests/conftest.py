@@ -5,7 +5,6 @@ Workers are started once per session; tests share them and keep prompts short.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import redis
 import requests
 
 from tests.receiver import Receiver
-from tests.stack import ROOT, Service, Stack, wait_until
+from tests.stack import ROOT, Service, Stack, catalog_with_on_demand, wait_until
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -38,27 +37,6 @@ PYTHON_HTML = DOCUMENTS / "python3.11-doc" / "usr" / "share" / "doc" / "python3.
 
 ON_DEMAND_MODEL = "test/on-demand-chat"
 ON_DEMAND_IDLE_SECONDS = 4
-
-
-def session_catalog(workdir: Path) -> Path:
-    """The catalog of ``config/models.json`` plus an on-demand chat model (the prepared SmolLM2 under another id,
-    unloaded after 4 idle seconds): what the session's processes read (``MODELS_FILE``)."""
-    catalog = json.loads((ROOT / "config" / "models.json").read_text())
-    catalog["models"].append(
-        {
-            "id": ON_DEMAND_MODEL,
-            "type": "lm",
-            "source": {"kind": "local-dir", "path": str(CHAT_MODEL_DIR)},
-            "context_length": 8192,
-            "description": "SmolLM2 again, loaded when a request first names it",
-            "tags": ["local", "chat"],
-            "on_demand": True,
-            "idle_unload_s": ON_DEMAND_IDLE_SECONDS,
-        }
-    )
-    path = workdir / "models.json"
-    path.write_text(json.dumps(catalog, indent=2))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +74,8 @@ def stack() -> Iterator[Stack]:
         # No model hub is reachable here: Hugging Face ids resolve in a cache the tests build (test_hub_models).
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_CACHE": str(workdir / "hf-cache"),
-        "MODELS_FILE": str(session_catalog(workdir)),
+        # The catalog plus an on-demand copy of SmolLM2, unloaded after 4 idle seconds (test_on_demand).
+        "MODELS_FILE": str(catalog_with_on_demand(workdir, ON_DEMAND_MODEL, CHAT_MODEL_DIR, ON_DEMAND_IDLE_SECONDS)),
     }
     stack = Stack(workdir, env)
     os.environ.update(env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -193,6 +194,27 @@ class Stack:
                 service.process.wait(5)
         for service in self.services:
             service._signal_group(signal.SIGKILL)
+
+
+def catalog_with_on_demand(workdir: Path, model_id: str, folder: Path, idle_seconds: float) -> Path:
+    """``config/models.json`` plus an on-demand chat model ``model_id`` served from ``folder`` (unloaded after
+    ``idle_seconds`` without a request), written in ``workdir`` for the processes' ``MODELS_FILE``."""
+    catalog = json.loads((ROOT / "config" / "models.json").read_text())
+    catalog["models"].append(
+        {
+            "id": model_id,
+            "type": "lm",
+            "source": {"kind": "local-dir", "path": str(folder)},
+            "context_length": 8192,
+            "description": "a chat model again, loaded when a request first names it",
+            "tags": ["local", "chat"],
+            "on_demand": True,
+            "idle_unload_s": idle_seconds,
+        }
+    )
+    path = workdir / "models.json"
+    path.write_text(json.dumps(catalog, indent=2))
+    return path
 
 
 def process_exists(pid: int) -> bool:
