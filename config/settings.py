@@ -7,6 +7,7 @@ Variable names and defaults of the provider contract (``MODEL_PATH``,
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -76,7 +77,13 @@ class Settings(BaseSettings):
     model_roots: str = ""
     """Folders (separated by ':') under which the load API may read local models; empty means the data dir's models."""
     model_memory_budget_gb: float = 0.0
-    """Memory all loaded models may hold together; 0 means no budget. Least-recently-used idle models make room."""
+    """Memory the models of this node may hold together; 0 means no budget. Least-recently-used idle models on the
+    node make room."""
+    node_name: str = ""
+    """This machine's node: its supervisor and workers carry the name; empty means the host name."""
+    node_models: str = "*"
+    """The models this node may serve, separated by ',': model id patterns (``mlx-community/*``), ``type:<model
+    type>``, and ``!`` before either to exclude; a model is served when a pattern matches and no exclusion does."""
     load_timeout_seconds: float = 180.0
     unload_timeout_seconds: float = 90.0
     request_timeout_seconds: float = 300.0
@@ -258,6 +265,10 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{network!r} is not an IP network (such as 127.0.0.0/8 or ::1/128)") from None
         return value
+
+    @property
+    def node(self) -> str:
+        return self.node_name or socket.gethostname()
 
     @property
     def models_dir(self) -> Path:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from config.settings import Settings
 from models import hub, registry
 from models.catalog import ModelSpec, load_catalog, served_path
 from models.liveness import Liveness
+from models.nodes import NodeBeats
+from models.placement import Holding, place
 from models.stats import ModelStats
 
 log = logging.getLogger(__name__)
@@ -35,52 +37,44 @@ def weights_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES))
 
 
+def held_bytes(record: registry.ModelRecord) -> int:
+    """What a replica of the model holds: measured once loaded, its weights' size before."""
+    return record.memory_bytes or weights_bytes(Path(record.path))
+
+
+def node_holdings(
+    records: list[registry.ModelRecord],
+    exclude: str | None = None,
+    idle: Callable[[registry.ModelRecord], bool] = lambda _record: False,
+    last_used: Callable[[registry.ModelRecord], float] = lambda _record: 0.0,
+) -> dict[str, list[Holding]]:
+    """What the models loading or loaded hold on each node (a model's replicas on one node count together)."""
+    held: dict[str, list[Holding]] = {}
+    for record in records:
+        if record.status not in ("loading", "loaded") or record.model_id == exclude:
+            continue
+        for node, count in Counter(record.nodes).items():
+            size = held_bytes(record) * count
+            held.setdefault(node, []).append(Holding(record.model_id, size, idle(record), last_used(record)))
+    return held
+
+
 def _gb(size: int | float) -> float:
     return round(size / 1e9, 3)
 
 
-@dataclass(frozen=True)
-class Holding:
-    """A model holding memory, as the budget sees it."""
-
-    model_id: str
-    size: int
-    idle: bool
-    last_used: float
-
-
-def evictions(held: list[Holding], need: int, budget: float) -> list[str]:
-    """The idle models to unload, least recently used first, so that ``need`` more bytes fit ``budget``.
-
-    Raises the 503 ``insufficient_vram`` when even unloading every idle model would not make room.
-    """
-    used = sum(h.size for h in held)
-    if used + need <= budget:
-        return []
-    idle = sorted((h for h in held if h.idle), key=lambda h: h.last_used)
-    freeable = sum(h.size for h in idle)
-    if need > budget or used - freeable + need > budget:
-        raise ApiError(
-            503,
-            f"Not enough memory: the model needs {_gb(need)} GB, the budget is {_gb(budget)} GB "
-            f"and {_gb(used)} GB are held ({_gb(freeable)} GB by idle models)",
-            code="insufficient_vram",
-        )
-    chosen = []
-    for holding in idle:
-        if used + need <= budget:
-            break
-        chosen.append(holding.model_id)
-        used -= holding.size
-    return chosen
-
-
 class ModelLifecycle:
     def __init__(
-        self, settings: Settings, liveness: Liveness, stats: ModelStats, queue_depth: Callable[[str], int]
+        self,
+        settings: Settings,
+        liveness: Liveness,
+        stats: ModelStats,
+        queue_depth: Callable[[str], int],
+        nodes: NodeBeats,
     ) -> None:
         self.settings = settings
         self.liveness = liveness
+        self.nodes = nodes
         self.stats = stats
         self.queue_depth = queue_depth
 
@@ -128,6 +122,8 @@ class ModelLifecycle:
         priority: str = "normal",
         metadata: dict[str, Any] | None = None,
         max_concurrency: int | None = None,
+        node: str | None = None,
+        replicas: int = 1,
     ) -> dict[str, Any]:
         started = time.monotonic()
         if model_type not in TYPE_NAMES:
@@ -162,7 +158,8 @@ class ModelLifecycle:
                 param="model_id",
             )
         # A repo not in the cache: its size is asked of the Hub before anything is downloaded.
-        self.make_room(weights_bytes(path) if path else hub.weights_on_hub(repo), exclude=model_id)
+        need = weights_bytes(path) if path else hub.weights_on_hub(repo)
+        nodes = self.place(model_id, model_type, need, replicas, node)
         metadata = dict(metadata or {})
         description = str(metadata.pop("description", "") or (spec.description if spec else ""))
         registered = registry.request_load(
@@ -175,6 +172,9 @@ class ModelLifecycle:
             priority=priority,
             user_metadata=metadata,
             max_concurrency=max_concurrency,
+            nodes=nodes,
+            replicas=replicas,
+            pinned_node=node,
         )
         if not registered:
             raise ApiError(409, f"Model '{model_id}' already exists", code="model_already_loaded", param="model_id")
@@ -185,6 +185,7 @@ class ModelLifecycle:
             "vram_usage_gb": _gb(record.memory_bytes),
             "load_time_ms": round((time.monotonic() - started) * 1000, 1),
             "metadata": record.metadata(),
+            "nodes": list(record.nodes),
         }
 
     def start_on_demand(self, model_id: str, deadline: float) -> bool:
@@ -200,8 +201,8 @@ class ModelLifecycle:
             record = registry.get_record(model_id)
         if record is None or record.status == "failed":
             path = served_path(self.settings, spec)
-            self.make_room(weights_bytes(path), exclude=model_id)
-            if registry.request_catalog_load(spec, path):
+            nodes = self.place(model_id, spec.model_type, weights_bytes(path))
+            if registry.request_catalog_load(spec, path, nodes):
                 log.info("loading the on-demand model %s for a request", model_id)
         return True
 
@@ -236,30 +237,58 @@ class ModelLifecycle:
 
     # --- memory budget ----------------------------------------------------------------------------------
 
-    def held_bytes(self, record: registry.ModelRecord) -> int:
-        return record.memory_bytes or weights_bytes(Path(record.path))
-
     def busy(self, model_id: str) -> bool:
         workers = self.liveness.workers(model_id)
         return any(w.get("active", 0) or w.get("queued", 0) for w in workers) or self.queue_depth(model_id) > 0
 
-    def make_room(self, need: int, exclude: str) -> None:
-        """Unloads least-recently-used idle models until ``need`` bytes fit the budget; 503 when they can't."""
-        budget = self.settings.model_memory_budget_gb * 1e9
-        if budget <= 0:
-            return
-        held = [r for r in registry.list_records() if r.status in ("loading", "loaded") and r.model_id != exclude]
-        holdings = [
-            Holding(
-                r.model_id,
-                self.held_bytes(r),
-                idle=r.status == "loaded" and not self.busy(r.model_id),
-                last_used=self.stats.last_used(r.model_id) or (r.loaded_at.timestamp() if r.loaded_at else 0.0),
-            )
-            for r in held
-        ]
-        for model_id in evictions(holdings, need, budget):
-            self.unload(model_id, force=False)
+    def holdings(self, exclude: str) -> dict[str, list[Holding]]:
+        """What each node's models hold, ``exclude`` left out; idle: loaded, no request running or waiting."""
+        return node_holdings(
+            registry.list_records(),
+            exclude,
+            idle=lambda r: r.status == "loaded" and not self.busy(r.model_id),
+            last_used=lambda r: self.stats.last_used(r.model_id) or (r.loaded_at.timestamp() if r.loaded_at else 0.0),
+        )
+
+    def place(
+        self, model_id: str, model_type: str, need: int, replicas: int = 1, pinned: str | None = None
+    ) -> list[str]:
+        """The nodes for the replicas of a model about to load (``pinned``: that node only), once the idle models
+        (least recently used first) that make room on them are unloaded. 400 for a node that is not running or
+        may not serve the model, 503 when no running node may serve it, 503 ``insufficient_vram`` when it cannot
+        fit."""
+        live = self.nodes.live()
+        if pinned is not None:
+            node = live.get(pinned)
+            if node is None:
+                running = ", ".join(live) or "none"
+                raise ApiError(
+                    400, f"Node '{pinned}' is not running (running: {running})", code="invalid_value", param="node"
+                )
+            if not node.allows(model_id, model_type):
+                raise ApiError(
+                    400,
+                    f"Node '{pinned}' does not serve '{model_id}' (its NODE_MODELS: {node.models})",
+                    code="invalid_value",
+                    param="node",
+                )
+            candidates = [node]
+        else:
+            candidates = [node for node in live.values() if node.allows(model_id, model_type)]
+            if not candidates:
+                running = ", ".join(f"{n.name} ({n.models})" for n in live.values()) or "none is running"
+                raise ApiError(
+                    503,
+                    f"No running node may serve '{model_id}' (nodes and their NODE_MODELS: {running})",
+                    code="model_unavailable",
+                    param="model_id",
+                )
+        placement = place(need, replicas, candidates, self.holdings(exclude=model_id))
+        for node_name, model_ids in placement.evict.items():
+            for evicted in model_ids:
+                log.info("unloading the idle model %s to make room on node %s for %s", evicted, node_name, model_id)
+                self.unload(evicted, force=False)
+        return placement.nodes
 
     # --- unload -----------------------------------------------------------------------------------------
 

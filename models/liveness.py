@@ -77,10 +77,11 @@ class Liveness:
         pipe.delete(_worker_key(hostname), *_probe_queue_keys(hostname))
         pipe.execute()
 
-    def forget_process(self, model_id: str, pid: int, host: str) -> None:
-        """Removes the entries of a worker process known to be dead (e.g. killed), without waiting for the TTL."""
+    def forget_process(self, model_id: str, pid: int, node: str) -> None:
+        """Removes the entries of a worker process of ``node`` known to be dead (e.g. killed), without waiting for
+        the TTL."""
         for report in self.workers(model_id):
-            if report.get("pid") == pid and report["hostname"].endswith(f"@{host}"):
+            if report.get("pid") == pid and report.get("node") == node:
                 self.leave(model_id, report["hostname"])
 
     def is_alive(self, hostname: str) -> bool:

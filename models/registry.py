@@ -48,6 +48,12 @@ class ModelRecord(me.Document):
     memory_bytes = me.IntField(default=0)
     load_time_ms = me.FloatField()
     loaded_at = me.DateTimeField()
+    replicas = me.IntField(default=1)
+    nodes = me.ListField(me.StringField())
+    """The node of each replica (a node may appear more than once); fewer than ``replicas`` while some wait for a
+    node with room."""
+    pinned_node = me.StringField()
+    """The node the load asked for: the model is never placed elsewhere."""
     download = me.DictField()
     """While a Hugging Face model is fetched: ``repo``, ``bytes_done`` and ``bytes_total``."""
     updated_at = me.DateTimeField()
@@ -100,6 +106,9 @@ def request_load(
     user_metadata: dict | None = None,
     origin: str = "api",
     max_concurrency: int | None = None,
+    nodes: list[str] | None = None,
+    replicas: int = 1,
+    pinned_node: str | None = None,
 ) -> bool:
     """Records the wish to serve ``model_id``; False when it is already loading, loaded or unloading.
 
@@ -114,6 +123,9 @@ def request_load(
         tier=TIER,
         context_length=context_length,
         max_concurrency=max_concurrency,
+        replicas=replicas,
+        nodes=list(nodes or []),
+        pinned_node=pinned_node,
         description=description,
         priority=priority,
         user_metadata=user_metadata or {},
@@ -136,7 +148,7 @@ def request_load(
     return True
 
 
-def request_catalog_load(spec: ModelSpec, path: Path) -> bool:
+def request_catalog_load(spec: ModelSpec, path: Path, nodes: list[str] | None = None) -> bool:
     """``request_load`` of a catalog model whose prepared folder is ``path``."""
     return request_load(
         spec.model_id,
@@ -146,7 +158,18 @@ def request_catalog_load(spec: ModelSpec, path: Path) -> bool:
         description=spec.description,
         tags=tags_for(spec.model_type, path, spec.tags),
         origin="catalog",
+        nodes=nodes,
     )
+
+
+def move_replicas(model_id: str, before: list[str], after: list[str], restarting: bool) -> bool:
+    """Sets the nodes of ``model_id``'s replicas to ``after`` if they are still ``before`` (another supervisor may
+    have moved them first); ``restarting``: none of its workers is left, it is ``loading`` again."""
+    changes: dict = {"set__nodes": after, "set__updated_at": datetime.now(UTC)}
+    if restarting:
+        changes["set__status"] = "loading"
+    same = me.Q(nodes=before) if before else me.Q(nodes__size=0) | me.Q(nodes__exists=False)
+    return bool(ModelRecord.objects(same, model_id=model_id, desired="loaded").update_one(**changes))
 
 
 def record_loaded(model_id: str, memory_bytes: int, load_time_ms: float, context_length: int) -> None:

@@ -1,11 +1,13 @@
-"""The model supervisor: keeps exactly one warm worker process per model the registry wants loaded.
+"""The model supervisor of one node: keeps one warm worker process per replica the registry places on the node.
 
-``python -m models.supervisor`` seeds the registry with the catalog's autostart
-models (and ``MODEL_PATH``), then every tick starts a worker for each model
-desired ``loaded`` that has none, restarts workers that died (with a limit, so
-a model that crashes on every start ends ``failed``), and stops the workers of
-models desired ``unloaded`` (SIGTERM lets Celery finish running requests;
-``force`` kills at once) before forgetting them.
+``python -m models.supervisor`` beats its node (``NODE_NAME``, its memory budget
+and ``NODE_MODELS``) into Redis and seeds the registry with the catalog's
+autostart models it may serve, then every tick places the replicas of nodes that
+vanished on nodes with room, starts a worker for each replica placed on this
+node that has none, restarts workers that died (with a limit, so a model that
+crashes on every start ends ``failed``), and stops the workers of models desired
+``unloaded`` (SIGTERM lets Celery finish running requests; ``force`` kills at
+once) before forgetting them.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from config.errors import ApiError
 from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
 from models.catalog import load_catalog, served_path
+from models.lifecycle import held_bytes, node_holdings
 from models.liveness import SERVING_VERDICTS, Liveness, probe_verdict
+from models.nodes import Node, NodeBeats, allows, backend
+from models.placement import Holding, place
 from models.stats import ModelStats
 
 log = logging.getLogger("models.supervisor")
@@ -42,87 +48,121 @@ RESTART_WINDOW_SECONDS = 120.0
 GRACEFUL_STOP_SECONDS = 60.0
 
 
+Slot = tuple[str, int]
+"""A worker process of this node: its model, and which of the model's replicas on the node it is (0, 1, ...)."""
+
+
 @dataclass(frozen=True)
 class Action:
     kind: str
     """``start`` or ``stop`` a worker, ``forget`` an unloaded record, ``restart`` a stalled worker, ``fail`` a model."""
     model_id: str
+    replica: int = 0
     force: bool = False
     reason: str = ""
 
 
 def plan(
     records: list[registry.ModelRecord],
-    children: dict[str, bool],
-    failing: Mapping[str, str],
+    children: dict[Slot, bool],
+    failing: Mapping[Slot, str],
     moment: datetime,
     loading_deadline_seconds: float,
+    node: str,
 ) -> list[Action]:
-    """What one tick does, decided from the registry and the workers (no side effects).
+    """What one tick of ``node``'s supervisor does, decided from the registry and its workers (no side effects).
 
-    ``children`` maps each model with a worker process to whether a stop was already sent to it;
-    ``failing`` maps the models whose worker must be restarted (see ``Supervisor.failing_workers``) to why.
+    A record wants as many workers on ``node`` as its ``nodes`` name it. ``children`` maps each worker process to
+    whether a stop was already sent to it; ``failing`` maps the workers that must be restarted (see
+    ``Supervisor.failing_workers``) to why.
     """
     actions: list[Action] = []
-    wanted = {record.model_id for record in records}
+    wanted: dict[str, int] = {}
     for record in records:
         model_id = record.model_id
-        has_child = model_id in children
+        mine = sorted(slot for slot in children if slot[0] == model_id)
         if record.desired == "unloaded":
-            actions.append(
-                Action("stop", model_id, force=record.force_unload) if has_child else Action("forget", model_id)
-            )
+            stops = [Action("stop", model_id, index, force=record.force_unload) for _, index in mine]
+            actions.extend(stops or [Action("forget", model_id)])
+            wanted[model_id] = len(children)  # every worker of it has its stop above
             continue
+        wanted[model_id] = count = list(record.nodes).count(node)
         since = record.updated_at
-        if record.status == "loading" and since is not None:
+        if count and record.status == "loading" and since is not None:
             since = since if since.tzinfo else since.replace(tzinfo=UTC)
             if (moment - since).total_seconds() > loading_deadline_seconds:
                 reason = f"the model did not finish loading within {loading_deadline_seconds:g}s"
                 actions.append(Action("fail", model_id, reason=reason))
                 continue
-        if has_child and model_id in failing and record.status == "loaded":
-            actions.append(Action("restart", model_id, reason=failing[model_id]))
-        elif not has_child and record.status in ("loading", "loaded"):
-            actions.append(Action("start", model_id))
-    actions.extend(Action("stop", model_id) for model_id in children if model_id not in wanted)
+        for index in range(count):
+            slot = (model_id, index)
+            if slot in children and slot in failing and record.status == "loaded":
+                actions.append(Action("restart", model_id, index, reason=failing[slot]))
+            elif slot not in children and record.status in ("loading", "loaded"):
+                actions.append(Action("start", model_id, index))
+    actions.extend(Action("stop", model_id, index) for model_id, index in children if index >= wanted.get(model_id, 0))
     return actions
 
 
 @dataclass
 class Child:
     model_id: str
+    replica: int
     process: subprocess.Popen
     stop_sent_at: float | None = None
     unresponsive_since: float | None = None
     """Since when (monotonic) the worker has neither answered its health probes nor been busy serving."""
 
+    @property
+    def slot(self) -> Slot:
+        return (self.model_id, self.replica)
+
 
 @dataclass
 class Supervisor:
     settings: Settings
-    children: dict[str, Child] = field(default_factory=dict)
+    children: dict[Slot, Child] = field(default_factory=dict)
     liveness: Liveness | None = None
+    nodes: NodeBeats | None = None
+    node: Node | None = None
+    """This supervisor's node, as it beats it."""
     crashes: dict[str, deque] = field(default_factory=dict)
     stats: ModelStats | None = None
     """Last use of each model (for unloading idle on-demand models)."""
     on_demand: dict[str, float] | None = None
     """Idle seconds of each on-demand catalog model, read from the catalog once (as ``seed`` reads it)."""
+    unplaced: dict[str, int] = field(default_factory=dict)
+    """Replicas of each model no node had room for, at the last look (logged when it changes)."""
     running: bool = True
 
+    @property
+    def name(self) -> str:
+        return self.settings.node
+
     def seed(self) -> None:
-        """Registers the autostart models; a failed one is tried again at every supervisor start."""
+        """Registers the autostart models this node may serve, on this node; a failed one is tried again at every
+        supervisor start."""
         for spec in load_catalog(self.settings).values():
             if not spec.autostart:
                 continue
-            registered = registry.request_catalog_load(spec, served_path(self.settings, spec))
+            if not allows(self.settings.node_models, spec.model_id, spec.model_type):
+                log.info("autostart %s: not on this node (NODE_MODELS %s)", spec.model_id, self.settings.node_models)
+                continue
+            registered = registry.request_catalog_load(spec, served_path(self.settings, spec), [self.name])
             if not registered:
-                registry.record_restarting(spec.model_id)
+                record = registry.get_record(spec.model_id)
+                if record is not None and self.name in record.nodes and not self._served_elsewhere(spec.model_id):
+                    registry.record_restarting(spec.model_id)
             log.info("autostart %s (%s)", spec.model_id, "registered" if registered else "already registered")
 
-    def start_worker(self, model_id: str) -> None:
+    def _served_elsewhere(self, model_id: str) -> bool:
+        return self.liveness is not None and any(w.get("node") != self.name for w in self.liveness.workers(model_id))
+
+    def start_worker(self, model_id: str, replica: int) -> None:
         argv = [sys.executable, "-m", WORKER_MODULE, "--model-id", model_id, "--supervisor-pid", str(os.getpid())]
-        self.children[model_id] = Child(model_id, subprocess.Popen(argv))
-        log.info("started a worker for %s (pid %d)", model_id, self.children[model_id].process.pid)
+        child = Child(model_id, replica, subprocess.Popen(argv))
+        self.children[child.slot] = child
+        log.info("started a worker for %s on node %s (pid %d)", model_id, self.name, child.process.pid)
 
     def _crashed_too_often(self, model_id: str) -> bool:
         now = time.monotonic()
@@ -135,9 +175,9 @@ class Supervisor:
     def _reap(self, child: Child, record: registry.ModelRecord | None) -> None:
         """Handles a worker that exited; restarts it when it crashed while wanted."""
         code = child.process.returncode
-        del self.children[child.model_id]
+        del self.children[child.slot]
         if self.liveness is not None:
-            self.liveness.forget_process(child.model_id, child.process.pid, socket.gethostname())
+            self.liveness.forget_process(child.model_id, child.process.pid, self.name)
         if record is None or record.desired != "loaded":
             return
         if code == EXIT_LOAD_FAILED:
@@ -151,7 +191,8 @@ class Supervisor:
             )
             return
         log.warning("the worker of %s exited with %s; restarting it", child.model_id, code)
-        registry.record_restarting(child.model_id)
+        if self.liveness is None or not self.liveness.workers(child.model_id):
+            registry.record_restarting(child.model_id)
 
     def _stop(self, child: Child, force: bool) -> None:
         if child.stop_sent_at is None:
@@ -161,22 +202,25 @@ class Supervisor:
         elif time.monotonic() - child.stop_sent_at > GRACEFUL_STOP_SECONDS:
             child.process.kill()
 
-    def failing_workers(self, records: dict[str, registry.ModelRecord]) -> dict[str, str]:
-        """The loaded models whose worker (a child of this supervisor) must be restarted, and why: its engine
-        reports no progress, or it has been unresponsive (its health probes unanswered while it is not busy, or
-        its heartbeat silent while its process runs) for ``HEALTH_PROBE_RESTART_SECONDS``."""
+    def failing_workers(self, records: dict[str, registry.ModelRecord]) -> dict[Slot, str]:
+        """The workers of loaded models (children of this supervisor) that must be restarted, and why: the engine
+        reports no progress, or the worker has been unresponsive (its health probes unanswered while it is not busy,
+        or its heartbeat silent while its process runs) for ``HEALTH_PROBE_RESTART_SECONDS``."""
         if self.liveness is None:
             return {}
         failing = {}
         now, wall = time.monotonic(), time.time()
-        for model_id, child in self.children.items():
-            record = records.get(model_id)
+        for slot, child in self.children.items():
+            record = records.get(child.model_id)
             if record is None or record.status != "loaded" or child.stop_sent_at is not None:
                 child.unresponsive_since = None
                 continue
-            report = next((r for r in self.liveness.workers(model_id) if r.get("pid") == child.process.pid), None)
+            reports = self.liveness.workers(child.model_id)
+            report = next(
+                (r for r in reports if r.get("pid") == child.process.pid and r.get("node") == self.name), None
+            )
             if report is not None and report.get("stalled"):
-                failing[model_id] = "its engine stopped making progress"
+                failing[slot] = "its engine stopped making progress"
                 continue
             verdict = probe_verdict(report, wall, self.settings.health_probe_max_age_seconds)
             if verdict in SERVING_VERDICTS:
@@ -186,24 +230,81 @@ class Supervisor:
             silent_for = now - child.unresponsive_since
             if silent_for > self.settings.health_probe_restart_seconds:
                 what = "its heartbeat stopped while its process runs" if report is None else "its health probes"
-                failing[model_id] = f"unresponsive for {silent_for:.0f}s ({what})"
+                failing[slot] = f"unresponsive for {silent_for:.0f}s ({what})"
         return failing
 
+    def beat(self) -> dict[str, Node]:
+        """Tells the other processes this node is alive; the live nodes (this one included)."""
+        if self.nodes is None or self.node is None:
+            return {}
+        self.nodes.beat(self.node)
+        return self.nodes.live()
+
     def tick(self) -> None:
+        live_nodes = self.beat()
         records = {record.model_id: record for record in registry.list_records()}
+        if live_nodes:
+            self.place_missing(records, live_nodes)
         for child in list(self.children.values()):
             if child.process.poll() is not None:
                 self._reap(child, records.get(child.model_id))
         actions = plan(
             list(records.values()),
-            {model_id: child.stop_sent_at is not None for model_id, child in self.children.items()},
+            {slot: child.stop_sent_at is not None for slot, child in self.children.items()},
             self.failing_workers(records),
             datetime.now(UTC),
             self.settings.model_loading_deadline_seconds,
+            self.name,
         )
         for action in actions:
             self.apply(action)
         self.unload_idle(records)
+
+    def place_missing(self, records: dict[str, registry.ModelRecord], live: dict[str, Node]) -> None:
+        """Places the replicas that have no running node: those of a node that vanished, and those no node had room
+        for until now. (Every supervisor does this; the registry's compare-and-set lets one of them move each.)"""
+        for model_id, record in list(records.items()):
+            if record.desired != "loaded" or record.status == "failed":
+                continue
+            placed = list(record.nodes)
+            kept = [name for name in placed if name in live]
+            missing = max(0, (record.replicas or 1) - len(kept))
+            if not missing and kept == placed:
+                continue
+            candidates = [
+                node
+                for node in live.values()
+                if node.allows(model_id, record.model_type) and record.pinned_node in (None, node.name)
+            ]
+            held = node_holdings(list(records.values()), exclude=model_id)
+            added: list[str] = []
+            for _ in range(missing):
+                try:
+                    added += place(held_bytes(record), 1, candidates, held, [*kept, *added], evict=False).nodes
+                except ApiError:
+                    break
+                held.setdefault(added[-1], []).append(Holding(model_id, held_bytes(record), False, 0.0))
+            after = kept + added
+            if after == placed:
+                self._note_unplaced(model_id, missing - len(added))
+                continue
+            if registry.move_replicas(model_id, placed, after, restarting=not kept):
+                gone = sorted(set(placed) - set(live))
+                log.warning(
+                    "%s: replicas on %s now (were on %s%s)",
+                    model_id,
+                    after or "no node",
+                    placed or "no node",
+                    f"; gone: {', '.join(gone)}" if gone else "",
+                )
+                self._note_unplaced(model_id, missing - len(added))
+                records[model_id] = registry.get_record(model_id) or record
+
+    def _note_unplaced(self, model_id: str, count: int) -> None:
+        if self.unplaced.get(model_id, 0) != count:
+            if count:
+                log.warning("%s: %d replica(s) wait for a node with room", model_id, count)
+            self.unplaced[model_id] = count
 
     def unload_idle(self, records: dict[str, registry.ModelRecord]) -> None:
         """Unloads the on-demand models (catalog ``"on_demand": true``) no request has used for their idle time."""
@@ -220,6 +321,8 @@ class Supervisor:
             limit = self.on_demand.get(model_id)
             if limit is None or record.status != "loaded" or record.desired != "loaded":
                 continue
+            if self.name not in record.nodes:
+                continue  # a supervisor that hosts it decides
             loaded_at = record.loaded_at.replace(tzinfo=UTC).timestamp() if record.loaded_at else now
             idle_for = now - max(self.stats.last_used(model_id) or 0.0, loaded_at)
             busy = any(w.get("active") or w.get("queued") for w in self.liveness.workers(model_id))
@@ -227,12 +330,14 @@ class Supervisor:
                 log.info("unloading the on-demand model %s: no request for %.0fs", model_id, idle_for)
 
     def apply(self, action: Action) -> None:
-        child = self.children.get(action.model_id)
+        child = self.children.get((action.model_id, action.replica))
         if action.kind == "start":
-            self.start_worker(action.model_id)
+            self.start_worker(action.model_id, action.replica)
         elif action.kind == "stop" and child is not None:
             self._stop(child, action.force)
         elif action.kind == "forget":
+            if self.liveness is not None and self.liveness.workers(action.model_id):
+                return  # workers of another node still run it; forgotten once they have stopped
             registry.forget(action.model_id)
             log.info("unloaded %s", action.model_id)
         elif action.kind == "restart" and child is not None:
@@ -241,8 +346,9 @@ class Supervisor:
         elif action.kind == "fail":
             log.error("%s: %s", action.model_id, action.reason)
             registry.record_failed(action.model_id, action.reason)
-            if child is not None:
-                child.process.kill()
+            for slot, each in self.children.items():
+                if slot[0] == action.model_id:
+                    each.process.kill()
 
     def shutdown(self) -> None:
         for child in self.children.values():
@@ -254,6 +360,8 @@ class Supervisor:
                 child.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.process.kill()
+        if self.nodes is not None:
+            self.nodes.leave(self.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,8 +375,21 @@ def main(argv: list[str] | None = None) -> int:
     registry.connect(settings)
     client = connect_redis(settings)
     supervisor = Supervisor(
-        settings, liveness=Liveness(client, settings.worker_heartbeat_ttl_seconds), stats=ModelStats(client)
+        settings,
+        liveness=Liveness(client, settings.worker_heartbeat_ttl_seconds),
+        nodes=NodeBeats(client, settings.worker_heartbeat_ttl_seconds),
+        node=Node(
+            settings.node,
+            settings.model_memory_budget_gb,
+            settings.node_models,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            backend=backend(),
+            started_at=time.time(),
+        ),
+        stats=ModelStats(client),
     )
+    supervisor.beat()
 
     def _stop(_signum, _frame) -> None:
         supervisor.running = False

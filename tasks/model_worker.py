@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -45,7 +44,7 @@ def _register_from_catalog(settings: Settings, model_id: str) -> registry.ModelR
     spec = load_catalog(settings).get(model_id)
     if spec is None:
         return None
-    registry.request_catalog_load(spec, served_path(settings, spec))
+    registry.request_catalog_load(spec, served_path(settings, spec), [settings.node])
     return registry.get_record(model_id)
 
 
@@ -65,6 +64,7 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "batch_peak": engine.batch_peak,
         "memory_bytes": engine.memory_bytes,
         "pid": os.getpid(),
+        "node": runtime.settings.node,
         "stalled_seconds": round(stalled_for, 1),
         "stalled": stalled_for > runtime.settings.engine_stall_seconds,
         "started_at": runtime.started_at,
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     registry.record_loaded(model_id, engine.memory_bytes, engine.load_seconds * 1000, context_length)
     log.info("loaded %s in %.1fs, %.1f MB", model_id, engine.load_seconds, engine.memory_bytes / 1e6)
 
-    hostname = f"{slug(model_id)}.{os.getpid()}@{socket.gethostname()}"
+    hostname = f"{slug(model_id)}.{os.getpid()}@{settings.node}"
     client = connect_redis(settings)
     runtime = Runtime(settings, model_id, model_type, hostname, engine, client, batch_size)
     install(runtime)

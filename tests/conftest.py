@@ -74,6 +74,9 @@ def stack() -> Iterator[Stack]:
         # No model hub is reachable here: Hugging Face ids resolve in a cache the tests build (test_hub_models).
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_CACHE": str(workdir / "hf-cache"),
+        # The session's supervisor is node-a; tests/test_nodes.py runs more nodes for the models named nodes/*.
+        "NODE_NAME": "node-a",
+        "NODE_MODELS": "*,!nodes/*",
         # The catalog plus an on-demand copy of SmolLM2, unloaded after 4 idle seconds (test_on_demand).
         "MODELS_FILE": str(catalog_with_on_demand(workdir, ON_DEMAND_MODEL, CHAT_MODEL_DIR, ON_DEMAND_IDLE_SECONDS)),
     }

@@ -12,6 +12,7 @@ from config.settings import Settings
 from models import registry
 from models.lifecycle import ModelLifecycle
 from models.liveness import Liveness
+from models.nodes import NodeBeats
 from models.stats import ModelStats
 from tasks.celery_app import create_celery
 from tasks.dispatch import Dispatcher
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
     dispatcher = Dispatcher(settings, celery, client, liveness)
     stats = ModelStats(client)
-    lifecycle = ModelLifecycle(settings, liveness, stats, dispatcher.queue_depth)
+    nodes = NodeBeats(client, settings.worker_heartbeat_ttl_seconds)
+    lifecycle = ModelLifecycle(settings, liveness, stats, dispatcher.queue_depth, nodes)
     dispatcher.on_demand = lifecycle.load_on_demand
     job_queue = JobQueue(settings, celery, client, stats)
     job_queue.on_demand = lifecycle.start_on_demand
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         redis=client,
         celery=celery,
         liveness=liveness,
+        nodes=nodes,
         dispatcher=dispatcher,
         stats=stats,
         lifecycle=lifecycle,

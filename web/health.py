@@ -15,7 +15,7 @@ from pymongo.errors import PyMongoError
 from models import registry
 from models.liveness import probe_verdict
 from web.api import Blueprint, dispatcher
-from web.models import live_status, serving_workers
+from web.models import live_status, serving_workers, worker_nodes
 from web.schemas.operations import HealthSchema, QueueStatsSchema
 
 blp = Blueprint("health", __name__, description="Health and queue statistics")
@@ -51,6 +51,29 @@ def probe_summary(workers: list[dict[str, Any]], now: float) -> dict[str, Any] |
     }
 
 
+def node_summaries(live: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each running node: where it runs, its budget, the models its live workers serve and the memory they hold."""
+    nodes = current_app.extensions["nodes"].live()
+    serving: dict[str, list[dict[str, Any]]] = {name: [] for name in nodes}
+    for model_id, workers in live.items():
+        for worker in workers:
+            serving.setdefault(worker.get("node", ""), []).append({**worker, "model_id": model_id})
+    now = time.time()
+    return [
+        {
+            "name": name,
+            "host": node.host,
+            "backend": node.backend,
+            "budget_gb": node.budget_gb or None,
+            "held_gb": round(sum(w.get("memory_bytes", 0) for w in serving[name]) / 1e9, 3),
+            "models_allowed": node.models,
+            "models": sorted(w["model_id"] for w in serving[name]),
+            "up_seconds": round(now - node.started_at, 1),
+        }
+        for name, node in nodes.items()
+    ]
+
+
 def health_report() -> tuple[dict[str, Any], bool]:
     """The health body and whether the platform can serve its default chat model."""
     started = time.perf_counter()
@@ -75,6 +98,7 @@ def health_report() -> tuple[dict[str, Any], bool]:
             "engine_stalled": any(w.get("stalled") for w in live.get(record.model_id, [])),
             "stalled_seconds": max((w.get("stalled_seconds", 0.0) for w in live.get(record.model_id, [])), default=0.0),
             "probe": probe_summary(live.get(record.model_id, []), now),
+            "nodes": worker_nodes(live.get(record.model_id, [])),
             "error": record.error,
         }
         for record in records
@@ -92,6 +116,7 @@ def health_report() -> tuple[dict[str, Any], bool]:
         "warmup_enabled": settings.mlx_warmup,
         "warmup_completed": any(w.get("warmup_completed") for w in default_workers),
         "models": {"loaded_count": len(live), "models_healthy": models_healthy, "failed": failed, "models": models},
+        "nodes": node_summaries(live) if redis_ok else [],
         "persistence": {
             "mongodb_connected": mongo_ok,
             "redis_connected": redis_ok,

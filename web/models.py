@@ -75,6 +75,8 @@ def available(spec: ModelSpec) -> dict[str, Any]:
         "vram_usage_gb": 0.0,
         "status": "available",
         "workers": 0,
+        "replicas": 0,
+        "nodes": [],
         "error": None,
     }
 
@@ -115,8 +117,15 @@ def describe(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> dic
         "vram_usage_gb": memory_gb(record, workers),
         "status": live_status(record, workers),
         "workers": len(workers),
+        "replicas": record.replicas,
+        "nodes": worker_nodes(workers),
         "error": record.error,
     }
+
+
+def worker_nodes(workers: list[dict[str, Any]]) -> list[str]:
+    """The node of each live worker (heartbeat reports), sorted."""
+    return sorted(w.get("node", "") for w in workers)
 
 
 @blp.route("/models")

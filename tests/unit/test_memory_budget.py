@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.errors import ApiError
-from models.lifecycle import Holding, evictions
+from models.placement import Holding, evictions
 
 GB = 10**9
 

@@ -10,8 +10,16 @@ from models.supervisor import Action, plan
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-def record(model_id: str, status: str = "loaded", desired: str = "loaded", force: bool = False, age: float = 1.0):
+def record(
+    model_id: str,
+    status: str = "loaded",
+    desired: str = "loaded",
+    force: bool = False,
+    age: float = 1.0,
+    nodes: tuple[str, ...] = ("here",),
+):
     return ModelRecord(
+        nodes=list(nodes),
         model_id=model_id,
         model_type="lm",
         path="/models/x",
@@ -24,13 +32,13 @@ def record(model_id: str, status: str = "loaded", desired: str = "loaded", force
 
 
 def tick(records, children=None, failing=None, deadline=600.0):
-    return plan(records, children or {}, failing or {}, NOW, deadline)
+    return plan(records, children or {}, failing or {}, NOW, deadline, "here")
 
 
 def test_a_wanted_model_without_a_worker_gets_one():
     assert tick([record("a", "loading")]) == [Action("start", "a")]
     assert tick([record("a", "loaded")]) == [Action("start", "a")]
-    assert tick([record("a", "loaded")], {"a": False}) == []
+    assert tick([record("a", "loaded")], {("a", 0): False}) == []
 
 
 def test_failed_models_are_not_started():
@@ -38,22 +46,41 @@ def test_failed_models_are_not_started():
 
 
 def test_unloaded_models_are_stopped_then_forgotten():
-    assert tick([record("a", "unloading", "unloaded", force=True)], {"a": False}) == [Action("stop", "a", force=True)]
+    assert tick([record("a", "unloading", "unloaded", force=True)], {("a", 0): False}) == [
+        Action("stop", "a", force=True)
+    ]
     assert tick([record("a", "unloading", "unloaded")]) == [Action("forget", "a")]
 
 
 def test_a_worker_whose_model_is_no_longer_registered_is_stopped():
-    assert tick([], {"ghost": False}) == [Action("stop", "ghost")]
+    assert tick([], {("ghost", 0): False}) == [Action("stop", "ghost")]
 
 
 def test_a_failing_worker_is_restarted_once_its_model_is_loaded():
-    actions = tick([record("a")], {"a": False}, failing={"a": "its engine stopped making progress"})
+    actions = tick([record("a")], {("a", 0): False}, failing={("a", 0): "its engine stopped making progress"})
     assert actions == [Action("restart", "a", reason="its engine stopped making progress")]
-    assert tick([record("a", "loading")], {"a": False}, failing={"a": "unresponsive"}) == []
+    assert tick([record("a", "loading")], {("a", 0): False}, failing={("a", 0): "unresponsive"}) == []
 
 
 def test_a_model_stuck_loading_past_the_deadline_fails():
-    actions = tick([record("a", "loading", age=601)], {"a": False})
+    actions = tick([record("a", "loading", age=601)], {("a", 0): False})
     assert [(a.kind, a.model_id) for a in actions] == [("fail", "a")]
     assert "did not finish loading within 600s" in actions[0].reason
-    assert tick([record("a", "loading", age=599)], {"a": False}) == []
+    assert tick([record("a", "loading", age=599)], {("a", 0): False}) == []
+
+
+def test_a_node_runs_the_replicas_placed_on_it_and_no_more():
+    assert tick([record("a", nodes=("here", "there", "here"))]) == [Action("start", "a", 0), Action("start", "a", 1)]
+    assert tick([record("a", nodes=("there",))]) == []
+    moved_away = tick([record("a", nodes=("there",))], {("a", 0): False, ("a", 1): False})
+    assert moved_away == [Action("stop", "a", 0), Action("stop", "a", 1)]
+    assert tick([record("a", nodes=("here",))], {("a", 0): False, ("a", 1): False}) == [Action("stop", "a", 1)]
+
+
+def test_only_a_node_that_hosts_a_model_fails_it_for_loading_too_long():
+    assert tick([record("a", "loading", age=601, nodes=("there",))]) == []
+
+
+def test_every_replica_of_an_unloaded_model_is_stopped():
+    children = {("a", 0): False, ("a", 1): False}
+    assert tick([record("a", "unloading", "unloaded")], children) == [Action("stop", "a", 0), Action("stop", "a", 1)]

@@ -21,6 +21,8 @@ class ModelSchema(Schema):
     vram_usage_gb = fields.Float()
     status = fields.String()
     workers = fields.Integer()
+    replicas = fields.Integer(metadata={"description": "worker processes wanted, across nodes"})
+    nodes = fields.List(fields.String(), metadata={"description": "the node of each live worker"})
     error = fields.String(allow_none=True)
     request_id = fields.String()
 
@@ -45,6 +47,15 @@ class LoadModelRequestSchema(Schema):
     )
     priority = fields.String(load_default="normal", validate=validate.OneOf(("low", "normal", "high")))
     metadata = fields.Dict(keys=fields.String())
+    node = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "the node to run on (default: the nodes with the most room)"},
+    )
+    replicas = fields.Integer(
+        load_default=1,
+        validate=validate.Range(min=1, max=16),
+        metadata={"description": "worker processes of the model, spread across nodes, all consuming its queue"},
+    )
 
 
 class ModelMetadataSchema(Schema):
@@ -65,6 +76,7 @@ class LoadModelResponseSchema(Schema):
     vram_usage_gb = fields.Float()
     load_time_ms = fields.Float()
     metadata = fields.Nested(ModelMetadataSchema)
+    nodes = fields.List(fields.String(), metadata={"description": "the node of each replica"})
     request_id = fields.String()
 
 

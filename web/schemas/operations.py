@@ -26,6 +26,7 @@ class HealthModelSchema(OpenSchema):
     engine_stalled = fields.Boolean()
     stalled_seconds = fields.Float()
     probe = fields.Nested(ProbeSchema, allow_none=True)
+    nodes = fields.List(fields.String(), metadata={"description": "the node of each live worker"})
     error = fields.String(allow_none=True)
 
 
@@ -42,6 +43,17 @@ class PersistenceSchema(OpenSchema):
     vector_db_connected = fields.Boolean()
 
 
+class HealthNodeSchema(OpenSchema):
+    name = fields.String()
+    host = fields.String()
+    backend = fields.String(metadata={"description": "metal, cuda or cpu"})
+    budget_gb = fields.Float(allow_none=True, metadata={"description": "MODEL_MEMORY_BUDGET_GB; null: none"})
+    held_gb = fields.Float(metadata={"description": "memory its live workers hold"})
+    models_allowed = fields.String(metadata={"description": "NODE_MODELS"})
+    models = fields.List(fields.String(), metadata={"description": "the model of each live worker on the node"})
+    up_seconds = fields.Float()
+
+
 class HealthSchema(OpenSchema):
     status = fields.String(metadata={"description": "ok, or error"})
     timestamp = fields.String()
@@ -51,6 +63,7 @@ class HealthSchema(OpenSchema):
     warmup_enabled = fields.Boolean()
     warmup_completed = fields.Boolean()
     models = fields.Nested(HealthModelsSchema)
+    nodes = fields.List(fields.Nested(HealthNodeSchema), metadata={"description": "the running nodes"})
     persistence = fields.Nested(PersistenceSchema)
     services = fields.Dict(keys=fields.String(), values=fields.Boolean())
     latency_ms = fields.Float()
