@@ -7,14 +7,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 UNAME := $(shell uname -s)
 STAMPS := .setup-stamps
-PACKAGES_STAMP := $(STAMPS)/packages-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+# MLX's backend on Linux: CUDA 13 where an NVIDIA driver is (nvidia-smi), else the CPU; `make MLX_BACKEND=cpu ...` forces it.
+MLX_BACKEND ?= $(if $(shell command -v nvidia-smi),cuda,cpu)
+PACKAGES_STAMP := $(STAMPS)/packages-$(MLX_BACKEND)-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
 PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control models flower
 
-.PHONY: help setup system-packages python-packages models documents run test bench lint clean
+.PHONY: help setup system-packages python-packages models documents run node test bench lint clean
 
 help:
 	@echo "make run    set up what is missing, then start the local stack (API on :8000)"
+	@echo "make node   on another machine: set up, then serve models for the first one's Redis and MongoDB"
 	@echo "make test   set up what is missing, then run the whole test suite"
 	@echo "make lint   ruff"
 
@@ -55,6 +58,11 @@ endif
 ifeq ($(UNAME),Linux)
 	@# mflux's Linux wheel requires mlx[cuda13]; without its dependencies it runs on the CPU MLX installed above.
 	$(BIN)/pip install --progress-bar off --no-deps mflux==0.24.0 platformdirs==4.14.8 piexif==1.1.3 toml==0.10.2
+ifeq ($(MLX_BACKEND),cuda)
+	@# A node with an NVIDIA GPU: MLX's CUDA 13 backend in place of the CPU one (weights then default to float16).
+	$(BIN)/pip uninstall -y -q mlx-cpu
+	$(BIN)/pip install --progress-bar off mlx-cuda-13==$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('mlx'))")
+endif
 endif
 	@rm -rf $(STAMPS) && mkdir -p $(STAMPS) && touch $@
 
@@ -92,8 +100,20 @@ run: setup
 	@echo "[run] starting: $(PROCESSES) (API on http://localhost:8000, Flower on http://localhost:5555)"
 	@# The local stack may call webhooks on this machine; elsewhere private addresses stay refused.
 	@# A worker batches up to 32 requests (the benchmark's choice here; the contract's default is 1).
+	@# STACK_BIND=0.0.0.0 lets other machines' nodes reach Redis and MongoDB; REDIS_PASSWORD then guards Redis.
 	WEBHOOK_ALLOWED_NETWORKS="$${WEBHOOK_ALLOWED_NETWORKS-127.0.0.0/8,::1/128}" \
+	REDIS_URL="$${REDIS_URL-redis://$${REDIS_PASSWORD:+:$$REDIS_PASSWORD@}127.0.0.1:6380/0}" \
 	MAX_CONCURRENCY="$${MAX_CONCURRENCY-32}" $(BIN)/honcho start $(PROCESSES)
+
+# Another machine joins the first one's stack: only its model supervisor runs here, against the first machine's
+# Redis and MongoDB (started there with STACK_BIND=0.0.0.0), e.g.
+#   make node REDIS_URL=redis://10.0.0.1:6380/0 MONGODB_URL=mongodb://10.0.0.1:27018/mlx_fusion NODE_NAME=gpu-1
+node: system-packages python-packages models
+	@if [ -z "$(REDIS_URL)" ] || [ -z "$(MONGODB_URL)" ]; then \
+	  echo "[node] set REDIS_URL and MONGODB_URL to the first machine's (see README, More machines)"; exit 2; fi
+	@echo "[node] $${NODE_NAME:-$$(hostname)} joins $(REDIS_URL) (models: $${NODE_MODELS:-*})"
+	REDIS_URL="$(REDIS_URL)" MONGODB_URL="$(MONGODB_URL)" MAX_CONCURRENCY="$${MAX_CONCURRENCY-32}" \
+	$(BIN)/honcho -f Procfile.node start
 
 test: setup
 	@echo "[test] layer contracts (import-linter, pyproject.toml)"

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     model_memory_budget_gb: float = 0.0
     """Memory the models of this node may hold together; 0 means no budget. Least-recently-used idle models on the
     node make room."""
+    weights_format: Literal["", "float32", "float16", "q8", "q4"] = ""
+    """Weights of the catalog's converted models (float32, float16, q8 or q4); empty: the catalog entry's format
+    for the platform, float16 on a CUDA node."""
     node_name: str = ""
     """This machine's node: its supervisor and workers carry the name; empty means the host name."""
     node_models: str = "*"

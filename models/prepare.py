@@ -16,6 +16,7 @@ from pathlib import Path
 
 from config.settings import Settings
 from models.catalog import ModelSpec, load_catalog, served_path
+from models.nodes import backend
 
 MARKER = "prepared.json"
 
@@ -40,14 +41,24 @@ def source_file(spec: ModelSpec) -> Path:
     raise ValueError(f"source kind {source['kind']!r} is not prepared ahead of time")
 
 
-def fingerprint(spec: ModelSpec, source: Path) -> dict[str, object]:
+def weights_format(spec: ModelSpec, settings: Settings) -> str:
+    """``WEIGHTS_FORMAT`` if set; on a CUDA node the catalog entry's ``cuda`` format, else float16; elsewhere the
+    entry's format for the platform, else float32 (the fastest correct choice on MLX's CPU backend)."""
+    if settings.weights_format:
+        return settings.weights_format
+    if backend() == "cuda":
+        return spec.weights.get("cuda") or "float16"
+    return spec.weights_format or "float32"
+
+
+def fingerprint(spec: ModelSpec, source: Path, weights: str) -> dict[str, object]:
     stat = source.stat()
     return {
         "recipe": spec.source,
         "source": str(source),
         "size": stat.st_size,
         "mtime": int(stat.st_mtime),
-        "weights": spec.weights_format,
+        "weights": weights,
     }
 
 
@@ -62,7 +73,8 @@ def prepare(spec: ModelSpec, settings: Settings, progress=print) -> Path:
     if spec.source["kind"] == "local-dir":
         return target
     source = source_file(spec)
-    expected = fingerprint(spec, source)
+    weights = weights_format(spec, settings)
+    expected = fingerprint(spec, source, weights)
     if is_prepared(target, expected):
         progress(f"[prepare] {spec.model_id}: ready in {target}")
         return target
@@ -75,7 +87,7 @@ def prepare(spec: ModelSpec, settings: Settings, progress=print) -> Path:
         convert_gguf(
             source,
             staging,
-            spec.weights_format or "float32",
+            weights,
             progress=lambda step: progress(f"[prepare] {spec.model_id}: {step}"),
         )
     elif spec.source["kind"] == "random-smolvlm":
@@ -92,7 +104,7 @@ def prepare(spec: ModelSpec, settings: Settings, progress=print) -> Path:
         convert_ct2_whisper(
             source,
             staging,
-            spec.weights_format or "float32",
+            weights,
             progress=lambda step: progress(f"[prepare] {spec.model_id}: {step}"),
         )
     else:
