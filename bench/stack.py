@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import redis
@@ -13,7 +12,7 @@ import requests
 from bench import progress
 from bench.defaults import CHAT_MODEL_DIR, DATA_DIR, DEFAULT_MODELS, ROOT, WEIGHTS_DIR
 from models.liveness import Liveness
-from tests.stack import Service, Stack, catalog_with_on_demand, wait_until
+from tests.stack import Stack, catalog_with_on_demand, wait_until
 
 CONTROL_QUEUES = "control,jobs,webhooks,rag,fusion"
 
@@ -48,7 +47,6 @@ class PlatformStack:
         )
         self.base_url = ""
         self.redis: redis.Redis | None = None
-        self.extra_workers: list[Service] = []
 
     @property
     def env(self) -> dict[str, str]:
@@ -98,23 +96,18 @@ class PlatformStack:
         assert self.redis is not None, "stack not started"
         return len(Liveness(self.redis, 6).workers(model_id))
 
-    def add_worker(self, model_id: str) -> Service:
-        """Starts one more worker on ``model_id``'s queue (besides the supervisor's) and waits until it is warm."""
-        wanted = self.worker_count(model_id) + 1
-        name = f"extra-worker-{len(self.extra_workers) + 1}"
-        service = self.stack.start_worker(model_id, name)
-        self.extra_workers.append(service)
-        wait_until(lambda: self.worker_count(model_id) >= wanted, 300, f"{name} for {model_id}", service.process)
-        return service
+    def load(self, folder: Path, model_id: str, **options: object) -> dict:
+        """``POST /v1/models/load`` of the language model in ``folder`` as ``model_id``."""
+        body = {"model_path": str(folder), "model_type": "lm", "model_id": model_id, **options}
+        response = requests.post(f"{self.base_url}/v1/models/load", json=body, timeout=600)
+        response.raise_for_status()
+        return response.json()
 
-    def remove_worker(self, service: Service, model_id: str) -> None:
-        """Stops an extra worker and waits until it has left the liveness records."""
-        wanted = max(self.worker_count(model_id) - 1, 1)
-        service.stop()
-        self.extra_workers.remove(service)
-        deadline = time.monotonic() + 30
-        while self.worker_count(model_id) > wanted and time.monotonic() < deadline:
-            time.sleep(0.2)
+    def wait_for_workers(self, model_id: str, count: int) -> None:
+        wait_until(lambda: self.worker_count(model_id) >= count, 300, f"{count} workers of {model_id}")
+
+    def unload(self, model_id: str) -> None:
+        requests.delete(f"{self.base_url}/v1/models/{model_id}/unload", params={"force": "true"}, timeout=120)
 
     def stop(self) -> None:
         """Stops every process of the stack; the logs stay in ``workdir``."""

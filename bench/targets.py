@@ -38,18 +38,26 @@ def platform_one_worker(context: BenchContext) -> Iterator[Target]:
     yield Target(platform.base_url, CHAT_MODEL, f"{workers} worker batching up to {batch} requests")
 
 
-@contextmanager
-def platform_two_workers(context: BenchContext) -> Iterator[Target]:
-    """The platform with a second ``python -m tasks.model_worker`` on the model's queue (MLX computes on one thread)."""
-    platform = context.platform()
-    progress.say("starting a second worker on the model's queue")
-    extra = platform.add_worker(CHAT_MODEL)
-    try:
-        workers = platform.worker_count(CHAT_MODEL)
+def platform_replicas(count: int) -> Callable[[BenchContext], AbstractContextManager[Target]]:
+    """The platform with a copy of the chat model loaded with ``replicas: count``: that many worker processes on
+    its one queue (``POST /v1/models/load``; on one machine they share its cores)."""
+
+    @contextmanager
+    def start(context: BenchContext) -> Iterator[Target]:
+        platform = context.platform()
+        model_id = f"bench/replicas-{count}"
         batch = platform.env["MAX_CONCURRENCY"]
-        yield Target(platform.base_url, CHAT_MODEL, f"{workers} workers on one queue, each batching up to {batch}")
-    finally:
-        platform.remove_worker(extra, CHAT_MODEL)
+        progress.say(f"loading {model_id}: {count} worker processes on one queue")
+        platform.load(CHAT_MODEL_DIR, model_id, replicas=count, max_concurrency=int(batch))
+        try:
+            platform.wait_for_workers(model_id, count)
+            yield Target(
+                platform.base_url, model_id, f"{count} worker processes on one queue, each batching up to {batch}"
+            )
+        finally:
+            platform.unload(model_id)
+
+    return start
 
 
 @contextmanager
@@ -86,7 +94,8 @@ def llama_cpp_server(context: BenchContext) -> Iterator[Target]:
 
 TARGETS: dict[str, tuple[str, Callable[[BenchContext], AbstractContextManager[Target]]]] = {
     "platform": ("platform (1 worker)", platform_one_worker),
-    "platform-2-workers": ("platform (2 workers)", platform_two_workers),
+    "platform-2-workers": ("platform (2 worker processes)", platform_replicas(2)),
+    "platform-4-workers": ("platform (4 worker processes)", platform_replicas(4)),
     "mlx-lm": ("mlx_lm.server", mlx_lm_server),
     "llama-cpp": ("llama.cpp server", llama_cpp_server),
 }

@@ -60,6 +60,8 @@ class Action:
     replica: int = 0
     force: bool = False
     reason: str = ""
+    of: int = 1
+    """For ``start``: how many replicas of the model this node runs (they share its cores)."""
 
 
 def plan(
@@ -99,9 +101,19 @@ def plan(
             if slot in children and slot in failing and record.status == "loaded":
                 actions.append(Action("restart", model_id, index, reason=failing[slot]))
             elif slot not in children and record.status in ("loading", "loaded"):
-                actions.append(Action("start", model_id, index))
+                actions.append(Action("start", model_id, index, of=count))
     actions.extend(Action("stop", model_id, index) for model_id, index in children if index >= wanted.get(model_id, 0))
     return actions
+
+
+def worker_environment(replicas_here: int) -> dict[str, str]:
+    """A worker's environment: the supervisor's, with OpenBLAS's threads split among the model's replicas on this
+    node (the cores divided by their number; measured in the README's replicas benchmark: two processes with every
+    core's thread each spin against each other). ``OPENBLAS_NUM_THREADS`` set by the operator wins."""
+    env = dict(os.environ)
+    if "OPENBLAS_NUM_THREADS" not in env and replicas_here > 1:
+        env["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // replicas_here))
+    return env
 
 
 @dataclass
@@ -158,9 +170,9 @@ class Supervisor:
     def _served_elsewhere(self, model_id: str) -> bool:
         return self.liveness is not None and any(w.get("node") != self.name for w in self.liveness.workers(model_id))
 
-    def start_worker(self, model_id: str, replica: int) -> None:
+    def start_worker(self, model_id: str, replica: int, replicas_here: int = 1) -> None:
         argv = [sys.executable, "-m", WORKER_MODULE, "--model-id", model_id, "--supervisor-pid", str(os.getpid())]
-        child = Child(model_id, replica, subprocess.Popen(argv))
+        child = Child(model_id, replica, subprocess.Popen(argv, env=worker_environment(replicas_here)))
         self.children[child.slot] = child
         log.info("started a worker for %s on node %s (pid %d)", model_id, self.name, child.process.pid)
 
@@ -332,7 +344,7 @@ class Supervisor:
     def apply(self, action: Action) -> None:
         child = self.children.get((action.model_id, action.replica))
         if action.kind == "start":
-            self.start_worker(action.model_id, action.replica)
+            self.start_worker(action.model_id, action.replica, action.of)
         elif action.kind == "stop" and child is not None:
             self._stop(child, action.force)
         elif action.kind == "forget":

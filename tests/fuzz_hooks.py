@@ -28,6 +28,7 @@ CAPS = {
     "width": 64,
     "height": 64,
     "top_k": 50,
+    "replicas": 2,
 }
 """Upper bounds of the cost fields of generated bodies (a value within the bound is sent as generated)."""
 

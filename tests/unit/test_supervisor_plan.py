@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from models.registry import ModelRecord
-from models.supervisor import Action, plan
+from models.supervisor import Action, plan, worker_environment
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -70,7 +70,8 @@ def test_a_model_stuck_loading_past_the_deadline_fails():
 
 
 def test_a_node_runs_the_replicas_placed_on_it_and_no_more():
-    assert tick([record("a", nodes=("here", "there", "here"))]) == [Action("start", "a", 0), Action("start", "a", 1)]
+    started = tick([record("a", nodes=("here", "there", "here"))])
+    assert started == [Action("start", "a", 0, of=2), Action("start", "a", 1, of=2)]
     assert tick([record("a", nodes=("there",))]) == []
     moved_away = tick([record("a", nodes=("there",))], {("a", 0): False, ("a", 1): False})
     assert moved_away == [Action("stop", "a", 0), Action("stop", "a", 1)]
@@ -84,3 +85,13 @@ def test_only_a_node_that_hosts_a_model_fails_it_for_loading_too_long():
 def test_every_replica_of_an_unloaded_model_is_stopped():
     children = {("a", 0): False, ("a", 1): False}
     assert tick([record("a", "unloading", "unloaded")], children) == [Action("stop", "a", 0), Action("stop", "a", 1)]
+
+
+def test_replicas_on_one_node_split_its_cores_between_their_blas_threads(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert "OPENBLAS_NUM_THREADS" not in worker_environment(1)
+    assert worker_environment(2)["OPENBLAS_NUM_THREADS"] == "4"
+    assert worker_environment(16)["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert worker_environment(2)["OPENBLAS_NUM_THREADS"] == "3", "the operator's setting wins"
