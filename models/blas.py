@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -28,18 +29,27 @@ def find_openblas(configured: str = "") -> str | None:
     return None
 
 
+def preloaded_environment(environ: Mapping[str, str], configured: str = "") -> dict[str, str]:
+    """``environ`` with OpenBLAS in ``LD_PRELOAD`` (on Linux, when installed) and marked as checked: a worker
+    started with it does not re-execute itself (its imports take seconds)."""
+    env = dict(environ)
+    if not sys.platform.startswith("linux") or env.get(_MARK):
+        return env
+    env[_MARK] = "1"
+    library = find_openblas(configured)
+    if library is not None and library not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = ":".join(filter(None, [library, env.get("LD_PRELOAD", "")]))
+    return env
+
+
 def reexec_with_openblas(configured: str = "") -> None:
     """On Linux, restarts this process with OpenBLAS preloaded unless it already is (or none is installed)."""
     if not sys.platform.startswith("linux") or os.environ.get(_MARK):
         return
-    library = find_openblas(configured)
-    env = {**os.environ, _MARK: "1"}
-    if library is None:
-        log.warning("OpenBLAS not found: float32 matmuls use the slow reference BLAS of the mlx-cpu wheel")
+    env = preloaded_environment(os.environ, configured)
+    if env.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD"):
+        if find_openblas(configured) is None:
+            log.warning("OpenBLAS not found: float32 matmuls use the slow reference BLAS of the mlx-cpu wheel")
         os.environ[_MARK] = "1"
         return
-    if library in os.environ.get("LD_PRELOAD", ""):
-        os.environ[_MARK] = "1"
-        return
-    env["LD_PRELOAD"] = ":".join(filter(None, [library, os.environ.get("LD_PRELOAD", "")]))
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

@@ -29,6 +29,7 @@ from config.errors import ApiError
 from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
+from models.blas import preloaded_environment
 from models.catalog import load_catalog, served_path
 from models.lifecycle import held_bytes, node_holdings
 from models.liveness import SERVING_VERDICTS, Liveness, probe_verdict
@@ -106,11 +107,12 @@ def plan(
     return actions
 
 
-def worker_environment(replicas_here: int) -> dict[str, str]:
-    """A worker's environment: the supervisor's, with OpenBLAS's threads split among the model's replicas on this
-    node (the cores divided by their number; measured in the README's replicas benchmark: two processes with every
-    core's thread each spin against each other). ``OPENBLAS_NUM_THREADS`` set by the operator wins."""
-    env = dict(os.environ)
+def worker_environment(replicas_here: int, openblas: str = "") -> dict[str, str]:
+    """A worker's environment: the supervisor's, with OpenBLAS preloaded (the worker need not re-execute itself)
+    and its threads split among the model's replicas on this node (the cores divided by their number; measured in
+    the README's replicas benchmark: two processes with every core's thread each spin against each other).
+    ``OPENBLAS_NUM_THREADS`` set by the operator wins."""
+    env = preloaded_environment(os.environ, openblas)
     if "OPENBLAS_NUM_THREADS" not in env and replicas_here > 1:
         env["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // replicas_here))
     return env
@@ -172,7 +174,11 @@ class Supervisor:
 
     def start_worker(self, model_id: str, replica: int, replicas_here: int = 1) -> None:
         argv = [sys.executable, "-m", WORKER_MODULE, "--model-id", model_id, "--supervisor-pid", str(os.getpid())]
-        child = Child(model_id, replica, subprocess.Popen(argv, env=worker_environment(replicas_here)))
+        child = Child(
+            model_id,
+            replica,
+            subprocess.Popen(argv, env=worker_environment(replicas_here, self.settings.openblas_library)),
+        )
         self.children[child.slot] = child
         log.info("started a worker for %s on node %s (pid %d)", model_id, self.name, child.process.pid)
 

@@ -95,3 +95,13 @@ def test_replicas_on_one_node_split_its_cores_between_their_blas_threads(monkeyp
     assert worker_environment(16)["OPENBLAS_NUM_THREADS"] == "1"
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
     assert worker_environment(2)["OPENBLAS_NUM_THREADS"] == "3", "the operator's setting wins"
+
+
+def test_workers_start_with_openblas_preloaded_so_they_need_not_re_execute(monkeypatch, tmp_path):
+    library = tmp_path / "libopenblas.so.0"
+    library.write_bytes(b"")
+    monkeypatch.setattr("sys.platform", "linux")
+    for name in ("MLXF_BLAS_CHECKED", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    env = worker_environment(1, str(library))
+    assert env["LD_PRELOAD"] == str(library) and env["MLXF_BLAS_CHECKED"] == "1"
