@@ -20,7 +20,7 @@ from config.model_types import SERVED_TYPES, TYPE_NAMES
 from config.settings import Settings
 from models import hub, registry
 from models.catalog import ModelSpec, load_catalog, served_path
-from models.liveness import Liveness
+from models.liveness import Liveness, user_requests
 from models.nodes import NodeBeats
 from models.placement import Holding, place
 from models.stats import ModelStats
@@ -239,7 +239,7 @@ class ModelLifecycle:
 
     def busy(self, model_id: str) -> bool:
         workers = self.liveness.workers(model_id)
-        return any(w.get("active", 0) or w.get("queued", 0) for w in workers) or self.queue_depth(model_id) > 0
+        return any(user_requests(w) for w in workers) or self.queue_depth(model_id) > 0
 
     def holdings(self, exclude: str) -> dict[str, list[Holding]]:
         """What each node's models hold, ``exclude`` left out; idle: loaded, no request running or waiting."""

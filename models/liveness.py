@@ -111,6 +111,12 @@ class Liveness:
         return {model_id: reports for model_id, reports in live.items() if reports}
 
 
+def user_requests(report: dict[str, Any]) -> int:
+    """Requests a worker (by its heartbeat ``report``) runs or holds for callers: its health probe left out."""
+    held = report.get("active", 0) + report.get("queued", 0)
+    return max(0, held - (1 if report.get("probe_in_flight") else 0))
+
+
 ANSWERING, BUSY, STARTING, UNRESPONSIVE = "answering", "busy", "starting", "unresponsive"
 SERVING_VERDICTS = frozenset({ANSWERING, BUSY, STARTING})
 

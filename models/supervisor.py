@@ -32,7 +32,7 @@ from models import registry
 from models.blas import preloaded_environment
 from models.catalog import load_catalog, served_path
 from models.lifecycle import held_bytes, node_holdings
-from models.liveness import SERVING_VERDICTS, Liveness, probe_verdict
+from models.liveness import SERVING_VERDICTS, Liveness, probe_verdict, user_requests
 from models.nodes import Node, NodeBeats, allows, backend
 from models.placement import Holding, place
 from models.stats import ModelStats
@@ -343,7 +343,7 @@ class Supervisor:
                 continue  # a supervisor that hosts it decides
             loaded_at = record.loaded_at.replace(tzinfo=UTC).timestamp() if record.loaded_at else now
             idle_for = now - max(self.stats.last_used(model_id) or 0.0, loaded_at)
-            busy = any(w.get("active") or w.get("queued") for w in self.liveness.workers(model_id))
+            busy = any(user_requests(w) for w in self.liveness.workers(model_id))
             if idle_for > limit and not busy and registry.request_unload(model_id, force=False):
                 log.info("unloading the on-demand model %s: no request for %.0fs", model_id, idle_for)
 

@@ -31,8 +31,11 @@ def probe() -> None:
     operation, payload = model_type(runtime.model_type).probe
     abandoned = threading.Event()
     started = time.perf_counter()
-    future = runtime.engine.submit(operation, dict(payload), lambda _event: None, abandoned.is_set, PROBE_REQUEST_ID)
+    runtime.probe.in_flight = True
     try:
+        future = runtime.engine.submit(
+            operation, dict(payload), lambda _event: None, abandoned.is_set, PROBE_REQUEST_ID
+        )
         future.result(timeout=runtime.settings.health_probe_max_age_seconds)
     except FutureTimeout:
         abandoned.set()
@@ -43,6 +46,8 @@ def probe() -> None:
         runtime.probe.error = f"{type(exc).__name__}: {exc}"
         log.warning("the health probe failed: %s", runtime.probe.error)
         return
+    finally:
+        runtime.probe.in_flight = False
     runtime.probe.ms = round((time.perf_counter() - started) * 1000, 1)
     runtime.probe.answered_at = time.time()
     runtime.probe.error = None

@@ -40,9 +40,16 @@ class ProbeRecord:
     answered_at: float | None = None
     ms: float | None = None
     error: str | None = None
+    in_flight: bool = False
+    """A probe is in the engine now: it counts in the engine's requests, but no one is waiting on it."""
 
     def report(self) -> dict[str, Any]:
-        return {"probe_answered_at": self.answered_at, "probe_ms": self.ms, "probe_error": self.error}
+        return {
+            "probe_answered_at": self.answered_at,
+            "probe_ms": self.ms,
+            "probe_error": self.error,
+            "probe_in_flight": self.in_flight,
+        }
 
 
 @dataclass
