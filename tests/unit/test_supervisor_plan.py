@@ -88,6 +88,7 @@ def test_every_replica_of_an_unloaded_model_is_stopped():
 
 
 def test_replicas_on_one_node_split_its_cores_between_their_blas_threads(monkeypatch):
+    """The core count is set to 8 (a stand-in: this machine has 2) to see the split on a bigger machine."""
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     assert "OPENBLAS_NUM_THREADS" not in worker_environment(1)
@@ -98,6 +99,7 @@ def test_replicas_on_one_node_split_its_cores_between_their_blas_threads(monkeyp
 
 
 def test_workers_start_with_openblas_preloaded_so_they_need_not_re_execute(monkeypatch, tmp_path):
+    """The library is a stand-in file and the platform is set to Linux, so the test reads the same on a Mac."""
     library = tmp_path / "libopenblas.so.0"
     library.write_bytes(b"")
     monkeypatch.setattr("sys.platform", "linux")
