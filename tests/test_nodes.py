@@ -185,6 +185,7 @@ def test_a_node_that_vanishes_is_noticed_its_streams_end_and_its_jobs_finish_on_
             messages=ask("Count from 1 to 100."),
             max_tokens=6,
             stream=True,
+            temperature=0,  # greedy: the first token is text, so the stream has begun before the hold
             extra_headers={"X-Request-ID": held.request_id},
         )
         chunks = iter(stream)

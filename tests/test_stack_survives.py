@@ -63,7 +63,13 @@ def test_redis_killed_under_a_stream_ends_it_with_an_error_event_and_everything_
     held = Hold(client, "redis-dies")
     stream = requests.post(
         f"{base}/v1/chat/completions",
-        json={"model": CHAT_MODEL, "messages": ask("Count to ten."), "max_tokens": 20, "stream": True},
+        json={
+            "model": CHAT_MODEL,
+            "messages": ask("Count to ten."),
+            "max_tokens": 20,
+            "stream": True,
+            "temperature": 0,
+        },
         headers={"X-Request-ID": held.request_id},
         stream=True,
         timeout=60,
