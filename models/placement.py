@@ -60,7 +60,8 @@ class Placement:
     nodes: list[str]
     """The node of each new replica (a node may take several)."""
     evict: dict[str, list[str]]
-    """The idle models each node unloads first."""
+    """The idle models unloaded first, by the node that needed the room (each model once: unloading it frees
+    its replicas on every node)."""
 
 
 def place(
@@ -95,9 +96,9 @@ def place(
             except ApiError:
                 continue
             evicted.setdefault(node.name, []).extend(names)
-            freed = [h for h in holdings[node.name] if h.model_id in names]
-            holdings[node.name] = [h for h in holdings[node.name] if h.model_id not in names]
-            used[node.name] -= sum(h.size for h in freed)
+            for name, holding in holdings.items():  # an unloaded model leaves every node that held a replica
+                used[name] -= sum(h.size for h in holding if h.model_id in names)
+                holdings[name] = [h for h in holding if h.model_id not in names]
             pick = node
             break
         if pick is None:

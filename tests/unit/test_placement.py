@@ -67,3 +67,13 @@ def test_replicas_that_cannot_all_fit_are_insufficient_vram_naming_the_nodes():
 )
 def test_node_models_patterns(patterns, model_id, model_type, allowed):
     assert allows(patterns, model_id, model_type) is allowed
+
+
+def test_a_model_evicted_for_one_replica_frees_its_other_nodes_too_and_is_evicted_once():
+    held = {
+        "small": [Holding("both", GB, True, 1.0)],
+        "big": [Holding("both", GB, True, 1.0), Holding("busy", GB, False, 0.0)],
+    }
+    placement = place(GB, 2, [SMALL, BIG], held)
+    assert sorted(placement.nodes) == ["big", "small"]
+    assert [m for models in placement.evict.values() for m in models] == ["both"]
