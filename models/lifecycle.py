@@ -22,7 +22,7 @@ from models import hub, registry
 from models.catalog import ModelSpec, load_catalog, served_path
 from models.liveness import Liveness, user_requests
 from models.nodes import NodeBeats
-from models.placement import Holding, place
+from models.placement import Holding, gb, place
 from models.stats import ModelStats
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,10 @@ def node_holdings(
     for record in records:
         if record.status not in ("loading", "loaded") or record.model_id == exclude:
             continue
+        size, is_idle, used_at = held_bytes(record), idle(record), last_used(record)
         for node, count in Counter(record.nodes).items():
-            size = held_bytes(record) * count
-            held.setdefault(node, []).append(Holding(record.model_id, size, idle(record), last_used(record)))
+            held.setdefault(node, []).append(Holding(record.model_id, size * count, is_idle, used_at))
     return held
-
-
-def _gb(size: int | float) -> float:
-    return round(size / 1e9, 3)
 
 
 class ModelLifecycle:
@@ -182,7 +178,7 @@ class ModelLifecycle:
         return {
             "model_id": model_id,
             "status": "loaded",
-            "vram_usage_gb": _gb(record.memory_bytes),
+            "vram_usage_gb": gb(record.memory_bytes),
             "load_time_ms": round((time.monotonic() - started) * 1000, 1),
             "metadata": record.metadata(),
             "nodes": list(record.nodes),
@@ -318,6 +314,6 @@ class ModelLifecycle:
         return {
             "model_id": model_id,
             "status": "unloaded",
-            "vram_freed_gb": _gb(record.memory_bytes),
+            "vram_freed_gb": gb(record.memory_bytes),
             "unload_time_ms": round((time.monotonic() - started) * 1000, 1),
         }

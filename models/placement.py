@@ -13,7 +13,8 @@ from config.errors import ApiError
 from models.nodes import Node
 
 
-def _gb(size: int | float) -> float:
+def gb(size: int | float) -> float:
+    """Bytes as gigabytes, to three places: how sizes and budgets are shown."""
     return round(size / 1e9, 3)
 
 
@@ -43,8 +44,8 @@ def evictions(held: list[Holding], need: int, budget: float) -> list[str]:
     freeable = sum(h.size for h in idle)
     if need > budget or used - freeable + need > budget:
         raise insufficient(
-            f"Not enough memory: the model needs {_gb(need)} GB, the budget is {_gb(budget)} GB "
-            f"and {_gb(used)} GB are held ({_gb(freeable)} GB by idle models)"
+            f"Not enough memory: the model needs {gb(need)} GB, the budget is {gb(budget)} GB "
+            f"and {gb(used)} GB are held ({gb(freeable)} GB by idle models)"
         )
     chosen = []
     for holding in idle:
@@ -103,10 +104,10 @@ def place(
             break
         if pick is None:
             rooms = ", ".join(
-                f"{n.name}: {_gb(n.budget_bytes - used[n.name])} of {_gb(n.budget_bytes)} GB free" for n in candidates
+                f"{n.name}: {gb(n.budget_bytes - used[n.name])} of {gb(n.budget_bytes)} GB free" for n in candidates
             )
             what = f"replica {len(chosen) + 1} of {replicas}" if replicas > 1 else "the model"
-            raise insufficient(f"Not enough memory: {what} needs {_gb(need)} GB and no node has room ({rooms})")
+            raise insufficient(f"Not enough memory: {what} needs {gb(need)} GB and no node has room ({rooms})")
         chosen.append(pick.name)
         taken.append(pick.name)
         used[pick.name] += need

@@ -295,13 +295,14 @@ class Supervisor:
                 if node.allows(model_id, record.model_type) and record.pinned_node in (None, node.name)
             ]
             held = node_holdings(list(records.values()), exclude=model_id)
+            size = held_bytes(record)
             added: list[str] = []
-            for _ in range(missing):
+            for _ in range(missing):  # one at a time: as many as fit now, the rest wait
                 try:
-                    added += place(held_bytes(record), 1, candidates, held, [*kept, *added], evict=False).nodes
+                    added += place(size, 1, candidates, held, [*kept, *added], evict=False).nodes
                 except ApiError:
                     break
-                held.setdefault(added[-1], []).append(Holding(model_id, held_bytes(record), False, 0.0))
+                held.setdefault(added[-1], []).append(Holding(model_id, size, False, 0.0))
             after = kept + added
             if after == placed:
                 self._note_unplaced(model_id, missing - len(added))
