@@ -6,6 +6,7 @@ Workers are started once per session; tests share them and keep prompts short.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,9 +40,16 @@ ON_DEMAND_MODEL = "test/on-demand-chat"
 ON_DEMAND_IDLE_SECONDS = 4
 
 
+MIN_FREE_DISK_GB = 1.0
+"""What the session's services write at most (MongoDB, vectors, logs); model folders of tests are hard links."""
+
+
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="mlxf-test-"))
+    free_gb = shutil.disk_usage(workdir).free / 1e9
+    if free_gb < MIN_FREE_DISK_GB:
+        pytest.exit(f"{free_gb:.2f} GB free on the disk of {workdir}: the suite needs {MIN_FREE_DISK_GB} GB", 1)
     env = {
         "DATA_DIR": str(ROOT / ".data"),
         "MODEL_ROOTS": f"{ROOT / '.data' / 'models'}:{workdir}",
@@ -92,7 +100,10 @@ def stack() -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop_all()
-        print(f"\nservice logs kept in {workdir}")
+        if request.session.testsfailed:
+            print(f"\nservice logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -217,6 +217,23 @@ def catalog_with_on_demand(workdir: Path, model_id: str, folder: Path, idle_seco
     return path
 
 
+def link_tree(source: Path, target: Path, copy: tuple[str, ...] = ()) -> Path:
+    """``target`` as a copy of the folder ``source`` that costs no disk: each file hard-linked (copied where the
+    two are on different file systems), but the files named in ``copy``, which the caller is going to change."""
+    target.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        destination = target / file.name
+        destination.unlink(missing_ok=True)
+        if file.name in copy:
+            shutil.copy2(file, destination)
+            continue
+        try:
+            os.link(file, destination)
+        except OSError:
+            shutil.copy2(file, destination)
+    return target
+
+
 def process_exists(pid: int) -> bool:
     """Whether a process with ``pid`` exists (still running, stopped, or not yet reaped)."""
     try:

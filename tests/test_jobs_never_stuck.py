@@ -9,7 +9,6 @@ settings. The engine is "hung" deterministically by holding a generation between
 from __future__ import annotations
 
 import signal
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,8 +30,8 @@ STALL = {
 
 
 @pytest.fixture()
-def stall_stack(stack: Stack):
-    workdir = Path(tempfile.mkdtemp(prefix="mlxf-stall-"))
+def stall_stack(stack: Stack, tmp_path: Path):
+    workdir = tmp_path
     mongo = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_stall"
     small = Stack(workdir, {**stack.env, **STALL, "MONGODB_URL": mongo})
     try:

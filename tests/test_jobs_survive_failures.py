@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -60,9 +59,9 @@ def test_a_job_whose_worker_is_killed_runs_again_and_completes(jobs_url, base_ur
 
 
 @pytest.fixture()
-def restartable_stack(stack: Stack):
+def restartable_stack(stack: Stack, tmp_path: Path):
     """A second, small stack with its own Redis (no persistence), sharing the Mongo server in its own database."""
-    workdir = Path(tempfile.mkdtemp(prefix="mlxf-restart-"))
+    workdir = tmp_path
     mongo = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_restart"
     small = Stack(workdir, {**stack.env, "MONGODB_URL": mongo})
     try:

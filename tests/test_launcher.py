@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +12,11 @@ import openai
 import requests
 
 from tests.conftest import CHAT_MODEL_DIR
-from tests.stack import free_port, wait_until
+from tests.stack import free_port, link_tree, wait_until
 
 
 def test_launcher_serves_the_given_model_with_mlx_openai_server_flags(stack, tmp_path):
-    model_dir = tmp_path / "my-chat-model"
-    shutil.copytree(CHAT_MODEL_DIR, model_dir)
+    model_dir = link_tree(CHAT_MODEL_DIR, tmp_path / "my-chat-model")
     port = free_port()
     redis_db1 = stack.env["REDIS_URL"].rsplit("/", 1)[0] + "/1"
     mongo_other = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_launcher"

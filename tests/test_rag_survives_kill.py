@@ -9,7 +9,6 @@ vector store and its record says ``ingesting``. Then the control worker is kille
 from __future__ import annotations
 
 import signal
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -28,8 +27,8 @@ SECOND = ("basalt.txt", b"Basalt is a fine-grained volcanic rock that forms when
 
 
 @pytest.fixture()
-def kill_stack(stack: Stack):
-    workdir = Path(tempfile.mkdtemp(prefix="mlxf-ragkill-"))
+def kill_stack(stack: Stack, tmp_path: Path):
+    workdir = tmp_path
     mongo = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_ragkill"
     env = {**stack.env, "MONGODB_URL": mongo, "VECTOR_DIR": str(workdir / "vectors"), "AUTOSTART_CATALOG": "false"}
     small = Stack(workdir, env)

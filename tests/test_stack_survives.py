@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ from tests.stack import PYTHON, Stack, free_port, process_exists, wait_until
 
 
 @pytest.fixture()
-def small(stack: Stack):
-    workdir = Path(tempfile.mkdtemp(prefix="mlxf-survive-"))
+def small(stack: Stack, tmp_path: Path):
+    workdir = tmp_path
     mongo = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_survive"
     small = Stack(workdir, {**stack.env, "MONGODB_URL": mongo, "AUTOSTART_CATALOG": "false"})
     try:

@@ -6,8 +6,9 @@ the real SmolLM2 weights, untrained for thinking: the tests steer when the block
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+
+from tests.stack import link_tree
 
 THINK, END_THINK = 13, 14
 """Ids of ``<jupyter_code>`` and ``<jupyter_output>`` in SmolLM2's vocabulary, renamed."""
@@ -20,7 +21,7 @@ TEMPLATE = (
 
 
 def make_thinking_model(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target, dirs_exist_ok=True)
+    link_tree(source, target, copy=("tokenizer.json", "tokenizer_config.json"))
     renames = {THINK: "<think>", END_THINK: "</think>"}
     tokenizer = json.loads((target / "tokenizer.json").read_text())
     for token in tokenizer["added_tokens"]:
