@@ -43,7 +43,7 @@ class PlatformStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stack = Stack(
             self.workdir,
-            {**STACK_ENV, "MODELS_FILE": str(catalog_with_on_demand(workdir, ON_DEMAND_MODEL, CHAT_MODEL_DIR, 3600))},
+            {**STACK_ENV, "MODELS_FILE": str(catalog_with_on_demand(workdir, [ON_DEMAND_MODEL], CHAT_MODEL_DIR, 3600))},
         )
         self.base_url = ""
         self.redis: redis.Redis | None = None

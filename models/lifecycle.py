@@ -11,9 +11,12 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+from redis.exceptions import LockError
 
 from config.errors import ApiError
 from config.model_types import SERVED_TYPES, TYPE_NAMES
@@ -21,7 +24,7 @@ from config.settings import Settings
 from models import hub, registry
 from models.catalog import ModelSpec, load_catalog, served_path
 from models.liveness import Liveness, user_requests
-from models.nodes import NodeBeats
+from models.nodes import PLACEMENT_LOCK_SECONDS, NodeBeats
 from models.placement import Holding, gb, place
 from models.stats import ModelStats
 
@@ -155,23 +158,24 @@ class ModelLifecycle:
             )
         # A repo not in the cache: its size is asked of the Hub before anything is downloaded.
         need = weights_bytes(path) if path else hub.weights_on_hub(repo)
-        nodes = self.place(model_id, model_type, need, replicas, node)
         metadata = dict(metadata or {})
         description = str(metadata.pop("description", "") or (spec.description if spec else ""))
-        registered = registry.request_load(
-            model_id,
-            model_type,
-            path or f"{hub.HUB_PREFIX}{repo}",
-            context_length=context_length or (spec.context_length if spec else None),
-            description=description,
-            tags=registry.tags_for(model_type, path or Path(model_path), spec.tags if spec else ()),
-            priority=priority,
-            user_metadata=metadata,
-            max_concurrency=max_concurrency,
-            nodes=nodes,
-            replicas=replicas,
-            pinned_node=node,
-        )
+        with self.placement():
+            nodes = self.place(model_id, model_type, need, replicas, node)
+            registered = registry.request_load(
+                model_id,
+                model_type,
+                path or f"{hub.HUB_PREFIX}{repo}",
+                context_length=context_length or (spec.context_length if spec else None),
+                description=description,
+                tags=registry.tags_for(model_type, path or Path(model_path), spec.tags if spec else ()),
+                priority=priority,
+                user_metadata=metadata,
+                max_concurrency=max_concurrency,
+                nodes=nodes,
+                replicas=replicas,
+                pinned_node=node,
+            )
         if not registered:
             raise ApiError(409, f"Model '{model_id}' already exists", code="model_already_loaded", param="model_id")
         record = self._wait_for_load(model_id, started + self.settings.load_timeout_seconds)
@@ -197,9 +201,10 @@ class ModelLifecycle:
             record = registry.get_record(model_id)
         if record is None or record.status == "failed":
             path = served_path(self.settings, spec)
-            nodes = self.place(model_id, spec.model_type, weights_bytes(path))
-            if registry.request_catalog_load(spec, path, nodes):
-                log.info("loading the on-demand model %s for a request", model_id)
+            with self.placement():
+                nodes = self.place(model_id, spec.model_type, weights_bytes(path))
+                if registry.request_catalog_load(spec, path, nodes):
+                    log.info("loading the on-demand model %s for a request", model_id)
         return True
 
     def load_on_demand(self, model_id: str, deadline: float) -> bool:
@@ -245,6 +250,23 @@ class ModelLifecycle:
             idle=lambda r: r.status == "loaded" and not self.busy(r.model_id),
             last_used=lambda r: self.stats.last_used(r.model_id) or (r.loaded_at.timestamp() if r.loaded_at else 0.0),
         )
+
+    @contextmanager
+    def placement(self) -> Iterator[None]:
+        """One placement at a time in the deployment, from counting free room to registering the model (see
+        ``NodeBeats.placing``); 503 when another has held it for longer than a placement may take."""
+        lock = self.nodes.placing()
+        if not lock.acquire(blocking_timeout=PLACEMENT_LOCK_SECONDS):
+            raise ApiError(
+                503,
+                f"Another model has been placed on the nodes for over {PLACEMENT_LOCK_SECONDS}s; try again",
+                code="service_unavailable",
+            )
+        try:
+            yield
+        finally:
+            with suppress(LockError):  # held past its expiry: it is already free
+                lock.release()
 
     def place(
         self, model_id: str, model_type: str, need: int, replicas: int = 1, pinned: str | None = None

@@ -18,6 +18,9 @@ from dataclasses import asdict, dataclass, fields
 import redis
 
 _NODES_KEY = "mlxf:nodes"
+_PLACEMENT_LOCK = "mlxf:placement-lock"
+PLACEMENT_LOCK_SECONDS = 60
+"""How long the placement lock outlives a holder that died holding it."""
 
 
 def _node_key(name: str) -> str:
@@ -83,6 +86,11 @@ class NodeBeats:
         pipe.zrem(_NODES_KEY, name)
         pipe.delete(_node_key(name))
         pipe.execute()
+
+    def placing(self) -> redis.lock.Lock:
+        """The deployment's placement lock: held while a placement is decided and registered (and any eviction it
+        needs is done), so that two placements never count the same free room."""
+        return self.client.lock(_PLACEMENT_LOCK, timeout=PLACEMENT_LOCK_SECONDS)
 
     def live(self) -> dict[str, Node]:
         """The nodes that beat within the TTL, by name."""

@@ -22,8 +22,11 @@ import sys
 import time
 from collections import deque
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from redis.exceptions import LockError
 
 from config.errors import ApiError
 from config.redis_client import connect_redis
@@ -116,6 +119,18 @@ def worker_environment(replicas_here: int, openblas: str = "") -> dict[str, str]
     if "OPENBLAS_NUM_THREADS" not in env and replicas_here > 1:
         env["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // replicas_here))
     return env
+
+
+def _off_nodes(record: registry.ModelRecord, live: Mapping[str, Node]) -> tuple[list[str], int] | None:
+    """For a wanted model with replicas to place (their node is gone, or none had room): the nodes of its replicas
+    that still run, and how many replicas have none; None when each replica has a running node."""
+    if record.desired != "loaded" or record.status == "failed":
+        return None
+    kept = [name for name in record.nodes if name in live]
+    missing = max(0, (record.replicas or 1) - len(kept))
+    if not missing and kept == list(record.nodes):
+        return None
+    return kept, missing
 
 
 @dataclass
@@ -280,15 +295,28 @@ class Supervisor:
 
     def place_missing(self, records: dict[str, registry.ModelRecord], live: dict[str, Node]) -> None:
         """Places the replicas that have no running node: those of a node that vanished, and those no node had room
-        for until now. (Every supervisor does this; the registry's compare-and-set lets one of them move each.)"""
+        for until now. (Every supervisor does this; the registry's compare-and-set lets one of them move each.)
+        Under the placement lock, with the records read again: when another placement holds it, the next tick
+        looks again."""
+        if self.nodes is None or not any(_off_nodes(record, live) for record in records.values()):
+            return
+        lock = self.nodes.placing()
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            records.update((record.model_id, record) for record in registry.list_records())
+            self._place_missing(records, live)
+        finally:
+            with suppress(LockError):
+                lock.release()
+
+    def _place_missing(self, records: dict[str, registry.ModelRecord], live: dict[str, Node]) -> None:
         for model_id, record in list(records.items()):
-            if record.desired != "loaded" or record.status == "failed":
+            off_nodes = _off_nodes(record, live)
+            if off_nodes is None:
                 continue
             placed = list(record.nodes)
-            kept = [name for name in placed if name in live]
-            missing = max(0, (record.replicas or 1) - len(kept))
-            if not missing and kept == placed:
-                continue
+            kept, missing = off_nodes
             candidates = [
                 node
                 for node in live.values()

@@ -37,6 +37,7 @@ PYTHON_HTML = DOCUMENTS / "python3.11-doc" / "usr" / "share" / "doc" / "python3.
 
 
 ON_DEMAND_MODEL = "test/on-demand-chat"
+ON_DEMAND_NODES_MODEL = "nodes/on-demand-chat"
 ON_DEMAND_IDLE_SECONDS = 4
 
 
@@ -85,8 +86,13 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         # The session's supervisor is node-a; tests/test_nodes.py runs more nodes for the models named nodes/*.
         "NODE_NAME": "node-a",
         "NODE_MODELS": "*,!nodes/*",
-        # The catalog plus an on-demand copy of SmolLM2, unloaded after 4 idle seconds (test_on_demand).
-        "MODELS_FILE": str(catalog_with_on_demand(workdir, ON_DEMAND_MODEL, CHAT_MODEL_DIR, ON_DEMAND_IDLE_SECONDS)),
+        # The catalog plus on-demand copies of SmolLM2, unloaded after 4 idle seconds: one for test_on_demand, one
+        # that only the nodes of test_nodes may serve (and whose budgets it does not fit).
+        "MODELS_FILE": str(
+            catalog_with_on_demand(
+                workdir, [ON_DEMAND_MODEL, ON_DEMAND_NODES_MODEL], CHAT_MODEL_DIR, ON_DEMAND_IDLE_SECONDS
+            )
+        ),
     }
     stack = Stack(workdir, env)
     os.environ.update(env)

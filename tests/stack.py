@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,11 +196,12 @@ class Stack:
             service._signal_group(signal.SIGKILL)
 
 
-def catalog_with_on_demand(workdir: Path, model_id: str, folder: Path, idle_seconds: float) -> Path:
-    """``config/models.json`` plus an on-demand chat model ``model_id`` served from ``folder`` (unloaded after
-    ``idle_seconds`` without a request), written in ``workdir`` for the processes' ``MODELS_FILE``."""
+def catalog_with_on_demand(workdir: Path, model_ids: Sequence[str], folder: Path, idle_seconds: float) -> Path:
+    """``config/models.json`` plus an on-demand chat model for each of ``model_ids``, served from ``folder``
+    (unloaded after ``idle_seconds`` without a request), written in ``workdir`` for the processes'
+    ``MODELS_FILE``."""
     catalog = json.loads((ROOT / "config" / "models.json").read_text())
-    catalog["models"].append(
+    catalog["models"] += [
         {
             "id": model_id,
             "type": "lm",
@@ -211,7 +212,8 @@ def catalog_with_on_demand(workdir: Path, model_id: str, folder: Path, idle_seco
             "on_demand": True,
             "idle_unload_s": idle_seconds,
         }
-    )
+        for model_id in model_ids
+    ]
     path = workdir / "models.json"
     path.write_text(json.dumps(catalog, indent=2))
     return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import requests
 from config.settings import Settings
 from models.lifecycle import weights_bytes
 from models.liveness import Liveness
+from models.nodes import NodeBeats
 from tasks.celery_app import create_celery, model_queue
-from tests.conftest import CHAT_MODEL_DIR, ask, job_status, load_model, submit_job, unload_model
+from tests.conftest import CHAT_MODEL_DIR, ON_DEMAND_NODES_MODEL, ask, job_status, load_model, submit_job, unload_model
 from tests.conftest import wait_for_job as wait_for_job_status
 from tests.stack import ROOT, Service, Stack, wait_until
 
@@ -112,6 +114,44 @@ def test_placement_follows_room_and_each_node_evicts_its_own_least_recently_used
         nowhere = load_mini(base_url, "elsewhere/mini", node="node-b")
         assert nowhere.status_code == 400 and error_of(nowhere)["param"] == "node"
     finally:
+        with ThreadPoolExecutor(len(ids)) as pool:
+            list(pool.map(lambda model_id: unload_model(base_url, model_id, force=True), ids))
+
+
+def test_a_request_for_an_on_demand_model_that_fits_no_node_is_503(base_url, jobs_url, budgeted_nodes):
+    """Only the nodes/* nodes may serve it, and the chat model is bigger than node-b's or node-c's budget."""
+    body = {"model": ON_DEMAND_NODES_MODEL, "messages": ask("Hi"), "max_tokens": 2}
+    answer = requests.post(f"{base_url}/v1/chat/completions", json=body, timeout=60)
+    assert answer.status_code == 503 and error_of(answer)["code"] == "insufficient_vram", answer.text
+    assert "node-b:" in error_of(answer)["message"] and "node-c:" in error_of(answer)["message"]
+    job = submit_job(jobs_url, ON_DEMAND_NODES_MODEL, "chat", {"messages": ask("Hi"), "max_tokens": 2})
+    assert job.status_code == 503 and error_of(job)["code"] == "insufficient_vram", job.text
+    assert model(base_url, ON_DEMAND_NODES_MODEL)["status"] == "available", "still listed, nothing loaded"
+
+
+def test_placements_take_turns_so_loads_at_once_never_overfill_a_node(base_url, redis_client, budgeted_nodes):
+    """Three loads at once, held at the placement lock: without turns each would count node-b's room for two as
+    free and all three would go there; one after the other they go b, c (more room left), b."""
+    ids = [f"nodes/at-once-{n}" for n in range(3)]
+    lock = NodeBeats(redis_client, 4).placing()
+    assert lock.acquire(blocking=False)
+    try:
+        with ThreadPoolExecutor(len(ids)) as pool:
+            loads = [pool.submit(load_mini, base_url, model_id) for model_id in ids]
+            held_until = time.monotonic() + 2
+            while time.monotonic() < held_until:
+                listed = [requests.get(f"{base_url}/v1/models/{m}", timeout=10).status_code for m in ids]
+                assert listed == [404, 404, 404], "no load registers while the lock is held"
+                time.sleep(0.2)
+            lock.release()
+            answers = [load.result() for load in loads]
+        assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+        assert sorted(a.json()["nodes"][0] for a in answers) == ["node-b", "node-b", "node-c"]
+        nodes = running_nodes(base_url)
+        assert len(nodes["node-b"]["models"]) == 2 and len(nodes["node-c"]["models"]) == 1
+    finally:
+        if lock.owned():
+            lock.release()
         with ThreadPoolExecutor(len(ids)) as pool:
             list(pool.map(lambda model_id: unload_model(base_url, model_id, force=True), ids))
 
