@@ -42,7 +42,7 @@ ON_DEMAND_IDLE_SECONDS = 4
 
 
 MIN_FREE_DISK_GB = 1.0
-"""What the session's services write at most (MongoDB, vectors, logs); model folders of tests are hard links."""
+"""Room the session needs for what its services write (MongoDB, vectors, logs): tests' model folders are links."""
 
 
 @pytest.fixture(scope="session")
