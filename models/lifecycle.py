@@ -200,11 +200,13 @@ class ModelLifecycle:
             time.sleep(_POLL_SECONDS)  # unloading after an idle spell: load it again once it is gone
             record = registry.get_record(model_id)
         if record is None or record.status == "failed":
-            path = served_path(self.settings, spec)
             with self.placement():
-                nodes = self.place(model_id, spec.model_type, weights_bytes(path))
-                if registry.request_catalog_load(spec, path, nodes):
-                    log.info("loading the on-demand model %s for a request", model_id)
+                record = registry.get_record(model_id)  # a request at the same moment may have placed it
+                if record is None or record.status == "failed":
+                    path = served_path(self.settings, spec)
+                    nodes = self.place(model_id, spec.model_type, weights_bytes(path))
+                    if registry.request_catalog_load(spec, path, nodes):
+                        log.info("loading the on-demand model %s for a request", model_id)
         return True
 
     def load_on_demand(self, model_id: str, deadline: float) -> bool:
