@@ -304,11 +304,40 @@ class ModelLifecycle:
                     param="model_id",
                 )
         placement = place(need, replicas, candidates, self.holdings(exclude=model_id))
+        leaving: dict[str, set[str]] = {}
         for node_name, model_ids in placement.evict.items():
             for evicted in model_ids:
-                log.info("unloading the idle model %s to make room on node %s for %s", evicted, node_name, model_id)
-                self.unload(evicted, force=False)
+                leaving.setdefault(evicted, set()).add(node_name)
+        for evicted, nodes in leaving.items():
+            log.info(
+                "unloading the idle model %s on %s to make room for %s", evicted, ", ".join(sorted(nodes)), model_id
+            )
+            self.evict(evicted, nodes)
         return placement.nodes
+
+    def evict(self, model_id: str, nodes: set[str]) -> None:
+        """Takes the idle ``model_id``'s replicas off ``nodes`` and waits until their workers are gone: unloaded
+        when it has no replica elsewhere; otherwise it goes on serving on its other nodes, and the replicas taken
+        off wait (placed again by the supervisors) for a node with room."""
+        record = registry.get_record(model_id)
+        if record is None:
+            return
+        rest = [name for name in record.nodes if name not in nodes]
+        if not rest:
+            self.unload(model_id, force=False)
+            return
+        if not registry.move_replicas(model_id, list(record.nodes), rest, restarting=False):
+            raise ApiError(409, f"Model '{model_id}' moved while room was being made; try again", code="conflict")
+        deadline = time.monotonic() + self.settings.unload_timeout_seconds
+        while any(worker.get("node") in nodes for worker in self.liveness.workers(model_id)):
+            if time.monotonic() > deadline:
+                raise ApiError(
+                    504,
+                    f"The replicas of '{model_id}' on {', '.join(sorted(nodes))} did not stop within"
+                    f" {self.settings.unload_timeout_seconds:g}s",
+                    code="timeout",
+                )
+            time.sleep(_POLL_SECONDS)
 
     # --- unload -----------------------------------------------------------------------------------------
 

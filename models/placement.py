@@ -61,8 +61,7 @@ class Placement:
     nodes: list[str]
     """The node of each new replica (a node may take several)."""
     evict: dict[str, list[str]]
-    """The idle models unloaded first, by the node that needed the room (each model once: unloading it frees
-    its replicas on every node)."""
+    """The idle models whose replicas on a node leave it first, by node (their replicas on other nodes stay)."""
 
 
 def place(
@@ -77,8 +76,8 @@ def place(
 
     Each replica goes to a node without a replica of the model if there is one (``already_on``: nodes that
     have one), then to the node with the most room; a node where it fits as things are comes before one that
-    would unload idle models (least recently used first, only with ``evict``). 503 ``insufficient_vram`` when the
-    replicas cannot all fit.
+    would unload the replicas of idle models it holds (least recently used first, only with ``evict``). 503
+    ``insufficient_vram`` when the replicas cannot all fit.
     """
     candidates = list(nodes)
     holdings = {node.name: list(held.get(node.name, [])) for node in candidates}
@@ -97,9 +96,8 @@ def place(
             except ApiError:
                 continue
             evicted.setdefault(node.name, []).extend(names)
-            for name, holding in holdings.items():  # an unloaded model leaves every node that held a replica
-                used[name] -= sum(h.size for h in holding if h.model_id in names)
-                holdings[name] = [h for h in holding if h.model_id not in names]
+            used[node.name] -= sum(h.size for h in holdings[node.name] if h.model_id in names)
+            holdings[node.name] = [h for h in holdings[node.name] if h.model_id not in names]
             pick = node
             break
         if pick is None:

@@ -156,6 +156,30 @@ def test_placements_take_turns_so_loads_at_once_never_overfill_a_node(base_url, 
             list(pool.map(lambda model_id: unload_model(base_url, model_id, force=True), ids))
 
 
+def test_room_made_on_one_node_takes_only_that_nodes_replica_of_an_idle_model(base_url, budgeted_nodes):
+    """A 2-replica model spread on node-b and node-c; a model named on node-c needs the room of its replica
+    there. Only that replica goes: the model serves on from node-b, and its second replica is placed again where
+    there is room (node-b, which has room for two)."""
+    spread, newcomer = "nodes/spread", "nodes/newcomer"
+    try:
+        loaded = load_mini(base_url, spread, replicas=2)
+        assert loaded.status_code == 200 and sorted(loaded.json()["nodes"]) == ["node-b", "node-c"], loaded.text
+        wait_until(lambda: model(base_url, spread)["nodes"] == ["node-b", "node-c"], 60, "both replicas serving")
+
+        made_room = load_mini(base_url, newcomer, node="node-c")
+        assert made_room.status_code == 200 and made_room.json()["nodes"] == ["node-c"], made_room.text
+        assert model(base_url, spread)["status"] == "loaded", "not unloaded: it keeps its replica on node-b"
+        assert "node-c" not in model(base_url, spread)["nodes"], "its replica on node-c stopped before the load"
+        used = requests.post(f"{base_url}/v1/embeddings", json={"model": spread, "input": "hi"}, timeout=60)
+        assert used.status_code == 200, used.text
+        wait_until(lambda: model(base_url, spread)["nodes"] == ["node-b", "node-b"], 60, "the second replica on node-b")
+        nodes = running_nodes(base_url)
+        assert sorted(nodes["node-b"]["models"]) == [spread, spread] and nodes["node-c"]["models"] == [newcomer]
+    finally:
+        for model_id in (spread, newcomer):
+            unload_model(base_url, model_id, force=True)
+
+
 @pytest.fixture(scope="module")
 def open_nodes(stack: Stack, base_url: str):
     """node-d and node-e, without a memory budget."""

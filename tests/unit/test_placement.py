@@ -69,11 +69,12 @@ def test_node_models_patterns(patterns, model_id, model_type, allowed):
     assert allows(patterns, model_id, model_type) is allowed
 
 
-def test_a_model_evicted_for_one_replica_frees_its_other_nodes_too_and_is_evicted_once():
+def test_an_evicted_model_leaves_only_the_node_that_needs_the_room():
     held = {
         "small": [Holding("both", GB, True, 1.0)],
-        "big": [Holding("both", GB, True, 1.0), Holding("busy", GB, False, 0.0)],
+        "big": [Holding("both", GB, True, 1.0), Holding("busy", GB // 2, False, 0.0)],
     }
+    placement = place(GB, 1, [SMALL, BIG], held, already_on=["big"])
+    assert placement.nodes == ["small"] and placement.evict == {"small": ["both"]}, "big keeps its replica"
     placement = place(GB, 2, [SMALL, BIG], held)
-    assert sorted(placement.nodes) == ["big", "small"]
-    assert [m for models in placement.evict.values() for m in models] == ["both"]
+    assert placement.nodes == ["big", "small"] and placement.evict == {"big": ["both"], "small": ["both"]}
