@@ -146,7 +146,12 @@ class ModelLoad(MethodView):
     @blp.response(200, LoadModelResponseSchema)
     @blp.alt_response(400, description="Invalid model_path or model_type, or the model failed to load")
     @blp.alt_response(409, description="Model ID already exists")
-    @blp.alt_response(503, description="Insufficient memory even after evicting idle models")
+    @blp.alt_response(
+        503,
+        description="Insufficient memory on every node even after evicting idle models (insufficient_vram), no"
+        " running node may serve the model (model_unavailable), or another placement held the nodes for over 60 s"
+        " (service_unavailable)",
+    )
     def post(self, body: dict[str, Any]):
         return {**lifecycle().load(**body), "request_id": g.request_id}
 
