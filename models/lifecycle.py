@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 
 from config.errors import ApiError
 from config.model_types import SERVED_TYPES, TYPE_NAMES
@@ -60,6 +61,18 @@ def node_holdings(
         for node, count in Counter(record.nodes).items():
             held.setdefault(node, []).append(Holding(record.model_id, size * count, is_idle, used_at))
     return held
+
+
+def _refuse_existing(model_id: str) -> None:
+    """The 409 for a model id that is taken (a failed model's id may be loaded again)."""
+    existing = registry.get_record(model_id)
+    if existing is not None and existing.status != "failed":
+        raise ApiError(
+            409,
+            f"Model '{model_id}' already exists (status {existing.status})",
+            code="model_already_loaded",
+            param="model_id",
+        )
 
 
 class ModelLifecycle:
@@ -148,19 +161,13 @@ class ModelLifecycle:
                 code="invalid_model_id",
                 param="model_id",
             )
-        existing = registry.get_record(model_id)
-        if existing is not None and existing.status != "failed":
-            raise ApiError(
-                409,
-                f"Model '{model_id}' already exists (status {existing.status})",
-                code="model_already_loaded",
-                param="model_id",
-            )
+        _refuse_existing(model_id)
         # A repo not in the cache: its size is asked of the Hub before anything is downloaded.
         need = weights_bytes(path) if path else hub.weights_on_hub(repo)
         metadata = dict(metadata or {})
         description = str(metadata.pop("description", "") or (spec.description if spec else ""))
         with self.placement():
+            _refuse_existing(model_id)  # a load of the same id at the same moment may have registered it
             nodes = self.place(model_id, model_type, need, replicas, node)
             registered = registry.request_load(
                 model_id,
@@ -244,30 +251,46 @@ class ModelLifecycle:
         workers = self.liveness.workers(model_id)
         return any(user_requests(w) for w in workers) or self.queue_depth(model_id) > 0
 
+    def _all_serving(self, record: registry.ModelRecord) -> bool:
+        """Whether every placed replica of the model has a live worker (one still starting may not be evicted:
+        before it beats, nothing could tell when it is gone)."""
+        return len(self.liveness.workers(record.model_id)) >= len(record.nodes)
+
     def holdings(self, exclude: str) -> dict[str, list[Holding]]:
         """What each node's models hold, ``exclude`` left out; idle: loaded, no request running or waiting."""
         return node_holdings(
             registry.list_records(),
             exclude,
-            idle=lambda r: r.status == "loaded" and not self.busy(r.model_id),
+            idle=lambda r: r.status == "loaded" and self._all_serving(r) and not self.busy(r.model_id),
             last_used=lambda r: self.stats.last_used(r.model_id) or (r.loaded_at.timestamp() if r.loaded_at else 0.0),
         )
 
     @contextmanager
     def placement(self) -> Iterator[None]:
         """One placement at a time in the deployment, from counting free room to registering the model (see
-        ``NodeBeats.placing``); 503 when another has held it for longer than a placement may take."""
+        ``NodeBeats.placing``), the lock renewed while evictions are waited for; 503 when another placement held it
+        for longer than a load may take."""
         lock = self.nodes.placing()
-        if not lock.acquire(blocking_timeout=PLACEMENT_LOCK_SECONDS):
+        if not lock.acquire(blocking_timeout=self.settings.load_timeout_seconds):
             raise ApiError(
                 503,
-                f"Another model has been placed on the nodes for over {PLACEMENT_LOCK_SECONDS}s; try again",
+                f"Other models have been placed on the nodes for over {self.settings.load_timeout_seconds:g}s;"
+                " try again",
                 code="service_unavailable",
             )
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(PLACEMENT_LOCK_SECONDS / 3):
+                with suppress(LockError, RedisError):
+                    lock.reacquire()
+
+        threading.Thread(target=renew, name="placement-lock", daemon=True).start()
         try:
             yield
         finally:
-            with suppress(LockError):  # held past its expiry: it is already free
+            done.set()
+            with suppress(LockError, RedisError):  # expired (Redis lost a while): it is free already
                 lock.release()
 
     def place(

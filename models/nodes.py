@@ -19,8 +19,8 @@ import redis
 
 _NODES_KEY = "mlxf:nodes"
 _PLACEMENT_LOCK = "mlxf:placement-lock"
-PLACEMENT_LOCK_SECONDS = 60
-"""How long the placement lock outlives a holder that died holding it."""
+PLACEMENT_LOCK_SECONDS = 30
+"""How long the placement lock outlives a holder that died holding it (a live holder renews it)."""
 
 
 def _node_key(name: str) -> str:
@@ -90,7 +90,7 @@ class NodeBeats:
     def placing(self) -> redis.lock.Lock:
         """The deployment's placement lock: held while a placement is decided and registered (and any eviction it
         needs is done), so that two placements never count the same free room."""
-        return self.client.lock(_PLACEMENT_LOCK, timeout=PLACEMENT_LOCK_SECONDS)
+        return self.client.lock(_PLACEMENT_LOCK, timeout=PLACEMENT_LOCK_SECONDS, thread_local=False)
 
     def live(self) -> dict[str, Node]:
         """The nodes that beat within the TTL, by name."""

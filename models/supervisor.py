@@ -211,8 +211,8 @@ class Supervisor:
         del self.children[child.slot]
         if self.liveness is not None:
             self.liveness.forget_process(child.model_id, child.process.pid, self.name)
-        if record is None or record.desired != "loaded":
-            return
+        if record is None or record.desired != "loaded" or child.replica >= list(record.nodes).count(self.name):
+            return  # unloaded, or this replica was taken off the node: stopped on purpose
         if code == EXIT_LOAD_FAILED:
             log.error("the model %s failed to load; not restarting it", child.model_id)
             return

@@ -41,16 +41,19 @@ ON_DEMAND_NODES_MODEL = "nodes/on-demand-chat"
 ON_DEMAND_IDLE_SECONDS = 4
 
 
+SESSION_FOLDER = pytest.StashKey[Path]()
+"""The session's folder in the temporary directory: services' data and logs, tests' model folders."""
 MIN_FREE_DISK_GB = 1.0
 """Room the session needs for what its services write (MongoDB, vectors, logs): tests' model folders are links."""
 
 
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    workdir = Path(tempfile.mkdtemp(prefix="mlxf-test-"))
-    free_gb = shutil.disk_usage(workdir).free / 1e9
+    free_gb = shutil.disk_usage(tempfile.gettempdir()).free / 1e9
     if free_gb < MIN_FREE_DISK_GB:
-        pytest.exit(f"{free_gb:.2f} GB free on the disk of {workdir}: the suite needs {MIN_FREE_DISK_GB} GB", 1)
+        pytest.exit(f"{free_gb:.2f} GB free in {tempfile.gettempdir()}: the suite needs {MIN_FREE_DISK_GB} GB", 1)
+    workdir = Path(tempfile.mkdtemp(prefix="mlxf-test-"))
+    request.config.stash[SESSION_FOLDER] = workdir
     env = {
         "DATA_DIR": str(ROOT / ".data"),
         "MODEL_ROOTS": f"{ROOT / '.data' / 'models'}:{workdir}",
@@ -106,10 +109,18 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop_all()
-        if request.session.testsfailed:
-            print(f"\nservice logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session's folder is removed after a run that passed; kept, with every service's log, after any other
+    (a failure, an interruption, an error in a fixture)."""
+    workdir = session.config.stash.get(SESSION_FOLDER, None)
+    if workdir is None:
+        return
+    if exitstatus == pytest.ExitCode.OK:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"\nservice logs kept in {workdir}")
 
 
 @pytest.fixture(scope="session")

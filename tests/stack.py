@@ -143,9 +143,14 @@ class Stack:
     def start_worker(self, model_id: str, name: str, extra_env: dict[str, str] | None = None) -> Service:
         return self.start(name, [PYTHON, "-m", "tasks.model_worker", "--model-id", model_id], extra_env)
 
-    def start_control(self, name: str = "control", extra_env: dict[str, str] | None = None) -> Service:
-        """The control worker with its embedded beat; up once it says it is ready."""
+    def start_control(
+        self, name: str = "control", extra_env: dict[str, str] | None = None, restarted: bool = False
+    ) -> Service:
+        """The control worker with its embedded beat; up once it says it is ready. ``restarted``: behind
+        ``config.restart_loop``, as the Procfile runs it (started again when it dies)."""
+        loop = [PYTHON, "-m", "config.restart_loop", name, "--"] if restarted else []
         argv = [
+            *loop,
             str(Path(PYTHON).with_name("celery")),
             "-A",
             "tasks.control_app",

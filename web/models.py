@@ -149,8 +149,8 @@ class ModelLoad(MethodView):
     @blp.alt_response(
         503,
         description="Insufficient memory on every node even after evicting idle models (insufficient_vram), no"
-        " running node may serve the model (model_unavailable), or another placement held the nodes for over 60 s"
-        " (service_unavailable)",
+        " running node may serve the model (model_unavailable), or other placements held the nodes for longer than"
+        " a load may take (service_unavailable)",
     )
     def post(self, body: dict[str, Any]):
         return {**lifecycle().load(**body), "request_id": g.request_id}
