@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import redis
 from celery import Celery
+from redis.exceptions import LockError
 
 from config.errors import ApiError
 from config.model_types import MODEL_TYPES
@@ -63,6 +65,9 @@ def enqueue(celery: Celery, job: job_store.Job) -> None:
         headers={"request_id": job.request_id or "-"},
     )
 
+
+ADMISSION_LOCK_SECONDS = 10.0
+"""Longest a submission holds (or waits for) its model's admission lock: a count and an insert take milliseconds."""
 
 OnDemand = Callable[[str, float], bool]
 ON_DEMAND_WAIT_SECONDS = 30.0
@@ -115,15 +120,16 @@ class JobQueue:
                 check_url(request.callback_url, self.settings.webhook_networks)
             except UnsafeUrl as exc:
                 raise ApiError(400, f"callback_url refused: {exc}", code="invalid_url", param="callback_url") from None
-        waiting = job_store.queued_count(model_id)
-        if waiting >= self.settings.job_queue_limit:
-            raise ApiError(
-                429,
-                f"The queue of model '{model_id}' is full ({waiting} jobs waiting); try again later",
-                code="queue_full",
-                param="model_id",
-            )
-        job = job_store.create(request)
+        with self.admission(model_id):
+            waiting = job_store.queued_count(model_id)
+            if waiting >= self.settings.job_queue_limit:
+                raise ApiError(
+                    429,
+                    f"The queue of model '{model_id}' is full ({waiting} jobs waiting); try again later",
+                    code="queue_full",
+                    param="model_id",
+                )
+            job = job_store.create(request)
         try:
             enqueue(self.celery, job)
         except Exception as exc:
@@ -140,6 +146,21 @@ class JobQueue:
             "estimated_completion_ms": self.estimate_ms(model_id, ahead),
             "request_id": request.request_id,
         }
+
+    @contextmanager
+    def admission(self, model_id: str) -> Iterator[None]:
+        """One submission at a time per model from counting its waiting jobs to inserting the new one (a lock in
+        Redis), so that submissions at once never take the same free place in the queue."""
+        lock = self.redis.lock(f"mlxf:admission:{model_id}", timeout=ADMISSION_LOCK_SECONDS, sleep=0.01)
+        if not lock.acquire(blocking_timeout=ADMISSION_LOCK_SECONDS):
+            raise ApiError(
+                503, f"The queue of model '{model_id}' is too busy to take a job; try again", code="service_unavailable"
+            )
+        try:
+            yield
+        finally:
+            with suppress(LockError):
+                lock.release()
 
     def estimate_ms(self, model_id: str, ahead: int) -> int:
         """Jobs ahead plus this one, each taking the model's median latency (or a default before any)."""

@@ -123,6 +123,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\nservice logs kept in {workdir}")
 
 
+@pytest.fixture()
+def small_stack(stack: Stack, tmp_path: Path) -> Iterator[Stack]:
+    """A second, small stack to start services in: its own Redis once started (no persistence), the session's
+    Mongo server in a new database of its own."""
+    mongo = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + f"/mlxf_small_{uuid.uuid4().hex[:8]}"
+    small = Stack(tmp_path, {**stack.env, "MONGODB_URL": mongo})
+    try:
+        yield small
+    finally:
+        small.stop_all()
+
+
 @pytest.fixture(scope="session")
 def redis_client(stack: Stack) -> redis.Redis:
     return redis.Redis.from_url(stack.env["REDIS_URL"])

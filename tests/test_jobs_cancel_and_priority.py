@@ -1,13 +1,17 @@
-"""Cancelling queued and running jobs, priorities honoured on a busy model, and the per-model queue limit.
+"""Cancelling queued and running jobs, priorities honoured on a busy model, and the per-model queue limit (also
+against submissions at once).
 
 The running job is held between two tokens by the test (``hold``), so every step happens while it runs.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
 import requests
 
-from tests.conftest import CHAT_MODEL, ask, job_status, submit_job, wait_for_job
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, ask, job_status, submit_job, wait_for_job, worker_is_live
 from tests.stack import wait_until
 
 LONG = {"messages": ask("Count from 1 to 1000, one number per line."), "max_tokens": 40, "temperature": 0}
@@ -73,3 +77,28 @@ def test_high_priority_jobs_overtake_low_ones_and_a_full_queue_answers_429(jobs_
     order = sorted(finished, key=lambda job_id: finished[job_id]["completed_at"])
     # the first low job may already wait in the worker's second slot when the high one comes; the others cannot
     assert order.index(high) < order.index(lows[1]) and order.index(high) < order.index(lows[2]), order
+
+
+def test_submissions_at_once_never_overfill_the_queue(small_stack):
+    """Nothing consumes the model's queue (its worker stopped; the model stays registered): of 24 submissions at
+    once to a queue of three, three wait and 21 are 429, and no refused job is left behind. (Counted before
+    inserting, as the limit once was, some of 24 overshot it here.)"""
+    small_stack.start_redis()
+    worker = small_stack.start_worker(EMBEDDING_MODEL, "limit-worker")
+    client = redis.Redis.from_url(small_stack.env["REDIS_URL"])
+    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
+    worker.stop()
+    _web, base = small_stack.start_web("limit-web", {"JOB_QUEUE_LIMIT": "3"})
+    jobs_url = f"{base}/api/mcp"
+
+    def embed(n: int) -> requests.Response:
+        return submit_job(jobs_url, EMBEDDING_MODEL, "embed", {"input": f"at once {n}"})
+
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(embed, range(24)))
+    assert sorted(a.status_code for a in answers) == [202] * 3 + [429] * 21, [a.status_code for a in answers]
+    assert all(a.json()["error"]["code"] == "queue_full" for a in answers if a.status_code == 429)
+    waiting = {"model_id": EMBEDDING_MODEL, "status": "queued"}
+    listed = requests.get(f"{jobs_url}/jobs", params=waiting, timeout=10).json()
+    accepted = {a.json()["job_id"] for a in answers if a.status_code == 202}
+    assert {job["job_id"] for job in listed["jobs"]} == accepted and listed["total"] == 3

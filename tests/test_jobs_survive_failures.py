@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
-import pytest
 import redis
 import requests
 
@@ -22,7 +20,7 @@ from tests.conftest import (
     worker_is_live,
     worker_pid,
 )
-from tests.stack import Stack, wait_until
+from tests.stack import wait_until
 
 
 def test_a_job_whose_worker_is_killed_runs_again_and_completes(jobs_url, base_url, redis_client, receiver, hold):
@@ -58,20 +56,8 @@ def test_a_job_whose_worker_is_killed_runs_again_and_completes(jobs_url, base_ur
         unload_model(base_url, model_id, force=True)
 
 
-@pytest.fixture()
-def restartable_stack(stack: Stack, tmp_path: Path):
-    """A second, small stack with its own Redis (no persistence), sharing the Mongo server in its own database."""
-    workdir = tmp_path
-    mongo = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_restart"
-    small = Stack(workdir, {**stack.env, "MONGODB_URL": mongo})
-    try:
-        yield small
-    finally:
-        small.stop_all()
-
-
-def test_queued_jobs_survive_a_redis_restart(restartable_stack, receiver):
-    small = restartable_stack
+def test_queued_jobs_survive_a_redis_restart(small_stack, receiver):
+    small = small_stack
     redis_service = small.start_redis()
     port = int(small.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
     worker = small.start_worker(EMBEDDING_MODEL, "restart-worker")
