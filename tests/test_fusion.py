@@ -230,6 +230,33 @@ def test_template_injection_is_refused_by_the_sandbox(base_url, control_worker, 
     assert "sandbox" in run["execution_trace"][0]["error"] or "unsafe" in run["execution_trace"][0]["error"]
 
 
+@pytest.mark.parametrize("bomb", ["{{ 9**9**9 }}", "{{ 'x' * 10**9 }}", "{{ 'x' * 100000000 }}"])
+def test_templates_that_would_exhaust_the_worker_are_refused_at_compose(base_url, control_worker, bomb):
+    refused = compose(
+        base_url, f"bomb_{uuid.uuid4().hex[:6]}", [{"step_id": "boom", "type": "transform", "input": bomb}]
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "steps[0]" and "refused" in refused.json()["error"]["message"]
+
+
+def test_a_template_that_grows_from_its_input_fails_its_step_while_the_api_answers(base_url, control_worker):
+    name = f"grow_{uuid.uuid4().hex[:6]}"
+    steps = [{"step_id": "grow", "type": "transform", "input": "{{ input.text * input.times }}"}]
+    assert compose(base_url, name, steps).status_code == 201
+    run = orchestrate(base_url, name, {"text": "x", "times": 100_000_000})
+    assert run.status_code == 200, run.text
+    assert run.json()["status"] == "failed"
+    assert "refused" in run.json()["execution_trace"][0]["error"]
+    assert requests.get(f"{base_url}/health", timeout=5).status_code == 200
+    beyond_64_bits = requests.post(
+        f"{base_url}/api/fusion/orchestrate",
+        data=f'{{"workflow": "{name}", "input": {{"text": "x", "times": {10**30}}}}}',
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert beyond_64_bits.status_code == 400 and "64 bits" in beyond_64_bits.json()["error"]["message"]
+
+
 def test_a_failing_step_stops_what_depends_on_it(base_url, control_worker):
     name = f"failing_{uuid.uuid4().hex[:6]}"
     steps = [

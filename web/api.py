@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import flask
 from flask import current_app
 from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
-from webargs.flaskparser import FlaskParser
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
 
+from config.errors import ApiError
 from tasks.dispatch import Call, Dispatcher
 from web.schemas.errors import ErrorEnvelopeSchema
+
+MAX_INTEGER = 2**63 - 1
+
+
+def _integer(text: str) -> int:
+    """A JSON integer within 64 bits: MongoDB (and most JSON readers) hold no larger one, so a larger one is the
+    client's 400 here rather than a 500 at the first write."""
+    number = int(text)
+    if abs(number) > MAX_INTEGER:
+        raise ApiError(
+            400, f"The number {text[:24]}{'...' if len(text) > 24 else ''} is beyond 64 bits", code="invalid_value"
+        )
+    return number
 
 
 class OpenAIParser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req: flask.Request) -> Any:
+        if not is_json_request(req):
+            return core.missing
+        return json.loads(req.get_data(cache=True), parse_int=_integer)
 
 
 class Blueprint(SmorestBlueprint):

@@ -32,7 +32,7 @@ RETRY_LOST_SECONDS = 90.0
 SUMMARY_PROMPT = "Summarize the following text in at most {words} words. Keep the key facts.\n\n{text}"
 
 
-ENVIRONMENT.filters["numbered_sources"] = numbered_sources
+ENVIRONMENT.add_filter("numbered_sources", numbered_sources)
 
 
 class StepFailed(Exception):
