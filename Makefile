@@ -115,10 +115,13 @@ node: system-packages python-packages models
 	REDIS_URL="$(REDIS_URL)" MONGODB_URL="$(MONGODB_URL)" MAX_CONCURRENCY="$${MAX_CONCURRENCY-32}" \
 	$(BIN)/honcho -f Procfile.node start
 
+# Tests that drive a model in the test process itself run its matmuls through OpenBLAS, as the workers do.
+OPENBLAS := $(firstword $(wildcard /usr/lib/*/openblas-pthread/libopenblas.so.0))
+
 test: setup
 	@echo "[test] layer contracts (import-linter, pyproject.toml)"
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	LD_PRELOAD="$(OPENBLAS)" $(BIN)/python -m pytest
 
 # make bench BENCH_ARGS="overhead concurrency --quick": sections and options of `python -m bench --help`.
 bench: setup

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
 MODEL_KEY = "model"
@@ -48,8 +49,13 @@ class PromptCache:
         return CacheHit(cache, list(remaining), len(tokens) - len(remaining))
 
     def keep(self, tokens: list[int], cache: list[Any]) -> None:
-        """Remembers the cache of ``tokens`` (a finished request's prompt and answer)."""
+        """Remembers the cache of ``tokens`` (a finished request's prompt and answer).
+
+        A row taken out of a batch (``BatchKVCache.extract``) is a lazy slice of the whole batch's K/V buffers:
+        kept unevaluated, it would keep those alive, many times what ``nbytes`` counts. Evaluated, it holds only
+        its own row."""
         if self.enabled and tokens and cache:
+            mx.eval([layer.state for layer in cache])
             self.store.insert_cache(MODEL_KEY, list(tokens), cache)
 
     @property

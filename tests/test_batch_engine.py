@@ -6,10 +6,12 @@ the others are still generating, and nothing depends on how fast the machine is.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
+import mlx.core as mx
 import pytest
 
 from models.batch import BatchSession, Ticket
@@ -161,6 +163,25 @@ def test_answers_served_from_the_prompt_cache_are_the_answers_computed_cold(batc
         cold[1]["content"],
     ]
     assert [c["content"] for c in choices["choices"]] == [c["content"] for c in cold_choices["choices"]]
+
+
+def test_the_prompt_cache_holds_only_the_memory_it_counts(batch):
+    """Rows taken out of a full batch keep only their own K/V: 16 unique ~150-token conversations through the
+    8-row batch leave the active memory within what the prompt cache counts (unevaluated, each kept row held the
+    whole batch's buffers: several times as much)."""
+    filler = "Tell me about the weather in the mountains, the rivers, the valleys and the towns. " * 8
+    gc.collect()
+    before = mx.get_active_memory()
+    batch.prompt_cache = PromptCache(max_entries=64, max_bytes=10**10)
+    try:
+        run(batch, *(ticket(f"Conversation {i}. {filler}", max_tokens=4) for i in range(16)))
+        gc.collect()
+        held = mx.get_active_memory() - before
+        counted = batch.prompt_cache.nbytes
+    finally:
+        batch.prompt_cache = PromptCache(0, 0)
+    assert len(batch.running) == 0 and counted > 16 * 150 * 30 * 2 * 3 * 64 * 4  # 16 prompts of 150+ tokens' K/V
+    assert held <= counted + 16 * 2**20, f"{held / 2**20:.0f} MiB held for {counted / 2**20:.0f} MiB counted"
 
 
 def test_a_request_the_model_cannot_take_is_its_own_400_and_the_batch_goes_on(batch):
