@@ -1,6 +1,6 @@
 """Converts a llama-architecture GGUF file into an MLX model folder that ``mlx_lm.load`` reads.
 
-Three facts make the result answer correctly (see DESIGN.md): tensors renamed to
+Three facts make the result answer correctly: tensors renamed to
 mlx-lm's llama names, ``rope_traditional`` (GGUF keeps llama.cpp's interleaved
 Q/K rows), tied embeddings, and a tokenizer rebuilt from the GGUF metadata.
 """

@@ -1,6 +1,6 @@
 """The embedded vector store: one LanceDB table per collection in a local folder.
 
-Choices, from the figures in DESIGN.md ("RAG on these machines", 100,000 chunks x 384 dims): a search without a
+Choices, from figures measured on these machines (100,000 chunks x 384 dims): a search without a
 vector index is exact and takes about 150 ms at 100k rows (so about 75 ms at ``VECTOR_INDEX_MIN_ROWS`` = 50k);
 ``IVF_HNSW_SQ`` answers in 4-7 ms at recall@10 1.0 when queried with ``ef(100)`` and ``refine_factor(5)`` but
 takes about a minute to build, and ``IVF_PQ`` without refinement reached recall 0.37. So collections stay exact
