@@ -29,6 +29,10 @@ class Ranked:
     rerank_score: float | None = None
 
 
+MAX_CANDIDATES = 10_000
+"""The most candidates one query looks at while ``keep`` (chunks of ready documents) drops what it fetched."""
+
+
 def candidates_for(top_k: int) -> int:
     return max(MIN_CANDIDATES, 4 * top_k)
 
@@ -60,18 +64,27 @@ def retrieve(
 ) -> list[Ranked]:
     """The ``top_k`` best chunks for ``query`` (embedded as ``vector``), best first.
 
-    ``keep`` filters candidates before the cut (the service keeps chunks of ready documents only); chunks
-    below ``threshold`` cosine similarity are dropped in every mode.
+    ``keep`` filters candidates before the cut (the service keeps chunks of ready documents only); when it
+    leaves too few, more candidates are fetched (four times as many each round) until enough are kept, the
+    collection has no more, or ``MAX_CANDIDATES`` were looked at. Chunks below ``threshold`` cosine similarity
+    are dropped in every mode.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
-    wanted = candidates_for(top_k) if (mode == "hybrid" or rerank is not None) else top_k
-    hits = store.search(collection, vector, top_k=wanted, threshold=threshold, filters=filters)
-    if mode == "hybrid":
-        words = store.search_text(collection, query, top_k=wanted, filters=filters, vector=vector)
-        hits = fuse(hits, [hit for hit in words if threshold is None or hit.score >= threshold])
-    if keep is not None:
-        hits = keep(hits)
+    needed = candidates_for(top_k) if (mode == "hybrid" or rerank is not None) else top_k
+    wanted = needed
+    while True:
+        hits = store.search(collection, vector, top_k=wanted, threshold=threshold, filters=filters)
+        exhausted = len(hits) < wanted
+        if mode == "hybrid":
+            words = store.search_text(collection, query, top_k=wanted, filters=filters, vector=vector)
+            exhausted = exhausted and len(words) < wanted
+            hits = fuse(hits, [hit for hit in words if threshold is None or hit.score >= threshold])
+        if keep is not None:
+            hits = keep(hits)
+        if keep is None or len(hits) >= needed or exhausted or wanted >= MAX_CANDIDATES:
+            break
+        wanted = min(4 * wanted, MAX_CANDIDATES)
     if rerank is None:
         return [Ranked(hit) for hit in hits[:top_k]]
     scores = rerank(query, [hit.text for hit in hits]) if hits else []

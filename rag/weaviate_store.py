@@ -185,9 +185,18 @@ class WeaviateStore:
         self._collection(collection)
 
     def delete_document(self, collection: str, document_id: str) -> int:
+        """Deletes every chunk of the document: one ``delete_many`` removes at most the server's
+        ``QUERY_MAXIMUM_RESULTS`` objects, so it is called until none matches."""
         handle = self._collection(collection)
-        result = handle.data.delete_many(where=Filter.by_property("document_id").equal(document_id))
-        return int(result.successful)
+        where = Filter.by_property("document_id").equal(document_id)
+        deleted = 0
+        while True:
+            result = handle.data.delete_many(where=where)
+            deleted += int(result.successful)
+            if not result.matches:
+                return deleted
+            if not result.successful:
+                raise RuntimeError(f"Weaviate deleted none of the {result.matches} chunks of {document_id}")
 
     def drop_collection(self, name: str) -> int:
         class_name = _class_name(name)

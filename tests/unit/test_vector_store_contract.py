@@ -275,3 +275,49 @@ def test_make_store_chooses_by_settings(tmp_path):
     )
     assert isinstance(remote, WeaviateStore) and remote._client is None
     assert (remote.host, remote.port, remote.secure, remote.grpc_port) == ("weaviate.internal", 8443, True, 443)
+
+
+def test_a_document_larger_than_one_delete_call_is_deleted_whole(store, collection):
+    """Weaviate's ``delete_many`` removes at most ``QUERY_MAXIMUM_RESULTS`` (10,000 by default) per call."""
+    store.ensure_collection(collection, DIMENSION)
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(10_050, DIMENSION))
+    big = [
+        ChunkRecord(f"big_chunk_{i}", unit(v).tolist(), f"chunk {i}", "big", "big.txt", None, i, {})
+        for i, v in enumerate(vectors)
+    ]
+    assert store.upsert(collection, big) == len(big)
+    assert store.delete_document(collection, "big") == len(big)
+    assert store.count(collection, document_id="big") == 0
+
+
+def test_a_query_fetches_past_chunks_it_may_not_use_until_it_has_top_k(store, collection):
+    """Chunks of a document still being ingested are nearer the query than the ready ones: the query looks
+    further instead of answering with none."""
+    from rag.retrieval import retrieve
+
+    store.ensure_collection(collection, DIMENSION)
+    query = unit(np.ones(DIMENSION))
+    rng = np.random.default_rng(5)
+    pending = [
+        ChunkRecord(
+            f"pending_{i}", unit(query + 0.05 * rng.normal(size=DIMENSION)).tolist(), "p", "pending", "p", None, i, {}
+        )
+        for i in range(200)
+    ]
+    ready = [
+        ChunkRecord(
+            f"ready_{i}", unit(query + 0.8 * rng.normal(size=DIMENSION)).tolist(), "r", "ready", "r", None, i, {}
+        )
+        for i in range(5)
+    ]
+    store.upsert(collection, pending + ready)
+
+    def ready_only(hits):
+        return [hit for hit in hits if hit.document_id == "ready"]
+
+    for mode in ("vector", "hybrid"):
+        found = retrieve(store, collection, "r", query.tolist(), top_k=3, mode=mode, keep=ready_only)
+        assert [item.hit.document_id for item in found] == ["ready"] * 3, mode
+    everything = retrieve(store, collection, "r", query.tolist(), top_k=10, keep=ready_only)
+    assert len(everything) == 5  # the collection is exhausted: all five ready chunks, no more rounds
