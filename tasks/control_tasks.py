@@ -28,7 +28,7 @@ def _reconciler() -> Reconciler:
 
 @shared_task(name=FAN_OUT_TASK, acks_late=True, ignore_result=True)
 def fan_out(job_id: str, event_id: str) -> None:
-    for delivery_id in webhooks.fan_out(job_id, event_id, _settings().delivery_body_max_bytes):
+    for delivery_id in webhooks.fan_out(job_id, event_id, _settings()):
         deliver.apply_async(args=[delivery_id, 1], queue="webhooks")
 
 

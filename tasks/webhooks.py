@@ -188,10 +188,10 @@ def event_payload(job: job_store.Job, entry: dict[str, Any], max_bytes: int) -> 
     return body
 
 
-def fan_out(job_id: str, event_id: str, max_bytes: int) -> list[str]:
-    """Creates a pending delivery of a stored job event per subscribed webhook and for the job's callback URL,
-    then marks the event fanned out. Returns the ids of the deliveries created now (none when the event was
-    already fanned out, or is unknown).
+def fan_out(job_id: str, event_id: str, settings: Settings) -> list[str]:
+    """Creates a pending delivery of a stored job event per subscribed webhook and for the job's callback URL
+    (signed with the job's ``callback_secret``, else ``CALLBACK_SECRET``), then marks the event fanned out.
+    Returns the ids of the deliveries created now (none when the event was already fanned out, or is unknown).
     """
     job = job_store.get(job_id)
     entry = job_store.outbox_entry(job, event_id) if job is not None else None
@@ -201,8 +201,8 @@ def fan_out(job_id: str, event_id: str, max_bytes: int) -> list[str]:
     event = entry["event"]
     targets = [(w.webhook_id, w.url, w.secret) for w in Webhook.objects(status="active", events=event)]
     if job.callback_url:
-        targets.append((CALLBACK, job.callback_url, job.callback_secret or ""))
-    body = event_payload(job, entry, max_bytes) if targets else ""
+        targets.append((CALLBACK, job.callback_url, job.callback_secret or settings.callback_secret))
+    body = event_payload(job, entry, settings.delivery_body_max_bytes) if targets else ""
     created = []
     moment = now()
     for webhook_id, url, secret in targets:

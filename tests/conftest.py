@@ -36,6 +36,8 @@ BASH_PDF = DOCUMENTS / "bash-doc" / "usr" / "share" / "doc" / "bash" / "bash.pdf
 PYTHON_HTML = DOCUMENTS / "python3.11-doc" / "usr" / "share" / "doc" / "python3.11" / "html"
 
 
+SESSION_CALLBACK_SECRET = "session-callback-secret"
+"""Signs the callbacks of jobs that bring no ``callback_secret`` (``CALLBACK_SECRET``)."""
 ON_DEMAND_MODEL = "test/on-demand-chat"
 ON_DEMAND_NODES_MODEL = "nodes/on-demand-chat"
 ON_DEMAND_IDLE_SECONDS = 4
@@ -64,6 +66,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
         "WEBHOOK_RETRY_BASE_SECONDS": "0.5",
         "WEBHOOK_MAX_ATTEMPTS": "5",
+        "CALLBACK_SECRET": SESSION_CALLBACK_SECRET,
         "JOB_RECONCILE_SECONDS": "1",
         "JOB_LOST_GRACE_SECONDS": "3",
         # Tests hold a generation between tokens with a Redis key (see ``hold``), never by betting on its length.
