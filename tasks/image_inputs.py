@@ -4,8 +4,9 @@
 Data URLs are decoded; http(s) URLs are fetched here, before the request is
 queued, within limits: public addresses only (unless ``IMAGE_URL_ALLOWED_NETWORKS``
 says otherwise, checked again on the connected socket), no redirects to
-anywhere unchecked, a time limit and a size limit. A URL that breaks a limit is
-the client's 400 naming the part, never a fetch the worker has to wait for.
+anywhere unchecked, one time limit for the whole fetch (name lookup, connection,
+every byte) and a size limit. A URL that breaks a limit is the client's 400
+naming the part, never a fetch the worker has to wait for.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from config.errors import ApiError
 from config.settings import Settings
@@ -24,6 +28,9 @@ from tasks.urls import UnsafeUrl, check_url, guarded_session
 
 MAX_REDIRECTS = 3
 CHUNK_BYTES = 64 * 1024
+FETCHES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="image-fetch")
+"""Fetches run here so that the caller waits for one deadline: a name lookup has no timeout of its own, and a
+server may drip its bytes within every socket timeout. A fetch given up on ends at its next read."""
 
 
 def has_images(messages: list[dict[str, Any]]) -> bool:
@@ -50,10 +57,19 @@ def _data_url(url: str, where: str, limit: int) -> bytes:
 
 
 def _fetch(url: str, where: str, settings: Settings) -> bytes:
-    """GETs ``url`` (and its redirects, each checked) within the size and time limits."""
+    """GETs ``url`` (and its redirects, each checked) within the size limit and one deadline for all of it."""
+    seconds = settings.image_fetch_timeout_seconds
+    fetch = FETCHES.submit(_fetch_by, url, where, settings, time.monotonic() + seconds)
+    try:
+        return fetch.result(timeout=seconds)
+    except FutureTimeout:
+        fetch.cancel()
+        raise _refuse(where, f"fetching the image took over {seconds:g}s") from None
+
+
+def _fetch_by(url: str, where: str, settings: Settings, deadline: float) -> bytes:
     networks = settings.image_url_networks
     limit = settings.image_max_bytes
-    deadline = time.monotonic() + settings.image_fetch_timeout_seconds
     with guarded_session(networks) as session:
         for _hop in range(MAX_REDIRECTS + 1):
             try:
@@ -74,20 +90,21 @@ def _fetch(url: str, where: str, settings: Settings) -> bytes:
                 declared = int(response.headers.get("content-length") or 0)
                 if declared > limit:
                     raise _refuse(where, f"the image is over the {limit} bytes allowed", code="image_too_large")
-                return _body(response, where, limit, deadline, settings.image_fetch_timeout_seconds)
+                return _body(response, where, limit, deadline)
     raise _refuse(where, f"more than {MAX_REDIRECTS} redirects")
 
 
-def _body(response: requests.Response, where: str, limit: int, deadline: float, seconds: float) -> bytes:
+def _body(response: requests.Response, where: str, limit: int, deadline: float) -> bytes:
+    """The body, read as it arrives (``read1``: whatever bytes are there, not a full chunk) until the deadline."""
     body = bytearray()
     try:
-        for chunk in response.iter_content(CHUNK_BYTES):
+        while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
             body.extend(chunk)
             if len(body) > limit:
                 raise _refuse(where, f"the image is over the {limit} bytes allowed", code="image_too_large")
             if time.monotonic() > deadline:
-                raise _refuse(where, f"fetching the image took over {seconds:g}s")
-    except requests.RequestException as exc:
+                raise _refuse(where, "fetching the image took too long")
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise _refuse(where, f"the image could not be fetched: {type(exc).__name__}") from None
     return bytes(body)
 

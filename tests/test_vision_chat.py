@@ -21,7 +21,7 @@ import openai
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import CHAT_MODEL, VISION_MODEL
+from tests.conftest import CHAT_MODEL, VISION_MODEL, submit_job, wait_for_job
 
 
 def png(color: str, size: tuple[int, int] = (96, 72)) -> bytes:
@@ -50,6 +50,7 @@ def greedy(client: openai.OpenAI, messages: list[dict], **extra):
 def image_server() -> Iterator[str]:
     """A loopback HTTP server: /red.png, /big.png (over the test stack's 1 MB limit), /away (a redirect to a
     private address), /slow (sends its first bytes, then nothing for longer than the stack's 2 s fetch limit),
+    /drip (sends a byte every 50 ms for 40 s: every read is within a socket timeout, the whole is not),
     /missing (404)."""
     red, big = png("red"), b"\x89PNG" + b"\0" * 1_200_000
 
@@ -62,6 +63,15 @@ def image_server() -> Iterator[str]:
                 self.wfile.write(red[:64])
                 self.wfile.flush()
                 time.sleep(4)
+                return
+            if self.path == "/drip":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+                for byte in range(800):
+                    self.wfile.write(bytes([byte % 256]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
                 return
             if self.path == "/away":
                 self.send_response(302)
@@ -122,6 +132,25 @@ def test_image_urls_outside_the_limits_are_400(client, image_server, path, code)
     with pytest.raises(openai.BadRequestError) as caught:
         greedy(client, look(f"{image_server}{path}"))
     assert caught.value.body["code"] == code and caught.value.body["param"] == "messages"
+
+
+def test_an_image_that_drips_in_is_refused_at_the_fetch_deadline(client, image_server):
+    """The stack's fetch limit is 2 s for the whole image; a server that drips bytes within every socket timeout
+    held the request until it closed (40 s here)."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        greedy(client.with_options(timeout=15), look(f"{image_server}/drip"))
+    assert caught.value.body["code"] == "invalid_image_url" and "took" in caught.value.body["message"]
+
+
+def test_a_chat_job_with_images_gets_the_interactive_answer(client, jobs_url, image_server):
+    for url in (data_url(png("red")), f"{image_server}/red.png"):
+        submitted = submit_job(
+            jobs_url, VISION_MODEL, "chat", {"messages": look(url), "max_tokens": 8, "temperature": 0}
+        )
+        assert submitted.status_code == 202, submitted.text
+        job = wait_for_job(jobs_url, submitted.json()["job_id"])
+        assert job["status"] == "completed", job
+        assert job["result"]["content"] == greedy(client, look(url)).choices[0].message.content
 
 
 def test_private_addresses_are_never_fetched(client):

@@ -116,6 +116,7 @@ class VisionHandler:
         if stops.matched:
             choice["stop_sequence"] = stops.matched
         return {
+            "content": stops.text,
             "choices": [choice],
             "finish_reason": finish,
             "usage": {
