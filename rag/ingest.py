@@ -10,7 +10,7 @@ from typing import Any
 
 from rag.chunking import Chunk, chunk_document
 from rag.extract import Document, extract
-from rag.store import ChunkRecord
+from rag.vectors import ChunkRecord
 
 SPECIAL_TOKENS = 2
 """[CLS] and [SEP]: what a BERT-family embedding model adds to every chunk."""

@@ -22,7 +22,7 @@ import lancedb
 import pyarrow as pa
 from lancedb.index import FTS, BTree, IvfHnswSq, LabelList
 
-from rag.store import (
+from rag.vectors import (
     ChunkRecord,
     CollectionNotFound,
     Hit,

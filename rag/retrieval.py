@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from rag.store import Hit, Scalar, VectorStore
+from rag.vectors import Hit, Scalar, VectorStore
 
 MODES = ("vector", "hybrid")
 RRF_K = 60

@@ -19,7 +19,7 @@ from weaviate.classes.query import Filter, MetadataQuery
 from weaviate.collections import Collection
 from weaviate.util import generate_uuid5
 
-from rag.store import (
+from rag.vectors import (
     ChunkRecord,
     CollectionNotFound,
     Hit,

@@ -26,7 +26,8 @@ from rag.extract import ExtractionError
 from rag.ingest import Prepared, max_chunk_tokens, prepare
 from rag.ingest import records as chunk_records
 from rag.retrieval import retrieve
-from rag.store import CollectionNotFound, Hit, VectorStore, make_store
+from rag.store import make_store
+from rag.vectors import CollectionNotFound, Hit, VectorStore
 from tasks.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)

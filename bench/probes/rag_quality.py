@@ -56,7 +56,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     from rag.ingest import max_chunk_tokens, prepare, records
     from rag.lancedb_store import LanceDBStore
     from rag.retrieval import retrieve
-    from rag.store import Hit
+    from rag.vectors import Hit
 
     model_dir = Path(spec["model_dir"])
     top_k, pool_size = spec["top_k"], spec["rerank_candidates"]

@@ -236,7 +236,7 @@ def ingest(
 ) -> list[dict[str, Any]]:
     """Rows ``[start, end)`` upserted one document at a time; per upsert its rows, seconds and index upkeep."""
     from rag.ingest import chunk_id
-    from rag.store import ChunkRecord
+    from rag.vectors import ChunkRecord
 
     upserts = []
     logged = start

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from rag.store import ChunkRecord, CollectionNotFound, VectorStore
+from rag.vectors import ChunkRecord, CollectionNotFound, VectorStore
 
 DIMENSION = 16
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]

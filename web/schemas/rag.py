@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from rag.retrieval import MODES
-from rag.store import COLLECTION_NAME
+from rag.vectors import COLLECTION_NAME
 from web.schemas.chat import SamplingSchema, generation_payload
 
 MAX_TOP_K = 50
