@@ -13,12 +13,13 @@ PACKAGES_STAMP := $(STAMPS)/packages-$(MLX_BACKEND)-$(shell cat pyproject.toml M
 NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
 PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control models flower
 
-.PHONY: help setup system-packages python-packages models documents run node test bench lint clean
+.PHONY: help setup system-packages python-packages models documents run node test test-fast bench lint clean
 
 help:
 	@echo "make run    set up what is missing, then start the local stack (API on :8000)"
 	@echo "make node   on another machine: set up, then serve models for the first one's Redis and MongoDB"
 	@echo "make test   set up what is missing, then run the whole test suite"
+	@echo "make test-fast   the layer contracts and the unit and contract tests: no model runs, no server starts"
 	@echo "make lint   ruff"
 
 setup: system-packages python-packages models documents
@@ -122,6 +123,11 @@ test: setup
 	@echo "[test] layer contracts (import-linter, pyproject.toml)"
 	$(BIN)/lint-imports
 	LD_PRELOAD="$(OPENBLAS)" $(BIN)/python -m pytest
+
+# Under a minute: tests/unit reads the prepared tokenizers and documents from set-up, starts no service.
+test-fast: setup
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest tests/unit -q
 
 # make bench BENCH_ARGS="overhead concurrency --quick": sections and options of `python -m bench --help`.
 bench: setup

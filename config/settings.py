@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     prompt_cache_gb: float = 1.0
     prefill_step_size: int = 512
     """Prompt tokens computed per batch step: a long prompt joins in chunks instead of stalling the others."""
-    engine_test_holds: bool = False
-    """Tests only: the engine waits between tokens while the Redis key ``mlxf:hold:<request id>`` exists."""
+    worker_plugins: str = ""
+    """Modules, comma-separated, that each model worker imports at start and whose ``install(runtime)`` it calls:
+    a plug-in may add engine checkpoint hooks (the test session holds generations with ``tests.holds``)."""
     openblas_library: str = ""
     """Path of OpenBLAS to preload into model workers on Linux; empty means look in the usual places."""
 
@@ -285,6 +286,10 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def worker_plugin_modules(self) -> list[str]:
+        return [name.strip() for name in self.worker_plugins.split(",") if name.strip()]
 
     @property
     def webhook_networks(self) -> list[str]:

@@ -36,9 +36,12 @@ class Work:
     emit: Emit
     cancelled: Cancelled
     request_id: str
-    pause: Callable[[], None] | None = None
-    """Called at every checkpoint between two tokens before the cancel check (tests hold a generation with it)."""
     future: Future = field(default_factory=Future)
+
+
+CheckpointHook = Callable[[str, Cancelled], None]
+"""Called with a request's id and its cancel check at every checkpoint between two tokens (a plug-in point:
+none in production; the test session's plug-in holds a generation with one)."""
 
 
 class Engine:
@@ -58,6 +61,7 @@ class Engine:
         self.batch_active = 0
         self.batch_peak = 0
         """The most requests the batch has held at once."""
+        self.checkpoint_hooks: list[CheckpointHook] = []
         self.solo_served = 0
         self.last_progress = time.monotonic()
         """When the engine last made progress: took up work, or reached a checkpoint between two tokens."""
@@ -105,11 +109,10 @@ class Engine:
         cancelled: Cancelled,
         request_id: str = "-",
         priority: int = 0,
-        pause: Callable[[], None] | None = None,
     ) -> Future:
         """Queues work for the engine thread; lower ``priority`` runs first."""
         assert self.handler is not None, "engine not started"
-        work = Work(operation, payload, emit, cancelled, request_id, pause)
+        work = Work(operation, payload, emit, cancelled, request_id)
         if not self.active and not self.queued:
             self.last_progress = time.monotonic()  # an idle engine has made no progress since: it had nothing to do
         self._inbox.put((priority, next(self._arrivals), work))
@@ -197,12 +200,12 @@ class Engine:
         return emit
 
     def _checkpoint(self, work: Work) -> Cancelled:
-        """What runs between two tokens: progress, the test hold if any, then the cancel check."""
+        """What runs between two tokens: progress, the checkpoint hooks if any, then the cancel check."""
 
         def checkpoint() -> bool:
             self.last_progress = time.monotonic()
-            if work.pause is not None:
-                work.pause()
+            for hook in self.checkpoint_hooks:
+                hook(work.request_id, work.cancelled)
             return work.cancelled()
 
         return checkpoint

@@ -8,6 +8,7 @@ process exits non-zero.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     client = connect_redis(settings)
     runtime = Runtime(settings, model_id, model_type, hostname, engine, client, batch_size)
     install(runtime)
+    for plugin in settings.worker_plugin_modules:
+        importlib.import_module(plugin).install(runtime)
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)
     wake, stop = threading.Event(), threading.Event()
     engine.on_change = wake.set

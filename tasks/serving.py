@@ -24,13 +24,11 @@ from config.model_types import operations_of
 from config.settings import Settings
 from models.engine import Engine, RequestCancelled
 from models.stats import ModelStats
-from tasks.holds import held_key, hold_key
+from tasks.image_inputs import has_images, with_images
 from tasks.progress import JobProgress
 from tasks.replies import ReplyChannel
 
 log = logging.getLogger(__name__)
-
-HOLD_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -118,23 +116,6 @@ def _cancel_check(cancelled: Callable[[], bool], abandoned: threading.Event) -> 
     return lambda: abandoned.is_set() or cancelled()
 
 
-def _test_hold(runtime: Runtime, request_id: str, stop: Callable[[], bool]) -> Callable[[], None] | None:
-    """With ``ENGINE_TEST_HOLDS`` on, a pause that waits while the request's hold key exists (and it is not
-    cancelled), so that a test keeps a generation running between two tokens for as long as it needs."""
-    if not runtime.settings.engine_test_holds:
-        return None
-
-    def pause() -> None:
-        marked = False
-        while runtime.redis.exists(hold_key(request_id)) and not stop():
-            if not marked:
-                runtime.redis.set(held_key(request_id), "1", ex=600)
-                marked = True
-            time.sleep(HOLD_POLL_SECONDS)
-
-    return pause
-
-
 def _wait(future: Any, seconds: float, abandoned: threading.Event, what: str) -> dict[str, Any]:
     try:
         return future.result(timeout=seconds)
@@ -157,9 +138,7 @@ def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], req
         _check_operation(runtime, operation, "model")
         stop = _cancel_check(channel.cancelled, abandoned)
         first_token = FirstToken(channel.publish, started)
-        future = runtime.engine.submit(
-            operation, payload, first_token.emit, stop, request_id, pause=_test_hold(runtime, request_id, stop)
-        )
+        future = runtime.engine.submit(operation, payload, first_token.emit, stop, request_id)
         result = _wait(future, runtime.settings.request_timeout_seconds, abandoned, "request")
     except RequestCancelled:
         log.info("%s %s cancelled before it started", operation, task_id)
@@ -190,6 +169,9 @@ def serve_job(
     """
     runtime = current()
     _check_operation(runtime, operation, "operation")
+    if operation == "chat" and has_images(payload.get("messages") or []):
+        # An interactive request's images are fetched by the web process before it is queued; a job's only here.
+        payload = {**payload, "messages": with_images(payload["messages"], runtime.settings)}
     cancel = ReplyChannel(runtime.redis, job_id, runtime.settings.stream_maxlen, runtime.settings.stream_ttl_seconds)
     progress = JobProgress(runtime.redis, job_id, payload.get("max_tokens"))
     abandoned = threading.Event()
@@ -205,7 +187,6 @@ def serve_job(
             stop,
             request_id,
             priority,
-            pause=_test_hold(runtime, request_id, stop),
         )
         result = _wait(future, runtime.settings.job_timeout_seconds, abandoned, "job")
     except RequestCancelled:

@@ -19,6 +19,7 @@ import pytest
 import redis
 import requests
 
+from tests.holds import held_key, hold_key
 from tests.receiver import Receiver
 from tests.stack import ROOT, Service, Stack, catalog_with_on_demand, wait_until
 
@@ -70,7 +71,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         "JOB_RECONCILE_SECONDS": "1",
         "JOB_LOST_GRACE_SECONDS": "3",
         # Tests hold a generation between tokens with a Redis key (see ``hold``), never by betting on its length.
-        "ENGINE_TEST_HOLDS": "true",
+        "WORKER_PLUGINS": "tests.holds",
         "VECTOR_DIR": str(workdir / "vectors"),
         "RAG_MAX_FILE_BYTES": "2000000",
         # Vision tests fetch image URLs from a server on loopback; other private addresses stay refused.
@@ -242,14 +243,12 @@ def submit_job(
 class Hold:
     """Holds the generation of one request (by its request ID) between two tokens until released.
 
-    The workers of the test session run with ``ENGINE_TEST_HOLDS=true``: while the key exists, the engine
-    waits at its next checkpoint (after the first token), still answering cancellation. So a test keeps a
+    The workers of the test session load the ``tests.holds`` plug-in (``WORKER_PLUGINS``): while the key exists,
+    the engine waits at its next checkpoint (after the first token), still answering cancellation. So a test keeps a
     request running for exactly as long as it needs, on any machine.
     """
 
     def __init__(self, client: redis.Redis, name: str) -> None:
-        from tasks.holds import held_key, hold_key
-
         self.client = client
         self.request_id = f"{name}-{uuid.uuid4().hex[:8]}"
         self._hold, self._held = hold_key(self.request_id), held_key(self.request_id)

@@ -14,7 +14,6 @@ import pytest
 import requests
 from PIL import Image
 
-from tasks.holds import held_key, hold_key
 from tests.conftest import (
     CHAT_MODEL,
     CHAT_MODEL_DIR,
@@ -27,6 +26,7 @@ from tests.conftest import (
     worker_is_live,
     worker_pid,
 )
+from tests.holds import held_key, hold_key
 from tests.stack import wait_until
 
 FACT = (

@@ -9,8 +9,8 @@ import uuid
 import pytest
 import requests
 
-from tasks.holds import held_key, hold_key
 from tests.conftest import BASH_PDF, CHAT_MODEL, EMBEDDING_MODEL, PYTHON_HTML, submit_job, wait_for_job
+from tests.holds import held_key, hold_key
 from tests.stack import wait_until
 
 SHORT = {"max_tokens": 8, "temperature": 0}

@@ -18,8 +18,8 @@ import redis
 import requests
 
 from rag.lancedb_store import LanceDBStore
-from tasks.holds import held_key, hold_key
 from tests.conftest import EMBEDDING_MODEL, worker_is_live
+from tests.holds import held_key, hold_key
 from tests.stack import Stack, wait_until
 
 FIRST = ("granite.txt", b"Granite is a coarse-grained igneous rock made mostly of quartz and feldspar.\n")

@@ -17,7 +17,7 @@ def test_defaults_when_the_mapping_is_empty(monkeypatch):
     assert settings.redis_url == "redis://127.0.0.1:6380/0"
     assert settings.data_dir == Path(".data")
     assert settings.models_file == Path(settings_module.__file__).with_name("models.json")
-    assert settings.mlx_warmup is True and settings.engine_test_holds is False
+    assert settings.mlx_warmup is True and settings.worker_plugin_modules == []
     assert settings.model_memory_budget_gb == 0.0
     assert settings.model_roots == "" and settings.webhook_allowed_networks == ""
     assert settings.models_dir == Path(".data/models")
