@@ -44,7 +44,7 @@ def chunk_id(document_id: str, index: int) -> str:
     return f"{document_id}_chunk_{index}"
 
 
-def records(
+def chunk_records(
     document_id: str,
     prepared: Prepared,
     vectors: Sequence[Sequence[float]],

@@ -2,7 +2,7 @@
 
 The vector store lives where the ``rag`` queue is consumed; embeddings are
 computed on the embedding model's own queue (``Dispatcher``), in batches.
-MongoDB holds the collection and document records (``rag.records``), whose
+MongoDB holds the collection and document records (``rag.document_store``), whose
 statuses and leases keep records and vectors consistent.
 """
 
@@ -19,12 +19,11 @@ from config.errors import ApiError
 from config.settings import Settings
 from models import registry
 from models.handlers.base import RequestCancelled
-from rag import records
+from rag import document_store
 from rag.answer import messages, query_metadata
 from rag.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, validate_chunking
 from rag.extract import ExtractionError
-from rag.ingest import Prepared, max_chunk_tokens, prepare
-from rag.ingest import records as chunk_records
+from rag.ingest import Prepared, chunk_records, max_chunk_tokens, prepare
 from rag.retrieval import retrieve
 from rag.store import make_store
 from rag.vectors import CollectionNotFound, Hit, VectorStore
@@ -82,13 +81,13 @@ class RagService:
             raise ApiError(404, f"Model '{request.embedding_model}' not found", code="model_not_found")
         chunk_size, overlap = self._chunking(request, model.path, model.context_length)
         prepared = [self._prepare(name, data, model.path, chunk_size, overlap) for name, data in request.files]
-        existed = records.get_collection(request.collection) is not None
+        existed = document_store.get_collection(request.collection) is not None
         added: list[str] = []
         results: list[dict[str, Any]] = []
         embedding_ms = 0.0
         try:
             for number, item in enumerate(prepared, start=1):
-                duplicate = records.existing_document(request.collection, item.document.content_hash)
+                duplicate = document_store.existing_document(request.collection, item.document.content_hash)
                 if duplicate is not None and duplicate.status == "ready":
                     results.append({"document_id": duplicate.document_id, "chunks": 0, "duplicate": True})
                     continue
@@ -103,7 +102,9 @@ class RagService:
             if any(not result.get("duplicate") for result in results):
                 self.store.settle(request.collection)
             for result in results:
-                if not result.get("duplicate") and not records.finish_document(result["document_id"], result["chunks"]):
+                if not result.get("duplicate") and not document_store.finish_document(
+                    result["document_id"], result["chunks"]
+                ):
                     raise ApiError(
                         409,
                         f"Collection '{request.collection}' was deleted during this ingest",
@@ -207,12 +208,12 @@ class RagService:
         metadata = dict(request.metadata or {})
         dimension = len(vectors[0])
         try:
-            records.open_collection(
+            document_store.open_collection(
                 request.collection, request.embedding_model, dimension, chunk_size, overlap, metadata
             )
         except ValueError as exc:
             raise ApiError(400, str(exc), code="invalid_value", param="collection") from None
-        document = records.begin_document(
+        document = document_store.begin_document(
             request.collection,
             item.document.filename,
             item.document.content_hash,
@@ -224,7 +225,7 @@ class RagService:
             metadata=metadata,
         )
         if document is None:
-            existing = records.existing_document(request.collection, item.document.content_hash)
+            existing = document_store.existing_document(request.collection, item.document.content_hash)
             return {"document_id": existing.document_id if existing else None, "chunks": 0, "duplicate": True}
         working.append(document.document_id)
         added.append(document.document_id)
@@ -236,11 +237,11 @@ class RagService:
         for document_id in document_ids:
             try:
                 self._remove_chunks(collection, document_id)
-                records.remove_document(document_id)
+                document_store.remove_document(document_id)
             except Exception:  # noqa: BLE001 - left ingesting, its lease runs out and the sweep removes it
                 log.exception("could not undo document %s of a failed ingest", document_id)
         if drop_empty:
-            records.forget_if_empty(collection)
+            document_store.forget_if_empty(collection)
 
     def _remove_chunks(self, collection: str, document_id: str) -> int:
         try:
@@ -253,9 +254,9 @@ class RagService:
     def retrieve(self, query: dict[str, Any], request_id: str) -> dict[str, Any]:
         started = time.perf_counter()
         name = query["collection"]
-        collection = records.get_collection(name)
+        collection = document_store.get_collection(name)
         if collection is None:
-            raise records.collection_not_found(name)
+            raise document_store.collection_not_found(name)
         model = query.get("embedding_model") or collection.embedding_model
         if model != collection.embedding_model:
             raise ApiError(
@@ -333,9 +334,9 @@ class RagService:
     # -- deletion -------------------------------------------------------------------------------------------
 
     def delete_document(self, collection: str, document_id: str, working: list[str]) -> dict[str, Any]:
-        if records.get_collection(collection) is None:
-            raise records.collection_not_found(collection)
-        document = records.start_delete(collection, document_id, self.settings.rag_lease_seconds)
+        if document_store.get_collection(collection) is None:
+            raise document_store.collection_not_found(collection)
+        document = document_store.start_delete(collection, document_id, self.settings.rag_lease_seconds)
         if document is None:
             raise ApiError(
                 404,
@@ -345,16 +346,16 @@ class RagService:
             )
         working.append(document_id)
         deleted = self._remove_chunks(collection, document_id)
-        records.remove_document(document_id)
+        document_store.remove_document(document_id)
         working.clear()
         return {"collection": collection, "document_id": document_id, "chunks_deleted": deleted, "status": "deleted"}
 
     def drop_collection(self, name: str) -> dict[str, Any]:
-        documents, chunks = records.counts(name)
-        if records.start_drop(name, self.settings.rag_lease_seconds) is None:
-            raise records.collection_not_found(name)
+        documents, chunks = document_store.counts(name)
+        if document_store.start_drop(name, self.settings.rag_lease_seconds) is None:
+            raise document_store.collection_not_found(name)
         self._drop_store(name)
-        records.finish_drop(name)
+        document_store.finish_drop(name)
         return {"collection": name, "documents_deleted": documents, "chunks_deleted": chunks, "status": "deleted"}
 
     def _drop_store(self, name: str) -> int:
@@ -368,21 +369,21 @@ class RagService:
     def sweep(self) -> dict[str, int]:
         """Undoes ingests and finishes deletes whose process died (their leases ran out)."""
         counts = {"undone": 0, "deleted": 0, "dropped": 0}
-        for document in records.expired_documents():
+        for document in document_store.expired_documents():
             self._remove_chunks(document.collection, document.document_id)
-            records.remove_document(document.document_id)
+            document_store.remove_document(document.document_id)
             counts["undone" if document.status == "ingesting" else "deleted"] += 1
             log.info("rag sweep: %s document %s (%s)", document.status, document.document_id, document.filename)
-        for collection in records.expired_drops():
+        for collection in document_store.expired_drops():
             self._drop_store(collection.name)
-            records.finish_drop(collection.name)
+            document_store.finish_drop(collection.name)
             counts["dropped"] += 1
             log.info("rag sweep: finished dropping collection %s", collection.name)
         return counts
 
 
 def _ready_only(hits: list[Hit]) -> list[Hit]:
-    ready = records.ready_ids(sorted({hit.document_id for hit in hits}))
+    ready = document_store.ready_ids(sorted({hit.document_id for hit in hits}))
     return [hit for hit in hits if hit.document_id in ready]
 
 

@@ -23,7 +23,7 @@ from config.redis_client import connect_redis
 from config.settings import Settings
 from models.handlers.base import RequestCancelled
 from models.liveness import Liveness
-from rag import records
+from rag import document_store
 from tasks import job_store, staging
 from tasks.dispatch import ALIVE, Dispatcher
 from tasks.job_queue import RUN_CONTROL_JOB
@@ -56,7 +56,7 @@ def beating(name: str, beat: Callable[[], None]) -> Iterator[list[str]]:
         while not stop.wait(ALIVE_SECONDS):
             try:
                 beat()
-                records.renew(list(working), lease)
+                document_store.renew(list(working), lease)
             except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
                 log.warning("could not renew the leases of %s", name, exc_info=True)
 
@@ -193,13 +193,13 @@ def _ingest_job(job_id: str, payload: dict[str, Any], working: list[str], cancel
 
 def _fusion_job(job_id: str, payload: dict[str, Any], cancelled: Callable[[], bool]) -> dict[str, Any]:
     """A workflow run as a job: progress is the share of its steps done; a failed step fails the job, naming it."""
-    from tasks.fusion import canvas, records
+    from tasks.fusion import canvas, workflow_store
     from tasks.fusion.definitions import for_run
 
     rag = service()
     redis = rag.dispatcher.redis
     chat_models = rag.dispatcher.liveness.models_of_type("lm")
-    workflow = for_run(records.find(payload["workflow"]), payload.get("models") or {}, chat_models)
+    workflow = for_run(workflow_store.find(payload["workflow"]), payload.get("models") or {}, chat_models)
 
     def report(done: int, total: int) -> None:
         write_progress(redis, job_id, done / max(total, 1), {"steps_done": done, "steps": total})
@@ -216,7 +216,7 @@ def _fusion_job(job_id: str, payload: dict[str, Any], cancelled: Callable[[], bo
     )
     if cancelled():
         raise RequestCancelled("the workflow was cancelled")
-    view = records.view(run)
+    view = workflow_store.view(run)
     if run.status != "completed":
         raise ApiError(500, f"workflow {run.run_id}: {run.error}", code="workflow_failed")
     return view

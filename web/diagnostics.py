@@ -16,7 +16,7 @@ from flask.views import MethodView
 
 from config.clock import iso, now
 from models import registry
-from rag import records
+from rag import document_store
 from tasks import job_store
 from tasks.job_states import STATUSES
 from web.api import Blueprint, dispatcher
@@ -112,7 +112,7 @@ class Diagnostics(MethodView):
         if mongo_ok:
             counted = Counter(job_store.Job.objects.scalar("status"))  # one query: a job moving is counted once
             body["jobs"] = {status: counted.get(status, 0) for status in STATUSES}
-            totals = records.totals()
+            totals = document_store.totals()
             body["rag"] = {
                 "collections": totals["collections"],
                 "total_documents": totals["documents"],

@@ -16,7 +16,7 @@ from jsonschema.validators import validator_for
 from config.clock import iso
 from config.errors import ApiError
 from models import registry
-from tasks.fusion import canvas, records
+from tasks.fusion import canvas, workflow_store
 from tasks.fusion.definitions import PREDEFINED, DefinitionError, Workflow, check, for_run, from_request
 from tasks.job_store import JobRequest
 from web.api import Blueprint, dispatcher
@@ -35,7 +35,7 @@ OPERATION_OF_STEP = {"model_call": None, "summarize": "chat"}
 
 
 def find(workflow_id: str) -> Workflow:
-    return records.find(workflow_id)
+    return workflow_store.find(workflow_id)
 
 
 def described(workflow: Workflow, with_steps: bool = False) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def check_models(workflow: Workflow, models: dict[str, Any]) -> str:
 class Workflows(MethodView):
     @blp.response(200, WorkflowListSchema)
     def get(self):
-        listed = [described(w) for w in PREDEFINED.values()] + [described(w) for w in records.all_composed()]
+        listed = [described(w) for w in PREDEFINED.values()] + [described(w) for w in workflow_store.all_composed()]
         return {"workflows": listed, "request_id": g.request_id}
 
 
@@ -108,7 +108,7 @@ class OneWorkflow(MethodView):
         workflow = find(workflow_id)
         if workflow.predefined:
             raise ApiError(400, f"'{workflow_id}' is predefined and cannot be deleted", code="invalid_value")
-        records.delete_composed(workflow_id)
+        workflow_store.delete_composed(workflow_id)
         return {"workflow_id": workflow_id, "deleted": True, "request_id": g.request_id}
 
 
@@ -126,7 +126,7 @@ class Compose(MethodView):
         except DefinitionError as exc:
             raise ApiError(400, f"{exc.field}: {exc}", code="invalid_workflow", param=exc.field) from None
         try:
-            created = records.save_composed(workflow)
+            created = workflow_store.save_composed(workflow)
         except me.NotUniqueError:
             raise ApiError(
                 409, f"A workflow named '{body['name']}' exists", code="workflow_exists", param="name"
@@ -179,4 +179,4 @@ class Orchestrate(MethodView):
             g.request_id,
             settings.fusion_timeout_seconds,
         )
-        return {**records.view(run), "request_id": g.request_id}
+        return {**workflow_store.view(run), "request_id": g.request_id}

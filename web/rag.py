@@ -17,7 +17,7 @@ from werkzeug.datastructures import FileStorage
 
 from config.errors import ApiError
 from config.settings import Settings
-from rag import records
+from rag import document_store
 from rag.answer import messages, query_metadata
 from tasks import rag_queue, staging
 from tasks.job_store import JobRequest
@@ -88,7 +88,7 @@ class Ingest(MethodView):
     @blp.alt_response(202, description="async=true: the ingest runs as an MCP job (poll /api/mcp/jobs/{job_id})")
     def post(self, form: dict[str, Any]):
         files = uploaded_files()
-        existing = records.get_collection(form["collection"])
+        existing = document_store.get_collection(form["collection"])
         model = form.get("embedding_model") or (existing.embedding_model if existing else None)
         model = model or dispatcher().pick_model("embed", "embedding_model")
         dispatcher().require_model(model, "embed", param="embedding_model")
@@ -140,8 +140,8 @@ class Query(MethodView):
     @blp.alt_response(503, description="The chat or embedding model is not available")
     def post(self, body: dict[str, Any]):
         started = time.perf_counter()
-        if records.get_collection(body["collection"]) is None:
-            raise records.collection_not_found(body["collection"])
+        if document_store.get_collection(body["collection"]) is None:
+            raise document_store.collection_not_found(body["collection"])
         model_id = body.get("model_id") or dispatcher().pick_model("chat", "model_id")
         dispatcher().require_model(model_id, "chat", param="model_id")
         query = rag_query_input(body, model_id)
@@ -195,14 +195,14 @@ def _ms_since(moment: float) -> float:
     return round((time.perf_counter() - moment) * 1000, 1)
 
 
-def _summary(collection: records.RagCollection) -> dict[str, Any]:
-    documents, chunks = records.counts(collection.name)
+def _summary(collection: document_store.RagCollection) -> dict[str, Any]:
+    documents, chunks = document_store.counts(collection.name)
     return {
         "name": collection.name,
         "document_count": documents,
         "chunk_count": chunks,
-        "created_at": records.iso(collection.created_at),
-        "updated_at": records.iso(collection.updated_at),
+        "created_at": document_store.iso(collection.created_at),
+        "updated_at": document_store.iso(collection.updated_at),
         "metadata": dict(collection.metadata or {}),
     }
 
@@ -211,7 +211,7 @@ def _summary(collection: records.RagCollection) -> dict[str, Any]:
 class Collections(MethodView):
     @blp.response(200, CollectionListSchema)
     def get(self):
-        return {"collections": [_summary(c) for c in records.collections()], "request_id": g.request_id}
+        return {"collections": [_summary(c) for c in document_store.collections()], "request_id": g.request_id}
 
 
 @blp.route("/collections/<string:name>")
@@ -219,23 +219,23 @@ class Collection(MethodView):
     @blp.response(200, CollectionSchema)
     @blp.alt_response(404, description="collection_not_found")
     def get(self, name: str):
-        collection = records.get_collection(name)
+        collection = document_store.get_collection(name)
         if collection is None:
-            raise records.collection_not_found(name, "collection_name")
+            raise document_store.collection_not_found(name, "collection_name")
         return {
             **_summary(collection),
             "embedding_model": collection.embedding_model,
             "chunk_size": collection.chunk_size,
             "overlap": collection.overlap,
-            "documents": [document.public() for document in records.ready_documents(name)],
+            "documents": [document.public() for document in document_store.ready_documents(name)],
             "request_id": g.request_id,
         }
 
     @blp.response(200, CollectionDeletedSchema)
     @blp.alt_response(404, description="collection_not_found")
     def delete(self, name: str):
-        if records.get_collection(name) is None:
-            raise records.collection_not_found(name, "collection_name")
+        if document_store.get_collection(name) is None:
+            raise document_store.collection_not_found(name, "collection_name")
         result = rag_queue.run(dispatcher(), rag_queue.DROP_COLLECTION, [name], g.request_id)
         return {**result, "request_id": g.request_id}
 
@@ -245,7 +245,7 @@ class Document(MethodView):
     @blp.response(200, DocumentDeletedSchema)
     @blp.alt_response(404, description="collection_not_found or document_not_found")
     def delete(self, collection: str, document_id: str):
-        if records.get_collection(collection) is None:
-            raise records.collection_not_found(collection)
+        if document_store.get_collection(collection) is None:
+            raise document_store.collection_not_found(collection)
         result = rag_queue.run(dispatcher(), rag_queue.DELETE_DOCUMENT, [collection, document_id], g.request_id)
         return {**result, "request_id": g.request_id}

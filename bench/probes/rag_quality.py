@@ -53,7 +53,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     "reranker_path"}``: ingest timings, chunks per page, and per question what each mode ranked and its times."""
     from models.handlers.embeddings import load
     from rag.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP
-    from rag.ingest import max_chunk_tokens, prepare, records
+    from rag.ingest import chunk_records, max_chunk_tokens, prepare
     from rag.lancedb_store import LanceDBStore
     from rag.retrieval import retrieve
     from rag.vectors import Hit
@@ -100,7 +100,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         store = LanceDBStore(folder)
         started = time.perf_counter()
         store.ensure_collection(COLLECTION, len(vectors[0]))
-        store.upsert(COLLECTION, records(DOCUMENT_ID, prepared, vectors, {}))
+        store.upsert(COLLECTION, chunk_records(DOCUMENT_ID, prepared, vectors, {}))
         store_s = time.perf_counter() - started
         stored = store.count(COLLECTION)
 

@@ -18,7 +18,7 @@ from celery import Celery, chain, group
 from celery.canvas import Signature
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from tasks.fusion import records
+from tasks.fusion import workflow_store
 from tasks.fusion.definitions import Step, Workflow
 
 STEP_TASK = "mlxf.fusion.step"
@@ -80,10 +80,10 @@ def execute(
     timeout: float,
     on_progress: Callable[[int, int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
-) -> records.FusionRun:
+) -> workflow_store.FusionRun:
     """Runs the workflow and waits for it, reporting steps done (``on_progress(done, total)``) and stopping when
     ``cancelled``; records its status, result or error and returns the run."""
-    records.start_run(run_id, workflow, given, request_id)
+    workflow_store.start_run(run_id, workflow, given, request_id)
     outcome = build(celery, workflow, run_id, initial_state(run_id, given, request_id)).apply_async()
     deadline = time.monotonic() + timeout
     total, done = len(workflow.steps), 0
@@ -98,14 +98,14 @@ def execute(
                 outcome.revoke()
                 final = RuntimeError("the workflow was cancelled")
             else:
-                trace = records.get_run(run_id).trace
+                trace = workflow_store.get_run(run_id).trace
                 if any(entry.get("status") == "failed" for entry in trace):
                     final = RuntimeError("a step failed")  # the waves after it never run: nothing more will come
                 elif on_progress is not None and len(trace) != done:
                     done = len(trace)
                     on_progress(done, total)
     finish(run_id, workflow, final)
-    run = records.get_run(run_id)
+    run = workflow_store.get_run(run_id)
     assert run is not None
     return run
 
@@ -113,17 +113,19 @@ def execute(
 def finish(run_id: str, workflow: Workflow, final: Any) -> None:
     """Records the end of a run: its result, or the error and a ``not_run`` entry for each step that never ran."""
     if isinstance(final, dict) and "steps" in final:
-        records.finish_run(run_id, "completed", result_of(workflow.result, _steps(workflow), final), None)
+        workflow_store.finish_run(run_id, "completed", result_of(workflow.result, _steps(workflow), final), None)
         return
-    run = records.get_run(run_id)
+    run = workflow_store.get_run(run_id)
     traced = {entry["step"] for entry in (run.trace if run else [])}
     failed = next((e for e in (run.trace if run else []) if e.get("status") == "failed"), None)
     error = f"step {failed['step']} failed: {failed['error']}" if failed else f"{type(final).__name__}: {final}"
     for step in workflow.steps:
         if step.step_id not in traced:
             reason = "a step it depends on failed" if failed else "the workflow ended first"
-            records.add_trace(run_id, {"step": step.step_id, "type": step.type, "status": "not_run", "reason": reason})
-    records.finish_run(run_id, "failed", None, error)
+            workflow_store.add_trace(
+                run_id, {"step": step.step_id, "type": step.type, "status": "not_run", "reason": reason}
+            )
+    workflow_store.finish_run(run_id, "failed", None, error)
 
 
 def _steps(workflow: Workflow) -> list[dict[str, Any]]:

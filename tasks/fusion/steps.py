@@ -20,7 +20,7 @@ from rag.answer import numbered_sources
 from rag.chunking import chunk_document
 from rag.extract import extract
 from tasks.dispatch import Dispatcher
-from tasks.fusion import records
+from tasks.fusion import workflow_store
 from tasks.fusion.definitions import Step
 from tasks.fusion.templates import ENVIRONMENT, TemplateProblem, render
 from tasks.rag_service import RagService
@@ -137,7 +137,7 @@ class StepRunner:
             ]
             summaries = [self.dispatcher.result(call)["choices"][0]["content"].strip() for call in calls]
             text = "\n\n".join(summaries)
-            records.add_trace(
+            workflow_store.add_trace(
                 state["run_id"],
                 {
                     "step": f"{step.step_id}.pass{passes}",
@@ -174,10 +174,10 @@ class StepRunner:
                 log.exception("step %s of run %s failed", step.step_id, state["run_id"])
                 message = f"{type(exc).__name__}: {exc}"
             entry.update(status="failed", error=message, duration_ms=_ms(started))
-            records.add_trace(state["run_id"], entry)
+            workflow_store.add_trace(state["run_id"], entry)
             raise StepFailed(f"step {step.step_id} failed: {message}") from None
         entry.update(status="completed", duration_ms=_ms(started), output_size=output_size(output))
-        records.add_trace(state["run_id"], entry)
+        workflow_store.add_trace(state["run_id"], entry)
         return output
 
     @staticmethod
@@ -188,7 +188,7 @@ class StepRunner:
             duration_ms=0.0,
             output_size=0,
         )
-        records.add_trace(state["run_id"], entry)
+        workflow_store.add_trace(state["run_id"], entry)
         return None
 
 

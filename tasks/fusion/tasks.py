@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import shared_task
 
-from tasks.fusion import records
+from tasks.fusion import workflow_store
 from tasks.fusion.canvas import MERGE_TASK, STEP_TASK, merge_states
 from tasks.fusion.definitions import Step
 from tasks.fusion.steps import StepRunner
@@ -26,7 +26,7 @@ def runner() -> StepRunner:
 def run_step(state: dict[str, Any] | list[dict[str, Any]], run_id: str, step_id: str) -> dict[str, Any]:
     """Runs one step on the state so far; its output joins the state passed to the next wave."""
     state = merge_states(state) if isinstance(state, list) else state
-    run = records.get_run(run_id)
+    run = workflow_store.get_run(run_id)
     if run is None:
         raise LookupError(f"no fusion run {run_id}")
     step = next(Step(**json.loads(json.dumps(raw))) for raw in run.steps if raw["step_id"] == step_id)
