@@ -301,7 +301,7 @@ def tool_use(payload: dict[str, Any], format: ToolFormat, json_options: dict[str
     return ToolUse(format, parallel, grammar)
 
 
-def conversation(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, format: ToolFormat) -> list:
+def template_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, format: ToolFormat) -> list:
     """The messages as the chat template takes them, tools and past calls included.
 
     A template that renders tools gets them as they are (arguments as objects, as templates expect); for one

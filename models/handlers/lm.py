@@ -16,7 +16,7 @@ from config.model_types import COUNT_TOKENS, WARMUP
 from models.batch import BatchSession, Ticket
 from models.handlers.base import Cancelled, Emit, ServingLimits
 from models.prompt_cache import PromptCache
-from models.tool_calls import conversation
+from models.tool_calls import template_messages
 
 
 class LanguageModelHandler:
@@ -59,7 +59,7 @@ class LanguageModelHandler:
             return self.tokenizer.encode(payload["prompt"])
         offered = payload.get("tools") if (payload.get("tool_choice") or "auto") != "none" else None
         tool_format = self.batch.tool_format
-        messages = conversation(payload["messages"], offered, tool_format)
+        messages = template_messages(payload["messages"], offered, tool_format)
         extra = {"tools": offered} if offered and tool_format.rendered_by_template else {}
         extra.update(self.template_kwargs(payload))
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)

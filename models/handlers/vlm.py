@@ -34,7 +34,7 @@ NOT_FOR_VISION = {
 """Parameters the language-model engine applies and this handler does not: a 400 names them."""
 
 
-def conversation(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Image.Image]]:
+def messages_and_images(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Image.Image]]:
     """The messages for the chat template (image parts as ``{"type": "image"}``) and the images in order."""
     rendered, images = [], []
     for m, message in enumerate(messages):
@@ -81,7 +81,7 @@ class VisionHandler:
 
     def chat(self, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
         self._check(payload)
-        messages, images = conversation(payload["messages"])
+        messages, images = messages_and_images(payload["messages"])
         stops = StopScanner(
             [payload["stop"]] if isinstance(payload.get("stop"), str) else list(payload.get("stop") or [])
         )

@@ -12,9 +12,9 @@ from models.tool_calls import (
     LLAMA3,
     MISTRAL,
     ToolCallScanner,
-    conversation,
     forced_call_grammar,
     format_for,
+    template_messages,
     tool_use,
 )
 
@@ -127,10 +127,10 @@ def test_a_template_without_tools_gets_them_described_and_past_calls_in_hermes_b
         },
         {"role": "tool", "tool_call_id": "c1", "content": "18 C, sunny"},
     ]
-    rendered = conversation(messages, [WEATHER], HERMES)
+    rendered = template_messages(messages, [WEATHER], HERMES)
     assert rendered[0]["role"] == "system" and "<tools>" in rendered[0]["content"]
     assert '"name": "get_weather"' in rendered[2]["content"] and rendered[2]["content"].startswith("<tool_call>")
     assert rendered[3] == {"role": "user", "content": "<tool_response>\n18 C, sunny\n</tool_response>"}
-    by_template = conversation(messages, [WEATHER], MISTRAL)
+    by_template = template_messages(messages, [WEATHER], MISTRAL)
     assert by_template[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
     assert by_template[2]["tool_call_id"] == "c1"
