@@ -17,3 +17,8 @@ def iso(moment: datetime | None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` with its time zone; MongoDB hands back naive UTC datetimes unless the client is tz-aware."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

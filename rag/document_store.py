@@ -5,7 +5,7 @@ A document is written ``ingesting`` (with a lease) before any of its chunks
 reaches the vector store and turns ``ready`` only after all of them did;
 deleting turns it ``deleting`` first and removes the record only after its
 chunks are gone. So an ingest or delete that dies midway leaves a record whose
-lease runs out, and the reconciler (``rag.sweep``) undoes the ingest or
+lease runs out, and the sweep (``RagService.sweep``) undoes the ingest or
 finishes the delete: never chunks without a record, never a ready record
 without its chunks. Searches return chunks of ``ready`` documents only.
 """
@@ -13,16 +13,22 @@ without its chunks. Searches return chunks of ``ready`` documents only.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import mongoengine as me
 
 from config.clock import iso, now
 from config.errors import ApiError
+from config.leases import Lease, as_update
 
 COLLECTION_STATUSES = ("ready", "deleting")
 DOCUMENT_STATUSES = ("ingesting", "ready", "deleting")
+LEASED = ("ingesting", "deleting")
+"""The statuses of a document some process is working on, under a lease."""
+LEASE = Lease("lease_until")
+"""The lease of an ingest or a delete (a document's or a whole collection's): no holder token, the status says what
+is going on and the process keeps the ids it works on."""
 
 
 class RagCollection(me.Document):
@@ -82,10 +88,6 @@ def new_document_id() -> str:
     return f"doc-{uuid.uuid4().hex[:16]}"
 
 
-def lease(seconds: float) -> datetime:
-    return now() + timedelta(seconds=seconds)
-
-
 def get_collection(name: str) -> RagCollection | None:
     return RagCollection.objects(name=name, status="ready").first()
 
@@ -130,7 +132,7 @@ def begin_document(
         filename=filename,
         content_hash=content_hash,
         status="ingesting",
-        lease_until=lease(lease_seconds),
+        **LEASE.acquire(lease_seconds),
         **fields,
     )
     try:
@@ -148,9 +150,7 @@ def renew(document_ids: list[str], lease_seconds: float) -> int:
     """Extends the leases of documents still being ingested or deleted by this process."""
     if not document_ids:
         return 0
-    return RagDocument.objects(document_id__in=document_ids, status__in=("ingesting", "deleting")).update(
-        set__lease_until=lease(lease_seconds)
-    )
+    return LEASE.renew(RagDocument.objects(document_id__in=document_ids, status__in=LEASED), lease_seconds)
 
 
 def finish_document(document_id: str, chunk_count: int) -> bool:
@@ -160,7 +160,7 @@ def finish_document(document_id: str, chunk_count: int) -> bool:
         return False
     moment = now()
     done = RagDocument.objects(document_id=document_id, status="ingesting").update_one(
-        set__status="ready", set__chunk_count=chunk_count, set__ingested_at=moment, unset__lease_until=True
+        **as_update({"status": "ready", "chunk_count": chunk_count, "ingested_at": moment, **LEASE.release()})
     )
     if done:
         RagCollection.objects(name=document.collection).update_one(set__updated_at=moment)
@@ -170,7 +170,7 @@ def finish_document(document_id: str, chunk_count: int) -> bool:
 def start_delete(collection: str, document_id: str, lease_seconds: float) -> RagDocument | None:
     """``ready`` -> ``deleting`` (with a lease); None when no ready document of that id is in the collection."""
     claimed = RagDocument.objects(collection=collection, document_id=document_id, status="ready").update_one(
-        set__status="deleting", set__lease_until=lease(lease_seconds)
+        **as_update({"status": "deleting", **LEASE.acquire(lease_seconds)})
     )
     return RagDocument.objects(document_id=document_id).first() if claimed else None
 
@@ -192,12 +192,10 @@ def forget_if_empty(name: str) -> bool:
 
 def start_drop(name: str, lease_seconds: float) -> RagCollection | None:
     """``ready`` -> ``deleting`` for the collection and all its documents; None when there is no such collection."""
-    claimed = RagCollection.objects(name=name, status="ready").update_one(
-        set__status="deleting", set__lease_until=lease(lease_seconds)
-    )
-    if not claimed:
+    deleting = as_update({"status": "deleting", **LEASE.acquire(lease_seconds)})
+    if not RagCollection.objects(name=name, status="ready").update_one(**deleting):
         return None
-    RagDocument.objects(collection=name).update(set__status="deleting", set__lease_until=lease(lease_seconds))
+    RagDocument.objects(collection=name).update(**deleting)
     return RagCollection.objects(name=name).first()
 
 
@@ -243,10 +241,9 @@ def totals() -> dict[str, int]:
 
 def expired_documents(moment: datetime | None = None) -> list[RagDocument]:
     """Ingests and deletes whose process stopped renewing their lease."""
-    moment = moment or now()
-    return list(RagDocument.objects(status__in=("ingesting", "deleting"), lease_until__lt=moment))
+    return LEASE.sweep(RagDocument.objects(status__in=LEASED), moment)
 
 
 def expired_drops(moment: datetime | None = None) -> list[RagCollection]:
-    moment = moment or now()
-    return list(RagCollection.objects(status="deleting", lease_until__lt=moment))
+    """Collection drops whose process stopped renewing their lease."""
+    return LEASE.sweep(RagCollection.objects(status="deleting"), moment)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import mongoengine as me
 
-from config.clock import iso, now
+from config.clock import as_utc, iso, now
+from config.leases import Lease, as_update, new_token
 from tasks import job_events, job_states
 from tasks.job_states import FINISHED, STATUSES
 
@@ -23,6 +24,9 @@ __all__ = ["FINISHED", "STATUSES"]
 
 PRIORITIES = {"high": 1, "normal": 5, "low": 9}
 """Broker priority per job priority (0, the highest, is left to interactive requests)."""
+
+LEASE = Lease("lease_expires_at", holder="claim")
+"""A running job's lease: the run holding ``claim`` owns the job until ``lease_expires_at``."""
 
 
 class Job(me.Document):
@@ -183,7 +187,7 @@ def _move(
         left = job.status
         conditions: dict[str, Any] = {"status": left, **(expect or {})}
         if move.owned:
-            conditions["claim"] = token
+            conditions.update(LEASE.held_by(token))
         moment = now()
         changes_now = dict(changes)
         for name, value in changes.items():
@@ -194,11 +198,8 @@ def _move(
             setattr(job, name, value)
         job.status = move.target
         entry = _outbox_entry(job, move.event, moment)
-        updates = {
-            f"unset__{k}" if v is None else f"set__{k}": True if v is None else v for k, v in changes_now.items()
-        }
         if Job.objects(job_id=job_id, **conditions).update_one(
-            set__status=move.target, push__outbox=entry, inc__events_pending=1, **updates
+            set__status=move.target, push__outbox=entry, inc__events_pending=1, **as_update(changes_now)
         ):
             job_events.announce(job_id, entry["event_id"])
             return job, left
@@ -209,35 +210,35 @@ def _move(
 
 def claim(job_id: str, worker: str, lease_seconds: float) -> str | None:
     """queued -> processing for the run on ``worker``, leased for ``lease_seconds``; the claim token, or None."""
-    token = uuid.uuid4().hex
+    token = new_token()
     moment = now()
     moved = _move(
         job_id,
         "claim",
         started_at=moment,
         worker=worker,
-        claim=token,
         attempts=lambda job: job.attempts + 1,
-        lease_expires_at=moment + timedelta(seconds=lease_seconds),
+        **LEASE.acquire(lease_seconds, token, moment),
     )
     return token if moved is not None else None
 
 
 def renew_lease(job_id: str, token: str, lease_seconds: float) -> bool:
     """Extends the lease of the run holding ``token``; False when the job is no longer that run's."""
-    return bool(
-        Job.objects(job_id=job_id, status="processing", claim=token).update_one(
-            set__lease_expires_at=now() + timedelta(seconds=lease_seconds)
-        )
-    )
+    return bool(LEASE.renew(Job.objects(job_id=job_id, status="processing", **LEASE.held_by(token)), lease_seconds))
+
+
+def lease_expired(job: Job, moment: datetime) -> bool:
+    """Whether the lease of ``job`` (as read) had run out at ``moment``: its engine stopped making progress."""
+    return LEASE.has_expired(job, moment)
+
+
+def _still_expired(expired_before: datetime | None) -> dict[str, Any] | None:
+    return LEASE.expired_before(expired_before) if expired_before is not None else None
 
 
 def complete(job_id: str, token: str, result: dict[str, Any]) -> bool:
-    return _move(job_id, "complete", token, completed_at=now(), result=result, lease_expires_at=None) is not None
-
-
-def _lease_ran_out(expired_before: datetime | None) -> dict[str, Any] | None:
-    return {"lease_expires_at__lt": expired_before} if expired_before is not None else None
+    return _move(job_id, "complete", token, completed_at=now(), result=result, **LEASE.release()) is not None
 
 
 def fail(
@@ -251,11 +252,11 @@ def fail(
             job_id,
             move,
             token,
-            _lease_ran_out(expired_before),
+            _still_expired(expired_before),
             failed_at=now(),
             error=error,
             error_code=code,
-            lease_expires_at=None,
+            **LEASE.release(),
         )
         is not None
     )
@@ -263,7 +264,7 @@ def fail(
 
 def cancel(job_id: str) -> str | None:
     """queued or processing -> cancelled; returns the status it was cancelled from, or None."""
-    moved = _move(job_id, "cancel", cancelled_at=now(), lease_expires_at=None)
+    moved = _move(job_id, "cancel", cancelled_at=now(), **LEASE.release())
     return moved[1] if moved else None
 
 
@@ -274,11 +275,10 @@ def requeue(job_id: str, token: str, expired_before: datetime | None = None) -> 
         job_id,
         "requeue",
         token,
-        _lease_ran_out(expired_before),
+        _still_expired(expired_before),
         enqueued_at=now(),
         worker=None,
-        claim=None,
-        lease_expires_at=None,
+        **LEASE.release(forget_holder=True),
     )
     return moved[0] if moved else None
 
@@ -314,11 +314,6 @@ def unsent_events(older_than: datetime) -> list[tuple[str, str]]:
             if entry.get("event_id") not in sent and at is not None and as_utc(at) < older_than:
                 found.append((job.job_id, entry["event_id"]))
     return found
-
-
-def as_utc(moment: datetime) -> datetime:
-    """``moment`` with its time zone; MongoDB hands back naive UTC datetimes unless the client is tz-aware."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # --- queries --------------------------------------------------------------------------------------------
