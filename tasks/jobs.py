@@ -11,13 +11,17 @@ nothing, so job tasks are safe to run twice.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
 from celery.signals import task_failure, task_prerun, task_success
+from pymongo.errors import ConnectionFailure
 
 from config.errors import ApiError
 from config.logs import request_id_var
+from config.settings import Settings
 from tasks import job_store
 from tasks.job_queue import RUN_JOB
 from tasks.serving import current, serve_job
@@ -70,7 +74,11 @@ def _completed(sender: Any = None, result: Any = None, **_kwargs: Any) -> None:
         return
     token = sender.request.job_claim
     try:
-        stored = job_store.complete(job_id, token, result)
+        stored = _while_reconnecting(lambda: job_store.complete(job_id, token, result), current().settings)
+    except ConnectionFailure:
+        # Never failed for the store's absence: its lease runs out and the reconciler sends it again.
+        log.exception("could not reach MongoDB to store the result of job %s; it will run again", job_id)
+        return
     except Exception as exc:  # noqa: BLE001 - e.g. a result over MongoDB's document size: fail the job instead
         log.exception("could not store the result of job %s", job_id)
         _fail(job_id, token, f"The result could not be stored: {type(exc).__name__}: {exc}"[:1000], "result_not_stored")
@@ -91,8 +99,24 @@ def _failed(sender: Any = None, task_id: str | None = None, exception: BaseExcep
     _fail(task_id, token, message, code)
 
 
+def _while_reconnecting(write: Callable[[], bool], settings: Settings) -> bool:
+    """``write()``, tried again with backoff while MongoDB cannot be reached, for up to a job lease (the moves
+    are compare-and-set: a write that landed before its answer was lost does nothing the second time)."""
+    deadline = time.monotonic() + settings.job_lease_seconds
+    pause = 0.25
+    while True:
+        try:
+            return write()
+        except ConnectionFailure:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("MongoDB unreachable while storing a job's outcome; trying again in %.2fs", pause)
+            time.sleep(pause)
+            pause = min(2 * pause, 5.0)
+
+
 def _fail(job_id: str, token: str, message: str, code: str) -> None:
     try:
-        job_store.fail(job_id, token, message, code)
+        _while_reconnecting(lambda: job_store.fail(job_id, token, message, code), current().settings)
     except Exception:  # noqa: BLE001 - left processing; its lease runs out and the reconciler settles it
         log.exception("could not record the failure of job %s", job_id)

@@ -35,6 +35,7 @@ from models.liveness import Liveness, probe_queue
 from models.supervisor import EXIT_LOAD_FAILED, EXIT_UNKNOWN_MODEL
 from tasks import inference, job_store, jobs, probes, request_ids  # noqa: F401 - importing them registers the tasks
 from tasks.celery_app import create_celery, model_queue
+from tasks.redis_relay import RedisRelay
 from tasks.serving import Runtime, install
 
 log = logging.getLogger("tasks.model_worker")
@@ -205,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
     hostname = f"{slug(model_id)}.{os.getpid()}@{settings.node}"
     client = connect_redis(settings)
-    runtime = Runtime(settings, model_id, model_type, hostname, engine, client, batch_size)
+    relay = RedisRelay(client).start()
+    runtime = Runtime(settings, model_id, model_type, hostname, engine, client, batch_size, relay=relay)
     install(runtime)
     for plugin in settings.worker_plugin_modules:
         importlib.import_module(plugin).install(runtime)
@@ -251,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat.join(5)  # no beat may land after leaving, or the model would look served for a TTL more
         liveness.leave(model_id, hostname)
         engine.stop()
+        relay.stop()
     return 0
 
 

@@ -106,7 +106,7 @@ class Reconciler:
         suspects = set()
         moment = job_store.now()
         for job in job_store.processing():
-            lease_expired = job.lease_expires_at is not None and job_store.as_utc(job.lease_expires_at) < moment
+            lease_expired = job_store.lease_expired(job, moment)
             alive = bool(job.worker) and self.liveness.is_alive(job.worker)
             seen = job.job_id in self.suspects
             decision = verdict(

@@ -26,6 +26,7 @@ from models.engine import Engine, RequestCancelled
 from models.stats import ModelStats
 from tasks.image_inputs import has_images, with_images
 from tasks.progress import JobProgress
+from tasks.redis_relay import RedisRelay
 from tasks.replies import ReplyChannel
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class Runtime:
     redis: redis.Redis
     batch_size: int = 1
     """Requests the engine batches together (the model's ``max_concurrency``)."""
+    relay: RedisRelay | None = None
+    """The worker's path to Redis for per-token traffic (``tasks.redis_relay``)."""
     leases: dict[str, str] = field(default_factory=dict)
     """Job id -> claim token of every job this worker has taken and not finished."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -125,13 +128,29 @@ def _wait(future: Any, seconds: float, abandoned: threading.Event, what: str) ->
 
 
 def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], request_id: str) -> None:
-    """Runs one OpenAI request on the engine and reports to the waiting web view over its reply channel."""
+    """Runs one OpenAI request on the engine and reports to the waiting web view over its reply channel.
+
+    Its events go through the worker's relay (the engine thread never waits on Redis); the task ends once
+    Redis has the last event, or the request's timeout has passed (the relay writes it when Redis answers)."""
     runtime = current()
-    channel = ReplyChannel(runtime.redis, task_id, runtime.settings.stream_maxlen, runtime.settings.stream_ttl_seconds)
+    settings = runtime.settings
+    channel = ReplyChannel(
+        runtime.redis, task_id, settings.stream_maxlen, settings.stream_ttl_seconds, relay=runtime.relay
+    )
     if channel.cancelled():
         log.info("%s %s cancelled before it started", operation, task_id)
         return
-    channel.publish({"type": "started", "worker": runtime.hostname, "at": time.time()})
+    with channel:
+        channel.publish({"type": "started", "worker": runtime.hostname, "at": time.time()})
+        last = _run_interactive(runtime, channel, operation, payload, request_id)
+        if last is not None:
+            channel.publish(last, wait_seconds=settings.request_timeout_seconds)
+
+
+def _run_interactive(
+    runtime: Runtime, channel: ReplyChannel, operation: str, payload: dict[str, Any], request_id: str
+) -> dict[str, Any] | None:
+    """The request's last event: ``done`` with its result, or ``error``; None when it was cancelled."""
     started = time.perf_counter()
     abandoned = threading.Event()
     try:
@@ -141,21 +160,19 @@ def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], req
         future = runtime.engine.submit(operation, payload, first_token.emit, stop, request_id)
         result = _wait(future, runtime.settings.request_timeout_seconds, abandoned, "request")
     except RequestCancelled:
-        log.info("%s %s cancelled before it started", operation, task_id)
-        return
+        log.info("%s %s cancelled before it started", operation, channel.task_id)
+        return None
     except ApiError as exc:
         _record(runtime, started, 0, exc.message)
-        channel.publish({"type": "error", "error": exc.to_dict()})
-        return
+        return {"type": "error", "error": exc.to_dict()}
     except Exception as exc:
-        log.exception("%s %s failed", operation, task_id)
+        log.exception("%s %s failed", operation, channel.task_id)
         error = ApiError(500, f"inference failed: {type(exc).__name__}: {exc}", code="inference_failed")
         _record(runtime, started, 0, error.message)
-        channel.publish({"type": "error", "error": error.to_dict()})
-        return
+        return {"type": "error", "error": error.to_dict()}
     usage = result.get("usage", {})
     _record(runtime, started, usage.get("total_tokens", 0), usage=usage, first_token_ms=first_token.ms)
-    channel.publish({"type": "done", "result": result})
+    return {"type": "done", "result": result}
 
 
 def serve_job(
@@ -172,36 +189,39 @@ def serve_job(
     if operation == "chat" and has_images(payload.get("messages") or []):
         # An interactive request's images are fetched by the web process before it is queued; a job's only here.
         payload = {**payload, "messages": with_images(payload["messages"], runtime.settings)}
-    cancel = ReplyChannel(runtime.redis, job_id, runtime.settings.stream_maxlen, runtime.settings.stream_ttl_seconds)
-    progress = JobProgress(runtime.redis, job_id, payload.get("max_tokens"))
+    cancel = ReplyChannel(
+        runtime.redis, job_id, runtime.settings.stream_maxlen, runtime.settings.stream_ttl_seconds, relay=runtime.relay
+    )
+    progress = JobProgress(runtime.redis, job_id, payload.get("max_tokens"), relay=runtime.relay)
     abandoned = threading.Event()
     started = time.perf_counter()
     with runtime.lock:
         runtime.leases[job_id] = token
-    try:
-        stop = _cancel_check(cancel.cancelled, abandoned)
-        future = runtime.engine.submit(
-            operation,
-            {**payload, "stream": True},
-            progress.on_event,
-            stop,
-            request_id,
-            priority,
-        )
-        result = _wait(future, runtime.settings.job_timeout_seconds, abandoned, "job")
-    except RequestCancelled:
-        return {"finish_reason": "cancelled"}
-    except ApiError as exc:
-        _record(runtime, started, 0, exc.message)
-        if exc.code == "timeout":
-            raise ApiError(504, exc.message, code="job_timeout") from None
-        raise
-    except Exception as exc:
-        _record(runtime, started, 0, f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        with runtime.lock:
-            runtime.leases.pop(job_id, None)
+    with cancel:
+        try:
+            stop = _cancel_check(cancel.cancelled, abandoned)
+            future = runtime.engine.submit(
+                operation,
+                {**payload, "stream": True},
+                progress.on_event,
+                stop,
+                request_id,
+                priority,
+            )
+            result = _wait(future, runtime.settings.job_timeout_seconds, abandoned, "job")
+        except RequestCancelled:
+            return {"finish_reason": "cancelled"}
+        except ApiError as exc:
+            _record(runtime, started, 0, exc.message)
+            if exc.code == "timeout":
+                raise ApiError(504, exc.message, code="job_timeout") from None
+            raise
+        except Exception as exc:
+            _record(runtime, started, 0, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            with runtime.lock:
+                runtime.leases.pop(job_id, None)
     usage = result.get("usage", {})
     _record(runtime, started, usage.get("total_tokens", 0), usage=usage)
     return result

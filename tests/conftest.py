@@ -19,7 +19,7 @@ import pytest
 import redis
 import requests
 
-from tests.holds import held_key, hold_key
+from tests.holds import held_key, hold_key, holdable
 from tests.receiver import Receiver
 from tests.stack import ROOT, Service, Stack, catalog_with_on_demand, wait_until
 
@@ -250,7 +250,7 @@ class Hold:
 
     def __init__(self, client: redis.Redis, name: str) -> None:
         self.client = client
-        self.request_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.request_id = holdable(name)
         self._hold, self._held = hold_key(self.request_id), held_key(self.request_id)
         client.set(self._hold, "1", ex=900)
 
@@ -263,6 +263,11 @@ class Hold:
 
     def release(self) -> None:
         self.client.delete(self._hold)
+
+    def release_and_wait(self, timeout: float = 60) -> None:
+        """Releases the request and returns once its engine has gone on (and will not look at Redis for it)."""
+        self.release()
+        wait_until(lambda: not self.client.exists(self._held), timeout, f"request {self.request_id} to go on")
 
 
 @pytest.fixture()

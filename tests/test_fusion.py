@@ -26,7 +26,7 @@ from tests.conftest import (
     worker_is_live,
     worker_pid,
 )
-from tests.holds import held_key, hold_key
+from tests.holds import held_key, hold_key, holdable
 from tests.stack import wait_until
 
 FACT = (
@@ -275,7 +275,7 @@ def test_a_failing_step_stops_what_depends_on_it(base_url, control_worker):
 
 
 def test_a_fusion_job_survives_kill_9_of_the_chat_worker(base_url, jobs_url, redis_client, supervisor, festival):
-    request_id = f"fusion-kill-{uuid.uuid4().hex[:8]}"
+    request_id = holdable("fusion-kill")
     generation = f"{request_id}.generate_answer"
     redis_client.set(hold_key(generation), "1", ex=600)
     try:

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import BASH_PDF, CHAT_MODEL, EMBEDDING_MODEL, PYTHON_HTML, submit_job, wait_for_job
-from tests.holds import held_key, hold_key
+from tests.holds import held_key, hold_key, holdable
 from tests.stack import wait_until
 
 SHORT = {"max_tokens": 8, "temperature": 0}
@@ -301,7 +301,7 @@ def test_queries_are_validated(rag_url, bash_manual):
 
 def test_an_ingest_runs_as_a_job_that_reports_progress_per_file_and_chunk(rag_url, jobs_url, redis_client):
     collection = unique("job")
-    request_id = f"ingest-job-{uuid.uuid4().hex[:8]}"
+    request_id = holdable("ingest-job")
     redis_client.set(hold_key(f"{request_id}.file2"), "1", ex=600)
     try:
         accepted = requests.post(
@@ -333,7 +333,7 @@ def test_an_ingest_runs_as_a_job_that_reports_progress_per_file_and_chunk(rag_ur
 
 def test_a_cancelled_ingest_job_leaves_nothing(rag_url, jobs_url, redis_client):
     collection = unique("cancelled")
-    request_id = f"cancel-job-{uuid.uuid4().hex[:8]}"
+    request_id = holdable("cancel-job")
     redis_client.set(hold_key(f"{request_id}.file2"), "1", ex=600)
     try:
         accepted = requests.post(

@@ -19,7 +19,7 @@ import requests
 
 from rag.lancedb_store import LanceDBStore
 from tests.conftest import EMBEDDING_MODEL, worker_is_live
-from tests.holds import held_key, hold_key
+from tests.holds import held_key, hold_key, holdable
 from tests.stack import Stack, wait_until
 
 FIRST = ("granite.txt", b"Granite is a coarse-grained igneous rock made mostly of quartz and feldspar.\n")
@@ -50,7 +50,7 @@ def test_a_killed_ingest_is_undone_and_nothing_is_left(kill_stack):
     store = LanceDBStore(small.env["VECTOR_DIR"])
     collection = f"killed-{uuid.uuid4().hex[:6]}"
 
-    request_id = f"ingest-{uuid.uuid4().hex[:8]}"
+    request_id = holdable("ingest")
     client.set(hold_key(f"{request_id}.file2"), "1", ex=600)
     session = requests.Session()
     future = _post_in_background(

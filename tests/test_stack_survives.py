@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import redis
 import requests
 
-from tests.conftest import CHAT_MODEL, Hold, ask, worker_is_live, worker_pid
+from tests.conftest import CHAT_MODEL, Hold, active_requests, ask, submit_job, wait_for_job, worker_is_live, worker_pid
 from tests.stack import PYTHON, Stack, free_port, process_exists, wait_until
 
 
@@ -107,3 +109,66 @@ def test_the_workers_of_a_killed_supervisor_shut_down(small: Stack):
     wait_until(lambda: not process_exists(orphan), 60, "the orphaned worker to shut down")
     assert not worker_is_live(client, CHAT_MODEL)
     assert "the supervisor (pid" in supervisor.log() and "is gone; this worker shuts down" in supervisor.log()
+
+
+def test_redis_paused_for_30_seconds_loses_no_job_and_cuts_no_stream(small: Stack):
+    """SIGSTOP of Redis for 30 s (past every client's 10 s socket timeout) while 8 streams and 4 jobs generate in
+    one batch: the engine never waits on Redis (its deltas and cancel checks go through the worker's relay), so
+    every job completes and every stream either completes or ends with the 503 envelope, never cut."""
+    small.start_redis()
+    client = redis.Redis.from_url(small.env["REDIS_URL"], socket_timeout=60)
+    small.start_control()
+    worker = small.start_worker(CHAT_MODEL, "paused-worker", {"MAX_CONCURRENCY": "12"})
+    wait_until(lambda: worker_is_live(client, CHAT_MODEL), 120, "the chat worker", worker.process)
+    _web, base = small.start_web("paused-web")
+    held = Hold(client, "paused-first")
+    request_ids = [held.request_id, *(f"paused-{n}" for n in range(1, 12))]
+    body = {"model": CHAT_MODEL, "messages": ask("Count to fifty."), "max_tokens": 48, "temperature": 0}
+    outcomes: dict[str, list] = {}
+
+    def stream(request_id: str) -> None:
+        try:
+            answer = requests.post(
+                f"{base}/v1/chat/completions",
+                json={**body, "stream": True},
+                headers={"X-Request-ID": request_id},
+                stream=True,
+                timeout=180,
+            )
+            if answer.status_code != 200:  # an error before the first token keeps its status: the body is the envelope
+                outcomes[request_id] = [f"data: {answer.text}"]
+                return
+            outcomes[request_id] = [line for line in answer.iter_lines(decode_unicode=True) if line]
+        except requests.RequestException as exc:
+            outcomes[request_id] = [f"cut: {exc}"]
+
+    threads = [threading.Thread(target=stream, args=(request_id,)) for request_id in request_ids[:8]]
+    threads[0].start()
+    held.wait_held()  # the engine waits at the first stream's first token; the others queue in the worker
+    for thread in threads[1:]:
+        thread.start()
+    jobs = []
+    for request_id in request_ids[8:]:
+        submitted = submit_job(f"{base}/api/mcp", CHAT_MODEL, "chat", body, request_id=request_id)
+        assert submitted.status_code == 202, submitted.text
+        jobs.append(submitted.json()["job_id"])
+    wait_until(lambda: active_requests(base, CHAT_MODEL) == 12, 120, "all twelve requests in the worker")
+    pid = redis_pid(client)
+    held.release_and_wait()  # the twelve generate together from here, while Redis is stopped
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(30)  # the fault itself: Redis stays stopped this long
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for thread in threads:
+        thread.join(180)
+    for request_id, lines in outcomes.items():
+        assert lines and not lines[-1].startswith("cut"), (request_id, lines[-1:])
+        if lines[-1] == "data: [DONE]":
+            continue
+        error = json.loads(lines[-1][6:])["error"]
+        assert error["code"] in ("service_unavailable", "worker_lost"), (request_id, error)
+    assert len(outcomes) == 8
+    for job_id in jobs:
+        job = wait_for_job(f"{base}/api/mcp", job_id, timeout=180)
+        assert job["status"] == "completed", (job.get("error"), job.get("error_code"), job)
