@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -135,6 +136,9 @@ class BatchSession:
         """Running requests by the uid of each of their sequences still generating."""
         self.sequences: dict[int, Sequence] = {}
         self.completed = 0
+        self._preparing = threading.Lock()
+        """Preparations take turns with each other (a tokenizer is not made for many threads at once), never
+        with the engine's steps."""
 
     # --- what the engine asks -------------------------------------------------------------------------------
 
@@ -146,18 +150,26 @@ class BatchSession:
     def has_room(self) -> bool:
         return len(self.sequences) + sum(r.options.n for r in self.pending) < self.max_sequences
 
-    def submit(self, ticket: Ticket) -> None:
-        """Checks and prepares a request; it joins the batch at the next step with room and memory for it."""
+    def prepare(self, ticket: Ticket) -> Request | None:
+        """Checks and prepares a request (chat template, tokens, compiled constraints); None, with the ticket's
+        future holding the 400, for one the model cannot take. It touches no MLX state, so the engine has callers
+        run it on their own threads: a big schema compiling never pauses the batch's streams."""
         try:
-            request = self._prepare(ticket)
+            with self._preparing:
+                return self._prepare(ticket)
         except ApiError as exc:
             ticket.future.set_exception(exc)
-            return
         except Exception as exc:  # noqa: BLE001 - e.g. a chat template refusing the messages: this request's error
             message = f"The model cannot take this request: {type(exc).__name__}: {exc}"
             ticket.future.set_exception(ApiError(400, message, code="invalid_request"))
-            return
-        self.pending.append(request)
+        return None
+
+    def submit(self, ticket: Ticket, request: Request | None = None) -> None:
+        """The request joins the batch at the next step with room and memory for it; prepared here unless
+        ``request`` is the prepared one."""
+        request = request or self.prepare(ticket)
+        if request is not None:
+            self.pending.append(request)
 
     def step(self) -> None:
         """Admits what fits, drops cancelled requests, and generates one token for every running sequence."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from config.errors import ApiError
 from config.logs import request_id_var
-from models.batch import BATCHED_OPERATIONS, BatchSession, Ticket
+from models.batch import BATCHED_OPERATIONS, BatchSession, Request, Ticket
 from models.handlers.base import PROGRESS, Cancelled, Emit, ModelHandler, RequestCancelled
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class Work:
     cancelled: Cancelled
     request_id: str
     future: Future = field(default_factory=Future)
+    prepared: Request | None = None
+    """A batched request as the batch prepared it on the submitter's thread."""
 
 
 CheckpointHook = Callable[[str, Cancelled], None]
@@ -113,6 +115,11 @@ class Engine:
         """Queues work for the engine thread; lower ``priority`` runs first."""
         assert self.handler is not None, "engine not started"
         work = Work(operation, payload, emit, cancelled, request_id)
+        batch: BatchSession | None = getattr(self.handler, "batch", None)
+        if batch is not None and operation in BATCHED_OPERATIONS:
+            work.prepared = batch.prepare(self._ticket(work))
+            if work.prepared is None:
+                return work.future  # the 400 is in it already
         if not self.active and not self.queued:
             self.last_progress = time.monotonic()  # an idle engine has made no progress since: it had nothing to do
         self._inbox.put((priority, next(self._arrivals), work))
@@ -160,18 +167,22 @@ class Engine:
         if not work.future.set_running_or_notify_cancel():
             return
         self.last_progress = time.monotonic()
-        batch.submit(
-            Ticket(
-                work.operation,
-                work.payload,
-                self._emitter(work),
-                self._checkpoint(work),
-                work.cancelled,
-                work.future,
-                work.request_id,
-            )
-        )
+        if work.prepared is not None:
+            batch.submit(work.prepared.ticket, work.prepared)
+        else:
+            batch.submit(self._ticket(work))
         self.on_change()
+
+    def _ticket(self, work: Work) -> Ticket:
+        return Ticket(
+            work.operation,
+            work.payload,
+            self._emitter(work),
+            self._checkpoint(work),
+            work.cancelled,
+            work.future,
+            work.request_id,
+        )
 
     def _step(self, batch: BatchSession) -> None:
         """One step of the batch; a failure of the step (out of memory, say) ends its requests, not the worker."""
