@@ -27,6 +27,7 @@ from bench import (
     progress,
     rag_quality,
     rag_scale,
+    reconciler,
     weights,
 )
 from bench.context import BenchContext
@@ -51,6 +52,7 @@ SECTIONS: dict[str, ModuleType] = {
         health_under_load,
         rag_quality,
         rag_scale,
+        reconciler,
     )
 }
 

@@ -3,8 +3,9 @@
 Kombu keeps a queue with priorities as one Redis list per priority step
 (``queue``, ``queue:1`` ... ``queue:9``) and the messages a worker has taken in
 the ``unacked`` hash until it acknowledges them. How many wait is kombu's own
-count (``message_count`` of a passive declare, summed over those lists); the
-task ids in the lists and the ``unacked`` hash are read here.
+count (``message_count`` of a passive declare, summed over those lists). Which
+jobs wait is an index kept beside them (``WAITING_JOBS_KEY``), never read from
+the message bodies: a queue of transcription jobs holds megabytes each.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ PRIORITY_STEPS = range(10)
 SEPARATOR = ":"
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
+WAITING_JOBS_KEY = "mlxf:waiting-jobs"
+"""Job id -> queue, for every job message sent and not yet taken by a worker. Written after the message (a crash
+between leaves a message the index lacks: the reconciler sends it again, and a job runs once however many
+messages it has) and in the same Redis, so a Redis that loses its lists loses this too."""
 
 
 def queue_keys(queue: str) -> list[str]:
@@ -51,11 +56,30 @@ def _task_id(raw: bytes | str) -> str | None:
     return ((message or {}).get("headers") or {}).get("id")
 
 
-def waiting_task_ids(client: redis.Redis, queue: str) -> set[str]:
-    ids: set[str] = set()
+def sent(client: redis.Redis, job_id: str, queue: str) -> None:
+    client.hset(WAITING_JOBS_KEY, job_id, queue)
+
+
+def taken(client: redis.Redis, job_id: str) -> None:
+    """A worker has the job's message (whatever it then does with it)."""
+    client.hdel(WAITING_JOBS_KEY, job_id)
+
+
+def waiting_jobs(client: redis.Redis) -> dict[str, str]:
+    """Job id -> queue of the job messages sent and not yet taken (ids only: no message body is read)."""
+    return {_text(job_id): _text(queue) for job_id, queue in client.hgetall(WAITING_JOBS_KEY).items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def queue_length(client: redis.Redis, queue: str) -> int:
+    """Messages in ``queue``'s lists, every priority (one round trip)."""
+    pipe = client.pipeline(transaction=False)
     for key in queue_keys(queue):
-        ids.update(filter(None, (_task_id(raw) for raw in client.lrange(key, 0, -1))))
-    return ids
+        pipe.llen(key)
+    return sum(pipe.execute())
 
 
 def unacked(client: redis.Redis) -> dict[str, tuple[str, float]]:
@@ -82,13 +106,3 @@ def drop_unacked(client: redis.Redis, tag: str) -> None:
     pipe.hdel(UNACKED_KEY, tag)
     pipe.zrem(UNACKED_INDEX_KEY, tag)
     pipe.execute()
-
-
-def remove_waiting(client: redis.Redis, queue: str, task_id: str) -> bool:
-    """Takes the waiting message of ``task_id`` out of ``queue``; False when it is not waiting there."""
-    removed = 0
-    for key in queue_keys(queue):
-        for raw in client.lrange(key, 0, -1):
-            if _task_id(raw) == task_id:
-                removed += client.lrem(key, 1, raw)
-    return removed > 0

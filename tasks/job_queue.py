@@ -54,8 +54,8 @@ def queue_of(job: job_store.Job) -> str:
     return control[0] if control else model_queue(job.model_id)
 
 
-def enqueue(celery: Celery, job: job_store.Job) -> None:
-    """Sends ``job`` to its queue at its priority; the task id is the job id."""
+def enqueue(celery: Celery, client: redis.Redis, job: job_store.Job) -> None:
+    """Sends ``job`` to its queue at its priority (the task id is the job id) and lists it as waiting."""
     celery.send_task(
         RUN_CONTROL_JOB if job.operation in CONTROL_JOBS else RUN_JOB,
         args=[job.operation, dict(job.input or {}), job.priority],
@@ -64,6 +64,7 @@ def enqueue(celery: Celery, job: job_store.Job) -> None:
         priority=job_store.PRIORITIES[job.priority],
         headers={"request_id": job.request_id or "-"},
     )
+    broker.sent(client, job.job_id, queue_of(job))
 
 
 ADMISSION_LOCK_SECONDS = 10.0
@@ -131,7 +132,7 @@ class JobQueue:
                 )
             job = job_store.create(request)
         try:
-            enqueue(self.celery, job)
+            enqueue(self.celery, self.redis, job)
         except Exception as exc:
             job_store.delete(job.job_id)
             log.exception("could not send job %s to the broker", job.job_id)
@@ -187,8 +188,9 @@ class JobQueue:
         return view
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        """Cancels a queued job (its message is taken out of the broker) or a running one (it stops at the next
-        token); 409 for a job that already finished."""
+        """Cancels a queued job or a running one (it stops at the next token); 409 for a job that already
+        finished. A queued job's message stays in the broker, whose lists are never read here: the worker that
+        takes it finds the job no longer queued and does nothing."""
         was = job_store.cancel(job_id)
         if was is None:
             job = self.find(job_id)
@@ -201,8 +203,4 @@ class JobQueue:
         job = self.find(job_id)
         if was == "processing":
             ReplyChannel(self.redis, job_id, ttl_seconds=self.settings.stream_ttl_seconds).cancel()
-        else:
-            removed = broker.remove_waiting(self.redis, queue_of(job), job_id)
-            if not removed:
-                self.celery.control.revoke(job_id)
         return {"job_id": job_id, "status": "cancelled", "cancelled_at": job_store.iso(job.cancelled_at)}

@@ -22,7 +22,7 @@ from pymongo.errors import ConnectionFailure
 from config.errors import ApiError
 from config.logs import request_id_var
 from config.settings import Settings
-from tasks import job_store
+from tasks import broker, job_store
 from tasks.job_queue import RUN_JOB
 from tasks.serving import current, serve_job
 
@@ -47,6 +47,7 @@ def _claim(task_id: str | None = None, task: Any = None, **_kwargs: Any) -> None
         return
     task.request.job_claim = None
     runtime = current()
+    _taken(runtime.redis, task_id)
     stalled_for = runtime.engine.stalled_seconds()
     if stalled_for > runtime.settings.engine_stall_seconds / 2:
         # A hung engine must not take jobs back: left queued, the job is sent again to a worker that can run it.
@@ -97,6 +98,13 @@ def _failed(sender: Any = None, task_id: str | None = None, exception: BaseExcep
     else:
         message, code = f"Model inference failed: {type(exception).__name__}: {exception}", "inference_failed"
     _fail(task_id, token, message, code)
+
+
+def _taken(client: Any, job_id: str) -> None:
+    try:
+        broker.taken(client, job_id)
+    except Exception:  # noqa: BLE001 - a stale entry only delays a resend: the reconciler checks the queue's length
+        log.warning("could not take job %s off the waiting index", job_id, exc_info=True)
 
 
 def _while_reconnecting(write: Callable[[], bool], settings: Settings) -> bool:

@@ -24,7 +24,7 @@ from config.settings import Settings
 from models.handlers.base import RequestCancelled
 from models.liveness import Liveness
 from rag import document_store
-from tasks import job_store, staging
+from tasks import broker, job_store, staging
 from tasks.dispatch import ALIVE, Dispatcher
 from tasks.job_queue import RUN_CONTROL_JOB
 from tasks.progress import write_progress
@@ -151,6 +151,7 @@ def run_control_job(self, operation: str, payload: dict[str, Any], priority: str
     job_id = self.request.id
     rag = service()
     settings = rag.settings
+    broker.taken(rag.dispatcher.redis, job_id)
     token = job_store.claim(job_id, self.request.hostname or "control", settings.job_lease_seconds)
     if token is None:
         log.info("job %s is no longer queued; this delivery does nothing", job_id)

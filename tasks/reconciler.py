@@ -137,7 +137,7 @@ class Reconciler:
             elif (fresh := job_store.requeue(job.job_id, job.claim, expired_before)) is not None:
                 log.warning("job %s: %s; queued again (attempt %d done)", job.job_id, reason, job.attempts)
                 self._forget_unacked(job.job_id)
-                enqueue(self.celery, fresh)
+                enqueue(self.celery, self.redis, fresh)
                 counts["requeued"] += 1
         self.suspects = suspects
 
@@ -155,7 +155,8 @@ class Reconciler:
         if not stale:
             return
         unacked = broker.unacked(self.redis)
-        waiting: dict[str, set[str]] = {}
+        waiting = broker.waiting_jobs(self.redis)
+        lengths: dict[str, int] = {}
         for job in stale:
             record = registry.get_record(job.model_id)
             if record is None or record.desired != "loaded":
@@ -164,10 +165,11 @@ class Reconciler:
                     counts["failed"] += 1
                 continue
             queue = queue_of(job)
-            if queue not in waiting:
-                waiting[queue] = broker.waiting_task_ids(self.redis, queue)
-            if job.job_id in waiting[queue]:
-                continue
+            if waiting.get(job.job_id) == queue:
+                if queue not in lengths:
+                    lengths[queue] = broker.queue_length(self.redis, queue)
+                if lengths[queue]:
+                    continue  # its message waits (an index entry beside an empty queue outlived its message)
             if job.job_id in unacked:
                 tag, delivered_at = unacked[job.job_id]
                 if time.time() - delivered_at < self.grace:
@@ -177,14 +179,12 @@ class Reconciler:
                 broker.drop_unacked(self.redis, tag)
             if job_store.touch_enqueued(job.job_id):
                 log.warning("job %s was queued but no broker message held it; sent again", job.job_id)
-                enqueue(self.celery, job)
+                enqueue(self.celery, self.redis, job)
                 counts["resent"] += 1
 
     def _fail_queued(self, job: job_store.Job, message: str, code: str) -> bool:
-        if not job_store.fail(job.job_id, None, message, code):
-            return False
-        broker.remove_waiting(self.redis, queue_of(job), job.job_id)
-        return True
+        """The job's message, if any is left, stays in the broker: a worker that takes it finds the job failed."""
+        return job_store.fail(job.job_id, None, message, code)
 
     def announce_unsent_events(self, counts: dict[str, int]) -> None:
         for job_id, event_id in job_store.unsent_events(job_store.now() - timedelta(seconds=self.grace)):
