@@ -11,7 +11,7 @@ STAMPS := .setup-stamps
 MLX_BACKEND ?= $(if $(shell command -v nvidia-smi),cuda,cpu)
 PACKAGES_STAMP := $(STAMPS)/packages-$(MLX_BACKEND)-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
-PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control models flower
+PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control work models flower
 
 .PHONY: help setup system-packages python-packages models documents run node test test-fast bench lint clean
 

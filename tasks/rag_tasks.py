@@ -156,6 +156,12 @@ def run_control_job(self, operation: str, payload: dict[str, Any], priority: str
     if token is None:
         log.info("job %s is no longer queued; this delivery does nothing", job_id)
         return
+    if operation == "fusion":
+        try:
+            _start_fusion_job(job_id, token, payload)
+        except ApiError as exc:
+            _finish(job_id, token, operation, payload, error=(exc.message, exc.code or "job_failed"))
+        return
     redis = rag.dispatcher.redis
     cancel = ReplyChannel(redis, job_id, settings.stream_maxlen, settings.stream_ttl_seconds)
     try:
@@ -164,8 +170,6 @@ def run_control_job(self, operation: str, payload: dict[str, Any], priority: str
                 result = rag.answer(payload, request_id_var.get(), cancel.cancelled)
             elif operation == "rag_ingest":
                 result = _ingest_job(job_id, payload, working, cancel.cancelled)
-            elif operation == "fusion":
-                result = _fusion_job(job_id, payload, cancel.cancelled)
             else:
                 raise ApiError(400, f"the control worker cannot run {operation!r} jobs", code="unsupported_operation")
     except RequestCancelled:
@@ -192,35 +196,22 @@ def _ingest_job(job_id: str, payload: dict[str, Any], working: list[str], cancel
     return service().ingest(ingest_request(payload), request_id_var.get(), report, working, cancelled)
 
 
-def _fusion_job(job_id: str, payload: dict[str, Any], cancelled: Callable[[], bool]) -> dict[str, Any]:
-    """A workflow run as a job: progress is the share of its steps done; a failed step fails the job, naming it."""
+def _start_fusion_job(job_id: str, token: str, payload: dict[str, Any]) -> None:
+    """Starts a workflow run as the job and returns: no pool thread waits on the run's steps (they need threads
+    of this same worker). The run's last task completes the job, its error callback fails it; the job's lease
+    covers the run's whole time, so the reconciler takes it back only once that has passed or this worker died."""
     from tasks.fusion import canvas, workflow_store
     from tasks.fusion.definitions import for_run
 
     rag = service()
-    redis = rag.dispatcher.redis
+    settings = rag.settings
     chat_models = rag.dispatcher.liveness.models_of_type("lm")
     workflow = for_run(workflow_store.find(payload["workflow"]), payload.get("models") or {}, chat_models)
-
-    def report(done: int, total: int) -> None:
-        write_progress(redis, job_id, done / max(total, 1), {"steps_done": done, "steps": total})
-
-    run = canvas.execute(
-        current_app,
-        workflow,
-        payload,
-        f"wf-{job_id.removeprefix('job-')[:16]}-{uuid.uuid4().hex[:6]}",
-        request_id_var.get(),
-        rag.settings.fusion_timeout_seconds,
-        on_progress=report,
-        cancelled=cancelled,
+    job_store.renew_lease(job_id, token, settings.fusion_timeout_seconds + settings.job_lease_seconds)
+    run_id = f"wf-{job_id.removeprefix('job-')[:16]}-{uuid.uuid4().hex[:6]}"
+    canvas.start(
+        current_app, workflow, payload, run_id, request_id_var.get(), (job_id, token), settings.fusion_timeout_seconds
     )
-    if cancelled():
-        raise RequestCancelled("the workflow was cancelled")
-    view = workflow_store.view(run)
-    if run.status != "completed":
-        raise ApiError(500, f"workflow {run.run_id}: {run.error}", code="workflow_failed")
-    return view
 
 
 def _finish(

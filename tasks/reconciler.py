@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DELIVER_TASK = "mlxf.deliver"
 LOCK_KEY = "mlxf:reconciler-lock"
+LAST_RUN_KEY = "mlxf:reconciler-last-run"
+"""When the last pass ended (seconds since the epoch): ``/internal/diagnostics`` shows it."""
 LOCK_SECONDS = 120.0
 """A run holding the lock longer than this (a crashed process) lets the next one in."""
 
@@ -57,6 +59,12 @@ def verdict(
         if held_by_live_worker:
             return None  # its worker is slow to beat, not dead
     return "fail" if attempts >= max_attempts else "requeue"
+
+
+def last_run(client: redis.Redis) -> float | None:
+    """When the last reconciler pass ended, if any did (seconds since the epoch)."""
+    raw = client.get(LAST_RUN_KEY)
+    return float(raw) if raw else None
 
 
 def once_per(client: redis.Redis, key: str, seconds: float) -> bool:
@@ -93,6 +101,7 @@ class Reconciler:
             self.resend_lost_jobs(counts)
             self.announce_unsent_events(counts)
             self.resend_lost_deliveries(counts)
+            self.redis.set(LAST_RUN_KEY, time.time())
         finally:
             try:
                 lock.release()

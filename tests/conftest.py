@@ -37,6 +37,11 @@ BASH_PDF = DOCUMENTS / "bash-doc" / "usr" / "share" / "doc" / "bash" / "bash.pdf
 PYTHON_HTML = DOCUMENTS / "python3.11-doc" / "usr" / "share" / "doc" / "python3.11" / "html"
 
 
+RECONCILE_SECONDS = 1
+"""The session's reconciler period (``JOB_RECONCILE_SECONDS``)."""
+CONTROL_QUEUES = "control,webhooks"
+WORK_QUEUES = "jobs,rag,fusion"
+"""The queues of the Procfile's two control workers."""
 SESSION_CALLBACK_SECRET = "session-callback-secret"
 """Signs the callbacks of jobs that bring no ``callback_secret`` (``CALLBACK_SECRET``)."""
 ON_DEMAND_MODEL = "test/on-demand-chat"
@@ -68,7 +73,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         "WEBHOOK_RETRY_BASE_SECONDS": "0.5",
         "WEBHOOK_MAX_ATTEMPTS": "5",
         "CALLBACK_SECRET": SESSION_CALLBACK_SECRET,
-        "JOB_RECONCILE_SECONDS": "1",
+        "JOB_RECONCILE_SECONDS": str(RECONCILE_SECONDS),
         "JOB_LOST_GRACE_SECONDS": "3",
         # Tests hold a generation between tokens with a Redis key (see ``hold``), never by betting on its length.
         "WORKER_PLUGINS": "tests.holds",
@@ -167,8 +172,11 @@ def base_url(stack: Stack, supervisor) -> str:
 
 @pytest.fixture(scope="session")
 def control_worker(stack: Stack) -> Service:
-    """The control worker (webhook fan-out and delivery) with its embedded beat running the reconciler."""
-    return stack.start_control()
+    """The control workers as the Procfile runs them: ``control`` (webhook fan-out and delivery, and its embedded
+    beat running the reconciler) and ``work`` (jobs, RAG, fusion), so that a flood of one cannot take the
+    other's threads."""
+    stack.start_control("work", queues=WORK_QUEUES)
+    return stack.start_control(queues=CONTROL_QUEUES)
 
 
 @pytest.fixture(scope="session")

@@ -144,10 +144,15 @@ class Stack:
         return self.start(name, [PYTHON, "-m", "tasks.model_worker", "--model-id", model_id], extra_env)
 
     def start_control(
-        self, name: str = "control", extra_env: dict[str, str] | None = None, restarted: bool = False
+        self,
+        name: str = "control",
+        extra_env: dict[str, str] | None = None,
+        restarted: bool = False,
+        queues: str = "control,jobs,webhooks,rag,fusion",
     ) -> Service:
-        """The control worker with its embedded beat; up once it says it is ready. ``restarted``: behind
-        ``config.restart_loop``, as the Procfile runs it (started again when it dies)."""
+        """A control worker on ``queues`` (all of them unless told), with the embedded beat when it takes the
+        ``control`` queue; up once it says it is ready. ``restarted``: behind ``config.restart_loop``, as the
+        Procfile runs it (started again when it dies)."""
         loop = [PYTHON, "-m", "config.restart_loop", name, "--"] if restarted else []
         argv = [
             *loop,
@@ -155,11 +160,9 @@ class Stack:
             "-A",
             "tasks.control_app",
             "worker",
-            "-B",
-            "--schedule",
-            str(self.workdir / f"{name}-beat"),
+            *(["-B", "--schedule", str(self.workdir / f"{name}-beat")] if "control" in queues.split(",") else []),
             "--queues",
-            "control,jobs,webhooks,rag,fusion",
+            queues,
             "--pool",
             "threads",
             "--concurrency",

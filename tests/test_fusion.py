@@ -8,7 +8,10 @@ import base64
 import io
 import os
 import signal
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -18,9 +21,11 @@ from tests.conftest import (
     CHAT_MODEL,
     CHAT_MODEL_DIR,
     EMBEDDING_MODEL,
+    RECONCILE_SECONDS,
     VISION_MODEL,
     job_status,
     load_model,
+    submit_job,
     unload_model,
     wait_for_job,
     worker_is_live,
@@ -338,3 +343,59 @@ def test_a_fusion_job_from_the_jobs_api_reports_its_steps(base_url, jobs_url):
 def test_a_workflow_without_its_models_is_503_naming_them(base_url, control_worker):
     lonely = orchestrate(base_url, "parallel_fusion", {"question": "Hi?"}, models={"answerers": [CHAT_MODEL]})
     assert lonely.status_code == 503 and lonely.json()["error"]["param"] == "models.answerers"
+
+
+def test_a_flood_of_async_runs_completes_while_deliveries_ingests_and_the_reconciler_go_on(
+    base_url, jobs_url, receiver
+):
+    """48 workflow runs as jobs at once, an ingest job and a plain job with a callback: no control thread waits
+    on a run's steps (they need threads of the same worker), and the reconciler and webhook deliveries have a
+    worker of their own, so every run completes, the callback arrives and the reconciler keeps its schedule."""
+    name = f"flood_{uuid.uuid4().hex[:6]}"
+    steps = [
+        {"step_id": "double", "type": "transform", "input": "{{ input.n * 2 }}"},
+        {"step_id": "plus_one", "type": "transform", "input": "{{ steps.double.output + 1 }}"},
+    ]
+    assert compose(base_url, name, steps).status_code == 201
+    ages: list[float] = []
+    flooding = threading.Event()
+
+    def watch_the_reconciler() -> None:
+        while not flooding.wait(0.25):
+            ran = requests.get(f"{base_url}/internal/diagnostics", timeout=10).json()["reconciler"]["last_run_at"]
+            if ran is not None:  # None only before the session's first pass
+                ages.append((datetime.now(UTC) - datetime.fromisoformat(ran.replace("Z", "+00:00"))).total_seconds())
+
+    watcher = threading.Thread(target=watch_the_reconciler, daemon=True)
+    watcher.start()
+    sentences = " ".join(f"Sentence {n} says that lanterns burn in harbour number {n}." for n in range(3000))
+    ingested = requests.post(
+        f"{base_url}/api/rag/ingest",
+        data={"collection": f"flood-{uuid.uuid4().hex[:6]}", "async": "true"},
+        files=[("files", ("harbours.txt", sentences.encode()))],
+        timeout=60,
+    )
+    assert ingested.status_code == 202, ingested.text
+    plain = submit_job(
+        jobs_url, EMBEDDING_MODEL, "embed", {"input": ["one"]}, callback_url=receiver.url("/flood-callback")
+    )
+    assert plain.status_code == 202, plain.text
+    with ThreadPoolExecutor(16) as senders:  # at once: the runs' jobs are queued ahead of their own steps
+        answers = list(senders.map(lambda n: orchestrate(base_url, name, {"n": n}, **{"async": True}), range(48)))
+    assert all(answer.status_code == 202 for answer in answers), [a.text for a in answers if a.status_code != 202]
+    runs = {answer.json()["job_id"]: n for n, answer in enumerate(answers)}
+    wait_until(
+        lambda: all(job_status(jobs_url, job_id)["status"] in ("completed", "failed") for job_id in runs),
+        120,
+        "the 48 runs to finish",
+    )
+    for job_id, n in runs.items():
+        job = job_status(jobs_url, job_id)
+        assert job["status"] == "completed", job
+        assert job["result"]["result"]["output"] == 2 * n + 1
+    assert wait_for_job(jobs_url, ingested.json()["job_id"], timeout=300)["status"] == "completed"
+    wait_until(lambda: "job.completed" in receiver.events("/flood-callback", plain.json()["job_id"]), 60, "callback")
+    flooding.set()
+    watcher.join(15)
+    print(f"reconciler ages during the flood: max {max(ages):.2f}s over {len(ages)} looks")
+    assert max(ages) <= 2 * RECONCILE_SECONDS + 1, ages

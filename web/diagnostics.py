@@ -8,6 +8,7 @@ import platform
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import psutil
@@ -17,7 +18,7 @@ from flask.views import MethodView
 from config.clock import iso, now
 from models import registry
 from rag import document_store
-from tasks import job_store
+from tasks import job_store, reconciler
 from tasks.job_states import STATUSES
 from web.api import Blueprint, dispatcher
 from web.health import mongodb_connected, redis_connected
@@ -121,6 +122,11 @@ class Diagnostics(MethodView):
         if redis_ok:
             errors = current_app.extensions["stats"].recent_errors(time.time() - DAY_SECONDS)
             body["errors"] = {"last_24h": len(errors), "recent_errors": errors[:RECENT_ERRORS]}
+            ran = reconciler.last_run(current_app.extensions["redis"])
+            body["reconciler"] = {
+                "last_run_at": iso(datetime.fromtimestamp(ran, UTC)) if ran else None,
+                "period_seconds": current_app.extensions["settings"].job_reconcile_seconds,
+            }
         body["resources"] = resources(models_bytes)
         body["request_id"] = g.request_id
         response = jsonify(body)

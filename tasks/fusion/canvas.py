@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery, chain, group
@@ -23,6 +24,8 @@ from tasks.fusion.definitions import Step, Workflow
 
 STEP_TASK = "mlxf.fusion.step"
 MERGE_TASK = "mlxf.fusion.merge"
+FINISH_TASK = "mlxf.fusion.finish"
+FAILED_TASK = "mlxf.fusion.failed"
 FUSION_QUEUE = "fusion"
 RAG_QUEUE = "rag"
 POLL_SECONDS = 0.5
@@ -51,9 +54,10 @@ def _step(celery: Celery, run_id: str, step: Step) -> Signature:
     return celery.signature(STEP_TASK, args=[run_id, step.step_id], queue=queue)
 
 
-def build(celery: Celery, workflow: Workflow, run_id: str, state: dict[str, Any]) -> Signature:
+def build(celery: Celery, workflow: Workflow, run_id: str, state: dict[str, Any], finishing: bool = False) -> Signature:
     """The canvas of a run: a first task hands ``state`` on (a chain that begins with a group loses the group's
-    own arguments), then each wave gets the state the wave before returned."""
+    own arguments), then each wave gets the state the wave before returned. ``finishing``: a last task records
+    the end, and an error callback a failure, so that nobody waits on the canvas (a run as a job)."""
     parts: list[Signature] = [celery.signature(MERGE_TASK, args=[[state]], queue=FUSION_QUEUE)]
     for wave in workflow.levels():
         if len(wave) == 1:
@@ -61,7 +65,27 @@ def build(celery: Celery, workflow: Workflow, run_id: str, state: dict[str, Any]
         else:
             parts.append(group(_step(celery, run_id, step) for step in wave))
             parts.append(celery.signature(MERGE_TASK, queue=FUSION_QUEUE))
-    return chain(*parts)
+    if not finishing:
+        return chain(*parts)
+    parts.append(celery.signature(FINISH_TASK, args=[run_id], queue=FUSION_QUEUE))
+    return chain(*parts).on_error(celery.signature(FAILED_TASK, args=[run_id], queue=FUSION_QUEUE))
+
+
+def start(
+    celery: Celery,
+    workflow: Workflow,
+    given: dict[str, Any],
+    run_id: str,
+    request_id: str,
+    job: tuple[str, str],
+    timeout: float,
+) -> None:
+    """Starts a run as the MCP job ``job`` (id, claim) and returns at once: no worker thread waits on it. Its
+    last task records the result and completes the job; a failed step, the deadline or a cancellation fails
+    the run (and the job, unless it was cancelled)."""
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout)
+    workflow_store.start_run(run_id, workflow, given, request_id, job=job, deadline=deadline)
+    build(celery, workflow, run_id, initial_state(run_id, given, request_id), finishing=True).apply_async()
 
 
 def result_of(workflow_result: dict[str, str] | None, steps: list[dict[str, Any]], state: dict[str, Any]) -> dict:
@@ -104,29 +128,30 @@ def execute(
                 elif on_progress is not None and len(trace) != done:
                     done = len(trace)
                     on_progress(done, total)
-    finish(run_id, workflow, final)
+    finish(run_id, final)
     run = workflow_store.get_run(run_id)
     assert run is not None
     return run
 
 
-def finish(run_id: str, workflow: Workflow, final: Any) -> None:
-    """Records the end of a run: its result, or the error and a ``not_run`` entry for each step that never ran."""
-    if isinstance(final, dict) and "steps" in final:
-        workflow_store.finish_run(run_id, "completed", result_of(workflow.result, _steps(workflow), final), None)
-        return
+def finish(run_id: str, final: Any) -> bool:
+    """Records the end of a run: its result (``final`` is the last state), or the error (``final`` is an
+    exception) and a ``not_run`` entry for each step that never ran. False when the run had ended already."""
     run = workflow_store.get_run(run_id)
-    traced = {entry["step"] for entry in (run.trace if run else [])}
-    failed = next((e for e in (run.trace if run else []) if e.get("status") == "failed"), None)
+    if run is None or run.status != "running":
+        return False
+    steps = [dict(step) for step in run.steps]
+    if isinstance(final, dict) and "steps" in final:
+        return workflow_store.finish_run(run_id, "completed", result_of(dict(run.result_map), steps, final), None)
+    traced = {entry["step"] for entry in run.trace}
+    failed = next((e for e in run.trace if e.get("status") == "failed"), None)
     error = f"step {failed['step']} failed: {failed['error']}" if failed else f"{type(final).__name__}: {final}"
-    for step in workflow.steps:
-        if step.step_id not in traced:
+    if not workflow_store.finish_run(run_id, "failed", None, error):
+        return False
+    for step in steps:
+        if step["step_id"] not in traced:
             reason = "a step it depends on failed" if failed else "the workflow ended first"
             workflow_store.add_trace(
-                run_id, {"step": step.step_id, "type": step.type, "status": "not_run", "reason": reason}
+                run_id, {"step": step["step_id"], "type": step["type"], "status": "not_run", "reason": reason}
             )
-    workflow_store.finish_run(run_id, "failed", None, error)
-
-
-def _steps(workflow: Workflow) -> list[dict[str, Any]]:
-    return [step.to_dict() for step in workflow.steps]
+    return True

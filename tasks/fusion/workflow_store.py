@@ -39,6 +39,10 @@ class FusionRun(me.Document):
     result = me.DictField()
     error = me.StringField()
     request_id = me.StringField()
+    job_id = me.StringField()
+    """The MCP job the run is (``async``), finished by the run's last task; None for a run a caller waits on."""
+    job_claim = me.StringField()
+    deadline = me.DateTimeField()
     created_at = me.DateTimeField(required=True)
     completed_at = me.DateTimeField()
 
@@ -89,7 +93,15 @@ def delete_composed(workflow_id: str) -> bool:
     return bool(ComposedWorkflow.objects(workflow_id=workflow_id).delete())
 
 
-def start_run(run_id: str, workflow: Workflow, given: dict[str, Any], request_id: str) -> FusionRun:
+def start_run(
+    run_id: str,
+    workflow: Workflow,
+    given: dict[str, Any],
+    request_id: str,
+    job: tuple[str, str] | None = None,
+    deadline: datetime | None = None,
+) -> FusionRun:
+    """Records a new run; ``job`` is the (job id, claim) it finishes, for a run as an MCP job."""
     run = FusionRun(
         run_id=run_id,
         workflow_id=workflow.workflow_id,
@@ -100,6 +112,9 @@ def start_run(run_id: str, workflow: Workflow, given: dict[str, Any], request_id
         models=given.get("models") or {},
         status="running",
         request_id=request_id,
+        job_id=job[0] if job else None,
+        job_claim=job[1] if job else None,
+        deadline=deadline,
         created_at=datetime.now(UTC),
     )
     run.save(force_insert=True)
@@ -114,9 +129,12 @@ def add_trace(run_id: str, entry: dict[str, Any]) -> None:
     FusionRun.objects(run_id=run_id).update_one(push__trace=entry)
 
 
-def finish_run(run_id: str, status: str, result: dict[str, Any] | None, error: str | None) -> None:
-    FusionRun.objects(run_id=run_id).update_one(
-        set__status=status, set__result=result or {}, set__error=error, set__completed_at=datetime.now(UTC)
+def finish_run(run_id: str, status: str, result: dict[str, Any] | None, error: str | None) -> bool:
+    """Records the end of a running run; False when it had ended already (an error callback may come twice)."""
+    return bool(
+        FusionRun.objects(run_id=run_id, status="running").update_one(
+            set__status=status, set__result=result or {}, set__error=error, set__completed_at=datetime.now(UTC)
+        )
     )
 
 

@@ -80,6 +80,7 @@ class DiagnosticsSchema(OpenSchema):
     jobs = fields.Dict(keys=fields.String(), values=fields.Integer())
     rag = fields.Dict()
     errors = fields.Dict()
+    reconciler = fields.Dict(metadata={"description": "last_run_at (ISO time) and period_seconds"})
     persistence = fields.Nested(PersistenceSchema)
     request_id = fields.String()
 
