@@ -32,6 +32,8 @@ from tasks.urls import UnsafeUrl, check_url
 log = logging.getLogger(__name__)
 
 RUN_JOB = "mlxf.job"
+JOB_HEADER = "job"
+"""The message header that carries what recreates the job (``job_store.creation``)."""
 RUN_CONTROL_JOB = "mlxf.control_job"
 CONTROL_JOBS: dict[str, tuple[str, str | None]] = {
     "rag_query": ("rag", "chat"),
@@ -62,7 +64,7 @@ def enqueue(celery: Celery, client: redis.Redis, job: job_store.Job) -> None:
         task_id=job.job_id,
         queue=queue_of(job),
         priority=job_store.PRIORITIES[job.priority],
-        headers={"request_id": job.request_id or "-"},
+        headers={"request_id": job.request_id or "-", JOB_HEADER: job_store.creation(job)},
     )
     broker.sent(client, job.job_id, queue_of(job))
 
@@ -73,6 +75,12 @@ ADMISSION_LOCK_SECONDS = 10.0
 OnDemand = Callable[[str, float], bool]
 ON_DEMAND_WAIT_SECONDS = 30.0
 """Longest a job submission waits for an on-demand model that is being unloaded (after an idle spell) to be gone."""
+
+
+def job_creation(request: Any) -> dict[str, Any] | None:
+    """The ``JOB_HEADER`` of a job task's Celery request (custom headers arrive as its attributes)."""
+    headers = getattr(request, "headers", None) or {}
+    return getattr(request, JOB_HEADER, None) or headers.get(JOB_HEADER)
 
 
 def check_operation(model_id: str, operation: str, on_demand: OnDemand | None = None) -> None:

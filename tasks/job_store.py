@@ -8,6 +8,7 @@ worker that was presumed dead, a duplicate message) changes nothing.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,8 @@ from config.clock import as_utc, iso, now
 from config.leases import Lease, as_update, new_token
 from tasks import job_events, job_states
 from tasks.job_states import FINISHED, STATUSES
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FINISHED", "STATUSES"]
 
@@ -123,10 +126,11 @@ class JobRequest:
     request_id: str | None = None
 
 
-def create(request: JobRequest) -> Job:
-    moment = now()
+def create(request: JobRequest, job_id: str | None = None, created_at: datetime | None = None) -> Job:
+    """Inserts a new queued job (``job_id`` and ``created_at``: a job recreated from its message)."""
+    moment = created_at or now()
     job = Job(
-        job_id=new_job_id(),
+        job_id=job_id or new_job_id(),
         model_id=request.model_id,
         operation=request.operation,
         input=request.input,
@@ -143,6 +147,48 @@ def create(request: JobRequest) -> Job:
     job.outbox = [_outbox_entry(job, "job.queued", moment)]
     job.save(force_insert=True)
     return job
+
+
+def creation(job: Job) -> dict[str, Any]:
+    """What recreates ``job`` as it was submitted, but its input (the message's arguments carry that): sent with
+    its message, so that a job whose document the store lost after acknowledging it still runs."""
+    return {
+        "model_id": job.model_id,
+        "operation": job.operation,
+        "priority": job.priority,
+        "callback_url": job.callback_url,
+        "callback_secret": job.callback_secret,
+        "metadata": dict(job.user_metadata or {}),
+        "request_id": job.request_id,
+        "created_at": iso(job.created_at),
+    }
+
+
+def claim_or_recreate(
+    job_id: str, worker: str, lease_seconds: float, made: dict[str, Any] | None, job_input: dict[str, Any]
+) -> str | None:
+    """``claim``; when the job's document is missing though its message came (the store lost a write it had
+    acknowledged), the job is inserted again from ``made`` (``creation``) under the same id, then claimed."""
+    token = claim(job_id, worker, lease_seconds)
+    if token is not None or not made or get(job_id) is not None:
+        return token
+    request = JobRequest(
+        model_id=made["model_id"],
+        operation=made["operation"],
+        input=job_input,
+        priority=made["priority"],
+        callback_url=made.get("callback_url"),
+        callback_secret=made.get("callback_secret"),
+        metadata=made.get("metadata") or {},
+        request_id=made.get("request_id"),
+    )
+    try:
+        create(request, job_id=job_id, created_at=datetime.fromisoformat(made["created_at"].replace("Z", "+00:00")))
+    except me.NotUniqueError:
+        pass  # inserted meanwhile (another delivery of the same message)
+    else:
+        log.warning("job %s had a message but no document (lost by the store); recreated from its message", job_id)
+    return claim(job_id, worker, lease_seconds)
 
 
 def get(job_id: str) -> Job | None:

@@ -23,7 +23,7 @@ from config.errors import ApiError
 from config.logs import request_id_var
 from config.settings import Settings
 from tasks import broker, job_store
-from tasks.job_queue import RUN_JOB
+from tasks.job_queue import RUN_JOB, job_creation
 from tasks.serving import current, serve_job
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ def _claim(task_id: str | None = None, task: Any = None, **_kwargs: Any) -> None
         log.warning("job %s left queued: this worker's engine has made no progress for %.0fs", task_id, stalled_for)
         return
     try:
-        token = job_store.claim(task_id, runtime.hostname, runtime.settings.job_lease_seconds)
+        lease = runtime.settings.job_lease_seconds
+        made, job_input = job_creation(task.request), task.request.args[1]
+        token = job_store.claim_or_recreate(task_id, runtime.hostname, lease, made, job_input)
     except Exception:  # noqa: BLE001 - unclaimed, the job stays queued and the reconciler sends it again
         log.exception("could not claim job %s", task_id)
         return

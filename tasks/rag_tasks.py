@@ -26,7 +26,7 @@ from models.liveness import Liveness
 from rag import document_store
 from tasks import broker, job_store, staging
 from tasks.dispatch import ALIVE, Dispatcher
-from tasks.job_queue import RUN_CONTROL_JOB
+from tasks.job_queue import RUN_CONTROL_JOB, job_creation
 from tasks.progress import write_progress
 from tasks.rag_queue import ANSWER, DELETE_DOCUMENT, DROP_COLLECTION, INGEST, RETRIEVE, SWEEP
 from tasks.rag_service import IngestRequest, RagService
@@ -152,7 +152,9 @@ def run_control_job(self, operation: str, payload: dict[str, Any], priority: str
     rag = service()
     settings = rag.settings
     broker.taken(rag.dispatcher.redis, job_id)
-    token = job_store.claim(job_id, self.request.hostname or "control", settings.job_lease_seconds)
+    worker = self.request.hostname or "control"
+    made = job_creation(self.request)
+    token = job_store.claim_or_recreate(job_id, worker, settings.job_lease_seconds, made, payload)
     if token is None:
         log.info("job %s is no longer queued; this delivery does nothing", job_id)
         return

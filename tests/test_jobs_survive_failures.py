@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import pymongo
 import redis
 import requests
 
@@ -121,3 +122,38 @@ def test_jobs_of_a_model_unloaded_by_force_fail_with_the_reason(jobs_url, base_u
         assert job["status"] == "failed", job
         assert job["error_code"] == "model_unloaded" and model_id in job["error"]
     assert submit_job(jobs_url, model_id, "chat", {"messages": ask("hi")}).status_code == 404
+
+
+def test_a_job_the_store_lost_after_its_202_runs_from_its_message(small_stack, receiver):
+    """A document store that loses its last write on a crash (acknowledged, not yet on disk) could leave a 202
+    without its job. The job's message carries what recreates it: the worker that takes the message inserts
+    the job again under its id, runs it, and its callback arrives. (The loss is made by deleting the job's
+    document while its model has no worker, so that nothing else can have touched it.)"""
+    small = small_stack
+    small.start_redis()
+    client = redis.Redis.from_url(small.env["REDIS_URL"])
+    worker = small.start_worker(EMBEDDING_MODEL, "lost-worker")
+    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
+    worker.stop()  # the model stays registered: the job is accepted and waits for a worker
+    small.start_control("lost-control")
+    _web, base = small.start_web("lost-web")
+    jobs_url = f"{base}/api/mcp"
+    accepted = submit_job(
+        jobs_url,
+        EMBEDDING_MODEL,
+        "embed",
+        {"input": "kept in the message"},
+        callback_url=receiver.url("/lost"),
+        metadata={"kept": "yes"},
+    )
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+    database = pymongo.MongoClient(small.env["MONGODB_URL"]).get_default_database()
+    assert database["jobs"].delete_one({"_id": job_id}).deleted_count == 1
+    assert requests.get(f"{jobs_url}/jobs/{job_id}", timeout=10).status_code == 404
+
+    small.start_worker(EMBEDDING_MODEL, "lost-worker-2")
+    job = wait_for_job(jobs_url, job_id, timeout=120)
+    assert job["status"] == "completed" and job["metadata"] == {"kept": "yes"}
+    assert len(job["result"]["embeddings"][0]) == 384
+    wait_until(lambda: "job.completed" in receiver.events("/lost", job_id), 60, "the job's callback")
