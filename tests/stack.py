@@ -116,7 +116,9 @@ class Stack:
         wait_until(client.ping, 20, "redis-server", service.process)
         return service
 
-    def start_mongo(self) -> None:
+    def start_mongo(self, restarted: bool = False) -> Service:
+        """The Mongo-wire server (mongod if installed, else SecantusDB) on a free port; ``restarted``: behind
+        ``config.restart_loop``, as the Procfile runs it."""
         port = free_port()
         dbpath = self.workdir / "mongo"
         dbpath.mkdir()
@@ -136,9 +138,11 @@ class Stack:
                 "--log-level",
                 "WARNING",
             ]
-        service = self.start("mongo", argv)
+        loop = [PYTHON, "-m", "config.restart_loop", "mongo", "--"] if restarted else []
+        service = self.start("mongo", [*loop, *argv])
         self.env["MONGODB_URL"] = f"mongodb://127.0.0.1:{port}/mlxf_test"
         wait_until(lambda: _port_open(port), 60, "the Mongo-wire server", service.process)
+        return service
 
     def start_worker(self, model_id: str, name: str, extra_env: dict[str, str] | None = None) -> Service:
         return self.start(name, [PYTHON, "-m", "tasks.model_worker", "--model-id", model_id], extra_env)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
+import psutil
 import pymongo
 import redis
 import requests
 
 from tests.conftest import (
     CHAT_MODEL_DIR,
+    CONTROL_QUEUES,
     EMBEDDING_MODEL,
+    WORK_QUEUES,
     ask,
     job_status,
     load_model,
@@ -157,3 +161,49 @@ def test_a_job_the_store_lost_after_its_202_runs_from_its_message(small_stack, r
     assert job["status"] == "completed" and job["metadata"] == {"kept": "yes"}
     assert len(job["result"]["embeddings"][0]) == 384
     wait_until(lambda: "job.completed" in receiver.events("/lost", job_id), 60, "the job's callback")
+
+
+def test_the_document_store_killed_under_submissions_loses_no_accepted_job(small_stack, receiver):
+    """SIGKILL of the Mongo-wire server (behind the Procfile's restart loop) while 40 jobs are submitted at 5 a
+    second and their webhook deliveries are being recorded: every job answered 202 completes, and its
+    ``job.completed`` arrives, never twice with different bodies. Submissions while it is down are refused
+    (503), never accepted and lost."""
+    small = small_stack
+    mongo = small.start_mongo(restarted=True)
+    small.start_redis()
+    client = redis.Redis.from_url(small.env["REDIS_URL"])
+    worker = small.start_worker(EMBEDDING_MODEL, "mongo-kill-worker")
+    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
+    small.start_control("mongo-kill-control", restarted=True, queues=CONTROL_QUEUES)
+    small.start_control("mongo-kill-work", restarted=True, queues=WORK_QUEUES)
+    _web, base = small.start_web("mongo-kill-web")
+    jobs_url = f"{base}/api/mcp"
+    hook = requests.post(
+        f"{jobs_url}/webhooks", json={"url": receiver.url("/mongo-kill"), "events": ["job.completed"]}, timeout=10
+    )
+    assert hook.status_code == 201, hook.text
+    answers: list[requests.Response | str] = []
+    for number in range(40):
+        if number == 15:
+            server = psutil.Process(mongo.process.pid).children()[0]
+            os.kill(server.pid, signal.SIGKILL)
+        try:
+            answers.append(submit_job(jobs_url, EMBEDDING_MODEL, "embed", {"input": f"under fire {number}"}))
+        except requests.RequestException as exc:
+            answers.append(f"{type(exc).__name__}")
+        time.sleep(0.2)  # 5 submissions a second: the load, not a wait for anything
+    accepted = [a.json()["job_id"] for a in answers if isinstance(a, requests.Response) and a.status_code == 202]
+    refused = [a for a in answers if not (isinstance(a, requests.Response) and a.status_code == 202)]
+    assert all(isinstance(a, requests.Response) and a.status_code == 503 for a in refused), refused
+    assert len(accepted) >= 15 and "starting it again" in mongo.log(), "the store was killed and came back"
+    for job_id in accepted:
+        assert wait_for_job(jobs_url, job_id, timeout=180)["status"] == "completed", job_id
+    wait_until(
+        lambda: {r.payload["job"]["job_id"] for r in receiver.at("/mongo-kill")} >= set(accepted),
+        120,
+        "every accepted job's job.completed",
+    )
+    bodies: dict[str, set[bytes]] = {}
+    for delivery in receiver.at("/mongo-kill"):
+        bodies.setdefault(delivery.headers["webhook-id"], set()).add(delivery.body)
+    assert all(len(seen) == 1 for seen in bodies.values()), "a delivery came twice with different bodies"
