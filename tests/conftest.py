@@ -69,6 +69,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         "REQUEST_TIMEOUT_SECONDS": "120",
         "WORKER_HEARTBEAT_TTL_SECONDS": "4",
         "PYTHONUNBUFFERED": "1",
+        # One OpenBLAS thread per worker: the session runs a dozen model processes on a few cores, and a second
+        # thread spinning beside the others' made embedding and generation slower, not faster (measured).
+        "OPENBLAS_NUM_THREADS": "1",
         "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
         "WEBHOOK_RETRY_BASE_SECONDS": "0.5",
         "WEBHOOK_MAX_ATTEMPTS": "5",
