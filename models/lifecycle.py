@@ -41,13 +41,21 @@ def weights_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES))
 
 
-def held_bytes(record: registry.ModelRecord) -> int:
-    """What a replica of the model holds: measured once loaded, its weights' size before."""
-    return record.memory_bytes or weights_bytes(Path(record.path))
+def serving_bytes(model_type: str, settings: Settings) -> int:
+    """What a replica takes beyond its weights once it serves: a language model's KV budget and prompt cache."""
+    return int((settings.engine_kv_budget_gb + settings.prompt_cache_gb) * 1e9) if model_type == "lm" else 0
+
+
+def held_bytes(record: registry.ModelRecord, settings: Settings) -> int:
+    """What a replica of the model holds: its weights (measured once loaded; before, as its load planned them:
+    a Hugging Face model still downloading has no files to count yet) and what it serves with."""
+    weights = record.memory_bytes or record.planned_bytes or weights_bytes(Path(record.path))
+    return weights + serving_bytes(record.model_type, settings)
 
 
 def node_holdings(
     records: list[registry.ModelRecord],
+    settings: Settings,
     exclude: str | None = None,
     idle: Callable[[registry.ModelRecord], bool] = lambda _record: False,
     last_used: Callable[[registry.ModelRecord], float] = lambda _record: 0.0,
@@ -57,7 +65,7 @@ def node_holdings(
     for record in records:
         if record.status not in ("loading", "loaded") or record.model_id == exclude:
             continue
-        size, is_idle, used_at = held_bytes(record), idle(record), last_used(record)
+        size, is_idle, used_at = held_bytes(record, settings), idle(record), last_used(record)
         for node, count in Counter(record.nodes).items():
             held.setdefault(node, []).append(Holding(record.model_id, size * count, is_idle, used_at))
     return held
@@ -168,7 +176,7 @@ class ModelLifecycle:
         description = str(metadata.pop("description", "") or (spec.description if spec else ""))
         with self.placement():
             _refuse_existing(model_id)  # a load of the same id at the same moment may have registered it
-            nodes = self.place(model_id, model_type, need, replicas, node)
+            nodes = self.place(model_id, model_type, need + serving_bytes(model_type, self.settings), replicas, node)
             registered = registry.request_load(
                 model_id,
                 model_type,
@@ -182,6 +190,7 @@ class ModelLifecycle:
                 nodes=nodes,
                 replicas=replicas,
                 pinned_node=node,
+                planned_bytes=need,
             )
         if not registered:
             raise ApiError(409, f"Model '{model_id}' already exists", code="model_already_loaded", param="model_id")
@@ -211,7 +220,8 @@ class ModelLifecycle:
                 record = registry.get_record(model_id)  # a request at the same moment may have placed it
                 if record is None or record.status == "failed":
                     path = served_path(self.settings, spec)
-                    nodes = self.place(model_id, spec.model_type, weights_bytes(path))
+                    need = weights_bytes(path) + serving_bytes(spec.model_type, self.settings)
+                    nodes = self.place(model_id, spec.model_type, need)
                     if registry.request_catalog_load(spec, path, nodes):
                         log.info("loading the on-demand model %s for a request", model_id)
         return True
@@ -260,6 +270,7 @@ class ModelLifecycle:
         """What each node's models hold, ``exclude`` left out; idle: loaded, no request running or waiting."""
         return node_holdings(
             registry.list_records(),
+            self.settings,
             exclude,
             idle=lambda r: r.status == "loaded" and self._all_serving(r) and not self.busy(r.model_id),
             last_used=lambda r: self.stats.last_used(r.model_id) or (r.loaded_at.timestamp() if r.loaded_at else 0.0),

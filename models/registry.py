@@ -46,6 +46,8 @@ class ModelRecord(me.Document):
     status = me.StringField(choices=STATUSES, required=True)
     error = me.StringField()
     memory_bytes = me.IntField(default=0)
+    planned_bytes = me.IntField(default=0)
+    """A replica's weights as the load planned them: on disk, or on the Hub for a model not downloaded yet."""
     load_time_ms = me.FloatField()
     loaded_at = me.DateTimeField()
     replicas = me.IntField(default=1)
@@ -109,6 +111,7 @@ def request_load(
     nodes: list[str] | None = None,
     replicas: int = 1,
     pinned_node: str | None = None,
+    planned_bytes: int = 0,
 ) -> bool:
     """Records the wish to serve ``model_id``; False when it is already loading, loaded or unloading.
 
@@ -126,6 +129,7 @@ def request_load(
         replicas=replicas,
         nodes=list(nodes or []),
         pinned_node=pinned_node,
+        planned_bytes=planned_bytes,
         description=description,
         priority=priority,
         user_metadata=user_metadata or {},

@@ -322,8 +322,8 @@ class Supervisor:
                 for node in live.values()
                 if node.allows(model_id, record.model_type) and record.pinned_node in (None, node.name)
             ]
-            held = node_holdings(list(records.values()), exclude=model_id)
-            size = held_bytes(record)
+            held = node_holdings(list(records.values()), self.settings, exclude=model_id)
+            size = held_bytes(record, self.settings)
             added: list[str] = []
             for _ in range(missing):  # one at a time: as many as fit now, the rest wait
                 try:

@@ -36,3 +36,31 @@ def test_a_model_bigger_than_the_budget_is_refused():
     with pytest.raises(ApiError) as caught:
         evictions([], 4 * GB, 3 * GB)
     assert caught.value.code == "insufficient_vram"
+
+
+def test_a_node_holds_what_its_models_will_take_not_only_what_is_on_disk_now():
+    """A Hugging Face model still downloading has no files yet: it counts at the size its load planned (the
+    Hub's), so two big loads do not land on one node; a language model counts its KV budget and prompt cache
+    too, which it fills only once it serves."""
+    from config.settings import Settings
+    from models.lifecycle import node_holdings
+    from models.registry import ModelRecord
+
+    settings = Settings(engine_kv_budget_gb=2.0, prompt_cache_gb=0.5)
+
+    def record(model_id: str, model_type: str, **fields) -> ModelRecord:
+        return ModelRecord(model_id=model_id, model_type=model_type, status="loading", created=0, **fields)
+
+    records = [
+        record("hub/big", "embeddings", path="hf://hub/big", planned_bytes=5 * GB, nodes=["a"]),
+        record("chat", "lm", path="/nowhere", memory_bytes=1 * GB, nodes=["a", "b"]),
+        record("embed", "embeddings", path="/nowhere", memory_bytes=1 * GB, nodes=["b"]),
+    ]
+    held = {
+        node: sorted((h.model_id, h.size) for h in holdings)
+        for node, holdings in node_holdings(records, settings).items()
+    }
+    assert held == {
+        "a": [("chat", int(3.5 * GB)), ("hub/big", 5 * GB)],
+        "b": [("chat", int(3.5 * GB)), ("embed", 1 * GB)],
+    }
