@@ -28,6 +28,7 @@ from bench import (
     rag_quality,
     rag_scale,
     reconciler,
+    redis_latency,
     weights,
 )
 from bench.context import BenchContext
@@ -53,6 +54,7 @@ SECTIONS: dict[str, ModuleType] = {
         rag_quality,
         rag_scale,
         reconciler,
+        redis_latency,
     )
 }
 

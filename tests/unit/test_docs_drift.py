@@ -239,3 +239,14 @@ def test_markdown_links_lead_somewhere():
         "broken relative links: " + "; ".join(problems) + ". Fix the path (relative to the linking file) or the anchor "
         "(the heading's text in lower case, punctuation dropped, spaces as hyphens)"
     )
+
+
+def test_every_test_file_is_in_the_testing_catalogue():
+    catalogue = (ROOT / "docs" / "testing.md").read_text()
+    test_files = sorted([*(ROOT / "tests").glob("test_*.py"), *(ROOT / "tests" / "unit").glob("test_*.py")])
+    missing = [path.relative_to(ROOT).as_posix() for path in test_files]
+    missing = [name for name in missing if f"`{name}`" not in catalogue]
+    assert not missing, (
+        f"test files missing from the catalogue in docs/testing.md: {', '.join(missing)}. Add a row "
+        "| `tests/...` | what it shows | (its docstring's first paragraph)"
+    )
