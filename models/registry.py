@@ -56,6 +56,9 @@ class ModelRecord(me.Document):
     node with room."""
     pinned_node = me.StringField()
     """The node the load asked for: the model is never placed elsewhere."""
+    failed_on = me.ListField(me.DictField())
+    """Nodes where a replica failed for good while replicas on others served on (``node``, ``error``, ``at``):
+    no replica is placed there again."""
     download = me.DictField()
     """While a Hugging Face model is fetched: ``repo``, ``bytes_done`` and ``bytes_total``."""
     updated_at = me.DateTimeField()
@@ -208,10 +211,24 @@ def record_restarting(model_id: str) -> None:
     )
 
 
-def record_failed(model_id: str, error: str) -> None:
+def record_failed(model_id: str, error: str, node: str | None = None, serving_elsewhere: bool = False) -> None:
+    """The model failed to load, or its worker kept crashing. On ``node`` while replicas on other nodes serve
+    (``serving_elsewhere``), the failure is that node's: its replicas are taken off it, none is placed there again,
+    and the model serves on (its queued jobs wait for it). Otherwise the model has failed (``status``)."""
+    moment = datetime.now(UTC)
+    if node is not None and serving_elsewhere:
+        ModelRecord.objects(model_id=model_id, status__in=("loading", "loaded")).update_one(
+            pull__nodes=node, push__failed_on={"node": node, "error": error, "at": moment}, set__updated_at=moment
+        )
+        return
     ModelRecord.objects(model_id=model_id, status__in=("loading", "loaded")).update_one(
-        set__status="failed", set__error=error, set__updated_at=datetime.now(UTC)
+        set__status="failed", set__error=error, set__updated_at=moment
     )
+
+
+def failed_nodes(record: ModelRecord) -> set[str]:
+    """The nodes where the model failed while it served elsewhere (``record_failed``)."""
+    return {entry["node"] for entry in record.failed_on or []}
 
 
 def request_unload(model_id: str, force: bool) -> bool:

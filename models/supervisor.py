@@ -220,12 +220,19 @@ class Supervisor:
             registry.record_failed(
                 child.model_id,
                 f"the worker exited {MAX_RESTARTS + 1} times "
-                f"within {RESTART_WINDOW_SECONDS:.0f}s (last exit status {code})",
+                f"within {RESTART_WINDOW_SECONDS:.0f}s on node {self.name} (last exit status {code})",
+                self.name,
+                self._serving_elsewhere(child.model_id),
             )
             return
         log.warning("the worker of %s exited with %s; restarting it", child.model_id, code)
         if self.liveness is None or not self.liveness.workers(child.model_id):
             registry.record_restarting(child.model_id)
+
+    def _serving_elsewhere(self, model_id: str) -> bool:
+        """Whether live workers of another node serve ``model_id``."""
+        workers = self.liveness.workers(model_id) if self.liveness is not None else []
+        return any(worker.get("node") != self.name for worker in workers)
 
     def _stop(self, child: Child, force: bool) -> None:
         if child.stop_sent_at is None:
@@ -317,10 +324,13 @@ class Supervisor:
                 continue
             placed = list(record.nodes)
             kept, missing = off_nodes
+            failed_here = registry.failed_nodes(record)
             candidates = [
                 node
                 for node in live.values()
-                if node.allows(model_id, record.model_type) and record.pinned_node in (None, node.name)
+                if node.allows(model_id, record.model_type)
+                and record.pinned_node in (None, node.name)
+                and node.name not in failed_here
             ]
             held = node_holdings(list(records.values()), self.settings, exclude=model_id)
             size = held_bytes(record, self.settings)

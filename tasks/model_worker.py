@@ -100,6 +100,17 @@ KV_SHARE_OF_AVAILABLE = 0.5
 """The most of the memory available at start a worker's KV cache may take, whatever ``ENGINE_KV_BUDGET_GB`` says."""
 
 
+def _record_failed(settings: Settings, model_id: str, message: str) -> None:
+    """A load that failed here: this node's failure while workers of other nodes serve the model, else the
+    model's."""
+    try:
+        workers = Liveness(connect_redis(settings), settings.worker_heartbeat_ttl_seconds).workers(model_id)
+    except redis.RedisError:
+        workers = []
+    elsewhere = any(worker.get("node") != settings.node for worker in workers)
+    registry.record_failed(model_id, message, settings.node, elsewhere)
+
+
 def kv_budget_bytes(settings: Settings) -> int:
     """``ENGINE_KV_BUDGET_GB``, at most half the memory available now: a request whose cache would not fit is
     refused with 503 ``insufficient_vram`` before anything is allocated. (On MLX's CPU backend an allocation that
@@ -181,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the Hub's and the network's errors end the load, named
         message = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
         log.error("model %s could not be fetched: %s", model_id, message)
-        registry.record_failed(model_id, message)
+        _record_failed(settings, model_id, message)
         return EXIT_LOAD_FAILED
     batch_size = record.max_concurrency or settings.max_concurrency
     log.info("loading %s (%s) from %s; it batches up to %d requests", model_id, model_type, path, batch_size)
@@ -198,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         log.error("model %s failed to load: %s", model_id, message)
-        registry.record_failed(model_id, message)
+        _record_failed(settings, model_id, message)
         return EXIT_LOAD_FAILED
     context_length = engine.handler.context_length
     registry.record_loaded(model_id, engine.memory_bytes, engine.load_seconds * 1000, context_length)

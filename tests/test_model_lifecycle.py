@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import openai
 import pytest
 import requests
@@ -161,3 +164,28 @@ def test_capabilities_are_listed_and_filterable(base_url):
     assert [m["id"] for m in embeddings_only["models"]] == [EMBEDDING_MODEL]
     bogus = requests.get(f"{base_url}/api/fusion/capabilities", params={"capability": "telepathy"}, timeout=10)
     assert bogus.status_code == 400 and bogus.json()["error"]["param"] == "capability"
+
+
+def test_a_replica_that_fails_on_one_node_while_others_serve_fails_only_there(base_url):
+    """A failure is its node's while other nodes serve the model: that node's replica is taken off it (none is
+    placed there again) and the model stays loaded, its queued jobs waiting for it; with no replica serving
+    elsewhere it is the model's. (The record is the registry's own, in the session's MongoDB; its id is one the
+    session's node may not serve, so no worker of this test's making runs.)"""
+    from config.settings import Settings
+    from models import registry
+
+    registry.connect(Settings.from_env())
+    model_id = f"nodes/scoped-failure-{uuid.uuid4().hex[:6]}"
+    registry.request_load(model_id, "lm", Path("/nonexistent"), nodes=["node-x", "node-y"], replicas=2)
+    try:
+        registry.record_failed(model_id, "no files on node-y", "node-y", serving_elsewhere=True)
+        record = registry.get_record(model_id)
+        assert record.status == "loading" and list(record.nodes) == ["node-x"]
+        assert registry.failed_nodes(record) == {"node-y"}
+        info = requests.get(f"{base_url}/v1/models/{model_id}/info", timeout=10).json()
+        assert info["failed_on"] == [{"node": "node-y", "error": "no files on node-y"}]
+        registry.record_failed(model_id, "no files on node-x either", "node-x", serving_elsewhere=False)
+        assert registry.get_record(model_id).status == "failed"
+    finally:
+        registry.request_unload(model_id, force=True)
+        registry.forget(model_id)

@@ -185,6 +185,7 @@ class ModelInfo(MethodView):
             "replicas": record.replicas,
             "nodes": worker_nodes(workers),
             "placed_on": list(record.nodes),
+            "failed_on": [{"node": entry["node"], "error": entry["error"]} for entry in record.failed_on or []],
             "error": record.error,
             "download": record.download or None,
             "request_id": g.request_id,

@@ -104,6 +104,10 @@ class ModelInfoSchema(Schema):
     replicas = fields.Integer(metadata={"description": "worker processes wanted, across nodes"})
     nodes = fields.List(fields.String(), metadata={"description": "the node of each live worker"})
     placed_on = fields.List(fields.String(), metadata={"description": "the node each replica is placed on"})
+    failed_on = fields.List(
+        fields.Dict(),
+        metadata={"description": "nodes where a replica failed while others served on (node, error)"},
+    )
     error = fields.String(allow_none=True)
     download = fields.Dict(allow_none=True, metadata={"description": "repo, bytes_done, bytes_total while fetched"})
     request_id = fields.String()
