@@ -4,6 +4,7 @@ tags, takes its job operation, and unloads."""
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -17,10 +18,17 @@ COPIES = {
 }
 
 
+def load_copy(base_url: str, model_id: str) -> requests.Response:
+    model_type, folder, _capability = COPIES[model_id]
+    return load_model(base_url, str(MODELS / folder), model_id, model_type=model_type)
+
+
 def test_each_media_type_loads_lists_serves_and_unloads(base_url, jobs_url, tmp_path):
     try:
-        for model_id, (model_type, folder, _capability) in COPIES.items():
-            loaded = load_model(base_url, str(MODELS / folder), model_id, model_type=model_type)
+        # The three load at once: each load waits for its own worker, and the workers start side by side.
+        with ThreadPoolExecutor(len(COPIES)) as pool:
+            loads = dict(zip(COPIES, pool.map(lambda model_id: load_copy(base_url, model_id), COPIES), strict=True))
+        for loaded in loads.values():
             assert loaded.status_code == 200, loaded.text
         capabilities = requests.get(f"{base_url}/api/fusion/capabilities", timeout=10).json()["capabilities"]
         listed = {m["id"]: m for m in requests.get(f"{base_url}/v1/models", timeout=10).json()["data"]}
@@ -36,7 +44,7 @@ def test_each_media_type_loads_lists_serves_and_unloads(base_url, jobs_url, tmp_
         done = wait_for_job(jobs_url, job.json()["job_id"])
         assert done["status"] == "failed" and "image" in done["error"], "an edit needs an image"
     finally:
-        for model_id in COPIES:
-            unload_model(base_url, model_id, force=True)
+        with ThreadPoolExecutor(len(COPIES)) as pool:
+            list(pool.map(lambda model_id: unload_model(base_url, model_id, force=True), COPIES))
     for model_id in COPIES:
         assert requests.get(f"{base_url}/v1/models/{model_id}", timeout=10).status_code == 404
