@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import (
+    chaos,
     concurrency,
     embeddings,
     health_under_load,
@@ -55,6 +56,7 @@ SECTIONS: dict[str, ModuleType] = {
         rag_scale,
         reconciler,
         redis_latency,
+        chaos,
     )
 }
 
@@ -82,6 +84,7 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
     )
     parser.add_argument("--chunks", type=int, help="rag_scale: chunks in the collection (default 100000)")
     parser.add_argument("--queries", type=int, help="rag_scale: how many query vectors (default 500)")
+    parser.add_argument("--minutes", type=float, help="chaos: how long faults come (default 10)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.sections if name not in SECTIONS]
     if unknown:
@@ -109,6 +112,8 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         options.rag_scale_chunks = args.chunks
     if args.queries:
         options.rag_scale_queries = args.queries
+    if args.minutes:
+        options.chaos_minutes = args.minutes
     return args.sections or list(SECTIONS), options, args.out
 
 

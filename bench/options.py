@@ -47,6 +47,8 @@ class Options:
     """rag_scale: rows appended after the index, as fractions of the collection (below the 10 % optimize)."""
     rag_scale_index_min_rows: int = 0
     """rag_scale: rows at which the store builds its vector index; 0 for the store's own VECTOR_INDEX_MIN_ROWS."""
+    chaos_minutes: float = 10.0
+    """chaos: how long faults come."""
     rag_scale_exact_lancedb: bool = True
     """rag_scale: also search without the index (``bypass_vector_index``), about 45 ms a query at 100k (measured)."""
 
@@ -73,6 +75,7 @@ class Options:
             rag_questions=40,
             rag_answers=4,
             rag_scale_chunks=5_000,
+            chaos_minutes=1.0,
             rag_scale_queries=100,
             rag_scale_index_min_rows=2_500,
         )
