@@ -192,10 +192,11 @@ class Stack:
         wait_until(lambda: requests.get(f"{base_url}/openapi.json", timeout=2).ok, 60, name, service.process)
         return service, base_url
 
-    def stop_all(self, timeout: float = 10) -> None:
+    def stop_all(self, timeout: float = 2) -> None:
         """Stops the services that use Redis and Mongo at once, then Redis and Mongo: SIGTERM to each process
         group, SIGKILL to what is left after ``timeout``. (Stopped together with Redis, a supervisor's workers
-        retried their last writes until the SIGKILL, 10 s; stopped first, they are gone in 5.)"""
+        retried their last writes until the SIGKILL.) It ends a stack: nothing is checked after it, so nothing
+        waits for a graceful exit longer than ``timeout`` (the supervisor's six workers took 5 s)."""
         running = [service for service in reversed(self.services) if service.process.poll() is None]
         clients = [service for service in running if service.name not in DATA_SERVICES]
         _stop_at_once(clients, timeout)
