@@ -277,13 +277,11 @@ def _settle(base_url: str, job_ids: list[str]) -> dict[str, tuple[str, str | Non
                 job = requests.get(f"{base_url}/api/mcp/jobs/{job_id}", timeout=10)
             except requests.RequestException:
                 continue
-            if job.status_code == 404:
-                settled[job_id] = ("lost", "404")
-            elif job.json().get("status") in ("completed", "failed", "cancelled"):
+            if job.status_code == 200 and job.json().get("status") in ("completed", "failed", "cancelled"):
                 settled[job_id] = (job.json()["status"], job.json().get("error_code"))
         time.sleep(1)
-    for job_id in job_ids:
-        settled.setdefault(job_id, ("lost", "never settled"))
+    for job_id in job_ids:  # a 404 is looked at again until the deadline: a store just restarted may heal
+        settled.setdefault(job_id, ("lost", "never settled, or not found"))
     return settled
 
 
