@@ -380,7 +380,7 @@ def test_a_flood_of_async_runs_completes_while_deliveries_ingests_and_the_reconc
 
     watcher = threading.Thread(target=watch_the_reconciler, daemon=True)
     watcher.start()
-    sentences = " ".join(f"Sentence {n} says that lanterns burn in harbour number {n}." for n in range(3000))
+    sentences = " ".join(f"Sentence {n} says that lanterns burn in harbour number {n}." for n in range(800))
     ingested = requests.post(
         f"{base_url}/api/rag/ingest",
         data={"collection": f"flood-{uuid.uuid4().hex[:6]}", "async": "true"},
