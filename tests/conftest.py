@@ -88,9 +88,11 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         "IMAGE_FETCH_TIMEOUT_SECONDS": "2",
         "RAG_LEASE_SECONDS": "4",
         # A worker unresponsive for 8 s (SIGSTOP in test_health_probes) is restarted; a held request keeps its
-        # worker busy, not unresponsive. Probes every 30 s (Whisper's costs a second of CPU: a 30 s window).
-        "HEALTH_PROBE_INTERVAL_SECONDS": "30",
-        "HEALTH_PROBE_MAX_AGE_SECONDS": "60",
+        # worker busy, not unresponsive. Every worker probes at once when it starts, which is all the tests look
+        # at, then every 2 minutes: Whisper's probe costs 1.5 s of CPU (a 30 s window), the image models' 0.3 s,
+        # and probes every 30 s took a third of what the idle session's processes spent.
+        "HEALTH_PROBE_INTERVAL_SECONDS": "120",
+        "HEALTH_PROBE_MAX_AGE_SECONDS": "240",
         "HEALTH_PROBE_RESTART_SECONDS": "8",
         "CONTROL_SILENCE_SECONDS": "6",
         # The suite sends far more than a client's share; tests/test_rate_limits.py runs a web with limits on.
