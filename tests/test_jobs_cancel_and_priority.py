@@ -86,9 +86,9 @@ def test_submissions_at_once_never_overfill_the_queue(small_stack):
     small_stack.start_redis()
     worker = small_stack.start_worker(EMBEDDING_MODEL, "limit-worker")
     client = redis.Redis.from_url(small_stack.env["REDIS_URL"])
+    _web, base = small_stack.start_web("limit-web", {"JOB_QUEUE_LIMIT": "3"})  # while the worker loads
     wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
     worker.stop()
-    _web, base = small_stack.start_web("limit-web", {"JOB_QUEUE_LIMIT": "3"})
     jobs_url = f"{base}/api/mcp"
 
     def embed(n: int) -> requests.Response:

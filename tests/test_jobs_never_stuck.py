@@ -51,8 +51,8 @@ def test_events_survive_a_lost_announcement_and_a_hung_engine_is_seen_and_taken_
     small.start_redis()
     client = redis.Redis.from_url(small.env["REDIS_URL"])  # this stack's own Redis: its holds are set there
     worker = small.start_worker(CHAT_MODEL, "stall-worker", {"DEFAULT_CHAT_MODEL": CHAT_MODEL})
+    _web, base = small.start_web("stall-web", {"DEFAULT_CHAT_MODEL": CHAT_MODEL})  # while the worker loads
     wait_until(lambda: worker_is_live(client, CHAT_MODEL), 120, "the chat worker", worker.process)
-    _web, base = small.start_web("stall-web", {"DEFAULT_CHAT_MODEL": CHAT_MODEL})
     jobs_url = f"{base}/api/mcp"
     hook = requests.post(
         f"{jobs_url}/webhooks",

@@ -43,9 +43,9 @@ def test_a_killed_ingest_is_undone_and_nothing_is_left(kill_stack):
     small.start_redis()
     client = redis.Redis.from_url(small.env["REDIS_URL"])
     worker = small.start_worker(EMBEDDING_MODEL, "ragkill-embed")
-    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
-    _web, base = small.start_web("ragkill-web")
+    _web, base = small.start_web("ragkill-web")  # while the worker loads
     control = small.start_control("ragkill-control")
+    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
     database = pymongo.MongoClient(small.env["MONGODB_URL"]).get_default_database()
     store = LanceDBStore(small.env["VECTOR_DIR"])
     collection = f"killed-{uuid.uuid4().hex[:6]}"
