@@ -175,6 +175,33 @@ def base_url(stack: Stack, supervisor) -> str:
     return url
 
 
+SPARE_CHAT_MODEL = "test/spare-chat"
+SPARE_CHAT_CONTEXT = 1024
+
+
+@pytest.fixture(scope="session")
+def spare_chat_loaded(base_url: str) -> str:
+    """A second copy of the chat model, loaded once for the session (a context of 1024 tokens), for the tests that
+    need one beside the session's own: two chat models at once, or a worker to kill, stop or hang. It stays
+    loaded until the stack stops."""
+    loaded = load_model(base_url, str(CHAT_MODEL_DIR), SPARE_CHAT_MODEL, context_length=SPARE_CHAT_CONTEXT)
+    assert loaded.status_code == 200, loaded.text
+    return SPARE_CHAT_MODEL
+
+
+@pytest.fixture()
+def spare_chat(spare_chat_loaded: str, base_url: str, redis_client: redis.Redis) -> str:
+    """``SPARE_CHAT_MODEL``, loaded and served by a live worker when the test starts: a test before it may have
+    killed or stopped its worker, which the supervisor restarts."""
+
+    def serving() -> bool:
+        status = requests.get(f"{base_url}/v1/models/{spare_chat_loaded}", timeout=10).json()["status"]
+        return status == "loaded" and worker_is_live(redis_client, spare_chat_loaded)
+
+    wait_until(serving, 120, f"{spare_chat_loaded} to be served")
+    return spare_chat_loaded
+
+
 @pytest.fixture(scope="session")
 def control_worker(stack: Stack) -> Service:
     """The control workers as the Procfile runs them: ``control`` (webhook fan-out and delivery, and its embedded

@@ -11,16 +11,7 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import (
-    CHAT_MODEL,
-    CHAT_MODEL_DIR,
-    active_requests,
-    ask,
-    load_model,
-    unload_model,
-    worker_is_live,
-    worker_pid,
-)
+from tests.conftest import CHAT_MODEL, active_requests, ask, worker_is_live, worker_pid
 from tests.stack import wait_until
 
 LONG = ask("Count from 1 to 1000, one number per line.")
@@ -50,36 +41,34 @@ def test_disconnect_mid_stream_frees_the_model(base_url, client, supervisor, hol
     assert answer.choices[0].message.content
 
 
-def test_worker_killed_mid_stream_ends_the_stream_then_the_supervisor_restarts_it(base_url, client, redis_client, hold):
-    model_id = "test/victim-lm"
-    assert load_model(base_url, str(CHAT_MODEL_DIR), model_id, context_length=2048).status_code == 200
+def test_worker_killed_mid_stream_ends_the_stream_then_the_supervisor_restarts_it(
+    client, redis_client, hold, spare_chat
+):
+    model_id = spare_chat
     held = hold("killed-mid-stream")
-    try:
-        stream = client.with_options(timeout=60).chat.completions.create(
-            model=model_id,
-            messages=LONG,
-            max_tokens=100,
-            stream=True,
-            temperature=0,
-            extra_headers={"X-Request-ID": held.request_id},
-        )
-        chunks = iter(stream)
-        next(chunks)
-        held.wait_held()
-        killed = worker_pid(redis_client, model_id)
-        os.kill(killed, signal.SIGKILL)
-        with pytest.raises(openai.APIError) as caught:
-            for _ in chunks:
-                pass
-        assert caught.value.code == "worker_lost"
-        assert "stopped during this request" in caught.value.message
+    stream = client.with_options(timeout=60).chat.completions.create(
+        model=model_id,
+        messages=LONG,
+        max_tokens=100,
+        stream=True,
+        temperature=0,
+        extra_headers={"X-Request-ID": held.request_id},
+    )
+    chunks = iter(stream)
+    next(chunks)
+    held.wait_held()
+    killed = worker_pid(redis_client, model_id)
+    os.kill(killed, signal.SIGKILL)
+    with pytest.raises(openai.APIError) as caught:
+        for _ in chunks:
+            pass
+    assert caught.value.code == "worker_lost"
+    assert "stopped during this request" in caught.value.message
 
-        wait_until(
-            lambda: worker_is_live(redis_client, model_id) and worker_pid(redis_client, model_id) != killed,
-            120,
-            "the supervisor to restart the worker",
-        )
-        answer = client.chat.completions.create(model=model_id, messages=ask("Say hi."), max_tokens=4)
-        assert answer.choices[0].message.content
-    finally:
-        unload_model(base_url, model_id, force=True)
+    wait_until(
+        lambda: worker_is_live(redis_client, model_id) and worker_pid(redis_client, model_id) != killed,
+        120,
+        "the supervisor to restart the worker",
+    )
+    answer = client.chat.completions.create(model=model_id, messages=ask("Say hi."), max_tokens=4)
+    assert answer.choices[0].message.content

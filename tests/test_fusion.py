@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -20,14 +19,11 @@ from PIL import Image
 
 from tests.conftest import (
     CHAT_MODEL,
-    CHAT_MODEL_DIR,
     EMBEDDING_MODEL,
     RECONCILE_SECONDS,
     VISION_MODEL,
     job_status,
-    load_model,
     submit_job,
-    unload_model,
     wait_for_job,
     worker_is_live,
     worker_pid,
@@ -149,19 +145,8 @@ def test_multimodal_analysis_runs_on_the_vision_model(base_url, control_worker):
     assert run["execution_trace"][0]["model"] == VISION_MODEL and isinstance(run["result"]["analysis"], str)
 
 
-@pytest.fixture(scope="module")
-def second_chat(base_url) -> Iterator[str]:
-    """A second copy of the chat model, loaded once for this module, with a context of 1024 tokens: the
-    summarization workflow cuts a document in parts of a quarter of that (256 tokens, its least), so a document of
-    a few hundred tokens already has two parts."""
-    second = "test/fusion-second-chat"
-    assert load_model(base_url, str(CHAT_MODEL_DIR), second, context_length=1024).status_code == 200
-    yield second
-    unload_model(base_url, second, force=True)
-
-
-def test_parallel_fusion_asks_two_chat_models_and_fuses_their_answers(base_url, control_worker, second_chat):
-    second = second_chat
+def test_parallel_fusion_asks_two_chat_models_and_fuses_their_answers(base_url, control_worker, spare_chat):
+    second = spare_chat
     run = orchestrate(
         base_url,
         "parallel_fusion",
@@ -177,9 +162,10 @@ def test_parallel_fusion_asks_two_chat_models_and_fuses_their_answers(base_url, 
     assert run["result"]["answer"].strip()
 
 
-def test_sequential_summarization_summarizes_the_parts_then_the_summaries(base_url, control_worker, second_chat):
-    """On the copy whose parts have 256 tokens, about 330 tokens make two parts (the session's chat model cuts
-    parts of 2048 tokens: two of them took a minute to summarize here)."""
+def test_sequential_summarization_summarizes_the_parts_then_the_summaries(base_url, control_worker, spare_chat):
+    """On the session's spare chat copy, whose context of 1024 tokens makes parts of 256 (a quarter, the least),
+    about 330 tokens make two parts (the session's chat model cuts parts of 2048 tokens: two of them took a minute
+    to summarize here)."""
     document = " ".join(
         f"Chapter {n}. The keeper of lighthouse number {n} rowed to the mainland every Sunday to buy bread, "
         f"lamp oil and newspapers, and wrote about the storms of week {n} in a blue notebook."
@@ -189,13 +175,13 @@ def test_sequential_summarization_summarizes_the_parts_then_the_summaries(base_u
         base_url,
         "sequential_summarization",
         {"document": document, "max_summary_length": 16},
-        models={"generation": second_chat},
+        models={"generation": spare_chat},
         config={"temperature": 0},
     ).json()
     assert run["status"] == "completed", run
     passes = [entry for entry in run["execution_trace"] if entry["type"] == "summarize_pass"]
     assert passes and passes[0]["parts"] >= 2, "the document is longer than one part"
-    assert all(entry["model"] == second_chat for entry in passes)
+    assert all(entry["model"] == spare_chat for entry in passes)
     assert 0 < len(run["result"]["summary"]) < len(document)
 
 

@@ -14,10 +14,8 @@ import signal
 import redis
 import requests
 
-from tests.conftest import CHAT_MODEL_DIR, DEFAULT_MODELS, load_model, unload_model, worker_is_live, worker_pid
+from tests.conftest import DEFAULT_MODELS, worker_is_live, worker_pid
 from tests.stack import Service, process_exists, wait_until
-
-PROBED = "test/probed-chat"
 
 
 def health_entry(base_url: str, model_id: str) -> tuple[int, dict]:
@@ -46,27 +44,27 @@ def test_every_model_answers_its_probe(base_url: str):
         assert entry["probe"]["ms"] > 0 and entry["probe"]["age_seconds"] >= 0, entry
 
 
-def test_a_hung_worker_shows_unhealthy_and_is_restarted(base_url: str, redis_client: redis.Redis, supervisor: Service):
-    loaded = load_model(base_url, str(CHAT_MODEL_DIR), PROBED)
-    assert loaded.status_code == 200, loaded.text
+def test_a_hung_worker_shows_unhealthy_and_is_restarted(
+    base_url: str, redis_client: redis.Redis, supervisor: Service, spare_chat: str
+):
+    probed = spare_chat
+    restarted = f"restarting the worker of {probed}: unresponsive for"
+    restarts_before = supervisor.log().count(restarted)
+    wait_until(lambda: verdict(base_url, probed) == "answering", 60, "the probed model's first answer")
+    hung = worker_pid(redis_client, probed)
+    os.kill(hung, signal.SIGSTOP)
     try:
-        wait_until(lambda: verdict(base_url, PROBED) == "answering", 60, "the probed model's first answer")
-        hung = worker_pid(redis_client, PROBED)
-        os.kill(hung, signal.SIGSTOP)
-        try:
-            wait_until(lambda: model_status(base_url, PROBED) != "loaded", 30, "the hung model to stop showing loaded")
-            assert process_exists(hung)  # still up: only its answers stopped
-            wait_until(
-                lambda: worker_is_live(redis_client, PROBED) and worker_pid(redis_client, PROBED) != hung,
-                120,
-                "the supervisor to restart the hung worker",
-            )
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(hung, signal.SIGCONT)
-        assert not process_exists(hung)
-        assert f"restarting the worker of {PROBED}: unresponsive for" in supervisor.log()
-        wait_until(lambda: verdict(base_url, PROBED) == "answering", 60, "the restarted worker to answer")
-        assert model_status(base_url, PROBED) == "loaded"
+        wait_until(lambda: model_status(base_url, probed) != "loaded", 30, "the hung model to stop showing loaded")
+        assert process_exists(hung)  # still up: only its answers stopped
+        wait_until(
+            lambda: worker_is_live(redis_client, probed) and worker_pid(redis_client, probed) != hung,
+            120,
+            "the supervisor to restart the hung worker",
+        )
     finally:
-        unload_model(base_url, PROBED, force=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
+    assert not process_exists(hung)
+    assert supervisor.log().count(restarted) == restarts_before + 1
+    wait_until(lambda: verdict(base_url, probed) == "answering", 60, "the restarted worker to answer")
+    assert model_status(base_url, probed) == "loaded"

@@ -28,37 +28,33 @@ from tests.conftest import (
 from tests.stack import wait_until
 
 
-def test_a_job_whose_worker_is_killed_runs_again_and_completes(jobs_url, base_url, redis_client, receiver, hold):
-    model_id = "test/jobs-victim"
-    assert load_model(base_url, str(CHAT_MODEL_DIR), model_id, context_length=2048).status_code == 200
+def test_a_job_whose_worker_is_killed_runs_again_and_completes(jobs_url, redis_client, receiver, hold, spare_chat):
+    model_id = spare_chat
     held = hold("job-victim")
-    try:
-        response = submit_job(
-            jobs_url,
-            model_id,
-            "chat",
-            {"messages": ask("Count from 1 to 100."), "max_tokens": 20, "temperature": 0},
-            request_id=held.request_id,
-            callback_url=receiver.url("/victim"),
-        )
-        job_id = response.json()["job_id"]
-        held.wait_held()
-        assert job_status(jobs_url, job_id)["status"] == "processing"
-        killed = worker_pid(redis_client, model_id)
-        os.kill(killed, signal.SIGKILL)
-        held.release()  # the second run may go on
+    response = submit_job(
+        jobs_url,
+        model_id,
+        "chat",
+        {"messages": ask("Count from 1 to 100."), "max_tokens": 20, "temperature": 0},
+        request_id=held.request_id,
+        callback_url=receiver.url("/victim"),
+    )
+    job_id = response.json()["job_id"]
+    held.wait_held()
+    assert job_status(jobs_url, job_id)["status"] == "processing"
+    killed = worker_pid(redis_client, model_id)
+    os.kill(killed, signal.SIGKILL)
+    held.release()  # the second run may go on
 
-        job = wait_for_job(jobs_url, job_id, timeout=180)
-        assert job["status"] == "completed", job
-        assert job["attempts"] == 2
-        assert job["result"]["usage"]["completion_tokens"] >= 1
-        assert worker_is_live(redis_client, model_id) and worker_pid(redis_client, model_id) != killed
-        wait_until(lambda: "job.completed" in receiver.events("/victim"), 30, "the completion callback")
-        assert sorted(receiver.events("/victim")) == sorted(
-            ["job.queued", "job.processing", "job.queued", "job.processing", "job.completed"]
-        )
-    finally:
-        unload_model(base_url, model_id, force=True)
+    job = wait_for_job(jobs_url, job_id, timeout=180)
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 2
+    assert job["result"]["usage"]["completion_tokens"] >= 1
+    assert worker_is_live(redis_client, model_id) and worker_pid(redis_client, model_id) != killed
+    wait_until(lambda: "job.completed" in receiver.events("/victim"), 30, "the completion callback")
+    assert sorted(receiver.events("/victim")) == sorted(
+        ["job.queued", "job.processing", "job.queued", "job.processing", "job.completed"]
+    )
 
 
 def test_queued_jobs_survive_a_redis_restart(small_stack, receiver):
