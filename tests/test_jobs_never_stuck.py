@@ -40,6 +40,12 @@ def stall_stack(stack: Stack, tmp_path: Path):
         small.stop_all()
 
 
+def worker_pids(client: redis.Redis, model_id: str) -> set[int]:
+    from models.liveness import Liveness
+
+    return {worker["pid"] for worker in Liveness(client, 4).workers(model_id)}
+
+
 def health_of(base: str, model_id: str) -> tuple[int, dict]:
     response = requests.get(f"{base}/health", timeout=10)
     entry = next(m for m in response.json()["models"]["models"] if m["id"] == model_id)
@@ -112,11 +118,17 @@ def test_events_survive_a_lost_announcement_and_a_hung_engine_is_seen_and_taken_
     assert job_status(jobs_url, hung_job)["status"] == "queued"
 
     # 4. Under a supervisor, a worker whose engine hangs is restarted, and the jobs it held run again.
+    killed = worker_pid(client, CHAT_MODEL)
     worker.stop(signal.SIGKILL)
     hung.release()
-    wait_until(lambda: not worker_is_live(client, CHAT_MODEL), 30, "the killed worker's heartbeat to expire")
+    # Its worker loads while the killed worker's heartbeat expires; then the supervised worker is the only one.
     supervisor = small.start("stall-supervisor", [PYTHON, "-m", "models.supervisor"])
-    wait_until(lambda: worker_is_live(client, CHAT_MODEL), 120, "the supervised worker", supervisor.process)
+    wait_until(
+        lambda: (pids := worker_pids(client, CHAT_MODEL)) and killed not in pids,
+        120,
+        "the supervised worker, and the killed worker's heartbeat to expire",
+        supervisor.process,
+    )
     job = wait_for_job(jobs_url, hung_job, timeout=120)
     assert job["status"] == "completed" and job["attempts"] == 2, job
 

@@ -63,12 +63,12 @@ def test_queued_jobs_survive_a_redis_restart(small_stack, receiver):
     port = int(small.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
     worker = small.start_worker(EMBEDDING_MODEL, "restart-worker")
     client = redis.Redis(port=port)
-    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
-    worker.stop()  # the model stays registered: jobs are accepted and wait for a worker
-    # As the Procfile runs it: Celery's consumer can die of a connection lost in the middle of an ack (kombu's
-    # restore of unacked messages fails), and the restart loop starts it again.
+    # While the worker loads. As the Procfile runs it: Celery's consumer can die of a connection lost in the
+    # middle of an ack (kombu's restore of unacked messages fails), and the restart loop starts it again.
     small.start_control("restart-control", restarted=True)
     _web, base = small.start_web("restart-web")
+    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
+    worker.stop()  # the model stays registered: jobs are accepted and wait for a worker
     jobs_url = f"{base}/api/mcp"
     hook = requests.post(
         f"{jobs_url}/webhooks", json={"url": receiver.url("/restart"), "events": ["job.completed"]}, timeout=10
@@ -133,10 +133,10 @@ def test_a_job_the_store_lost_after_its_202_runs_from_its_message(small_stack, r
     small.start_redis()
     client = redis.Redis.from_url(small.env["REDIS_URL"])
     worker = small.start_worker(EMBEDDING_MODEL, "lost-worker")
+    small.start_control("lost-control")  # while the worker loads
+    _web, base = small.start_web("lost-web")
     wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
     worker.stop()  # the model stays registered: the job is accepted and waits for a worker
-    small.start_control("lost-control")
-    _web, base = small.start_web("lost-web")
     jobs_url = f"{base}/api/mcp"
     accepted = submit_job(
         jobs_url,
@@ -169,10 +169,10 @@ def test_the_document_store_killed_under_submissions_loses_no_accepted_job(small
     small.start_redis()
     client = redis.Redis.from_url(small.env["REDIS_URL"])
     worker = small.start_worker(EMBEDDING_MODEL, "mongo-kill-worker")
-    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
-    small.start_control("mongo-kill-control", restarted=True, queues=CONTROL_QUEUES)
+    small.start_control("mongo-kill-control", restarted=True, queues=CONTROL_QUEUES)  # while the worker loads
     small.start_control("mongo-kill-work", restarted=True, queues=WORK_QUEUES)
     _web, base = small.start_web("mongo-kill-web")
+    wait_until(lambda: worker_is_live(client, EMBEDDING_MODEL), 120, "the embedding worker", worker.process)
     jobs_url = f"{base}/api/mcp"
     hook = requests.post(
         f"{jobs_url}/webhooks", json={"url": receiver.url("/mongo-kill"), "events": ["job.completed"]}, timeout=10
