@@ -16,7 +16,7 @@ from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
 from models.liveness import Liveness
-from tasks import control_tasks, rag_queue, rag_tasks, request_ids  # noqa: F401 - importing them registers the tasks
+from tasks import batches, control_tasks, rag_queue, rag_tasks, request_ids  # noqa: F401 - importing them registers the tasks
 from tasks.celery_app import create_celery
 from tasks.fusion import tasks as fusion_tasks  # noqa: F401 - registers the fusion tasks
 

@@ -16,5 +16,6 @@ from tasks.serving import serve_interactive
 
 
 @shared_task(name="mlxf.infer", bind=True, ignore_result=True, acks_late=False)
-def infer(self, operation: str, payload: dict[str, Any]) -> None:
-    serve_interactive(self.request.id, operation, payload, request_id_var.get())
+def infer(self, operation: str, payload: dict[str, Any], priority: int = 0) -> None:
+    """``priority``: the request's place in the engine (0, interactive; a batch line's is below every job's)."""
+    serve_interactive(self.request.id, operation, payload, request_id_var.get(), priority)

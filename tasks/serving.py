@@ -127,7 +127,9 @@ def _wait(future: Any, seconds: float, abandoned: threading.Event, what: str) ->
         raise ApiError(504, f"The {what} did not finish within {seconds:g}s", code="timeout") from None
 
 
-def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], request_id: str) -> None:
+def serve_interactive(
+    task_id: str, operation: str, payload: dict[str, Any], request_id: str, priority: int = 0
+) -> None:
     """Runs one OpenAI request on the engine and reports to the waiting web view over its reply channel.
 
     Its events go through the worker's relay (the engine thread never waits on Redis); the task ends once
@@ -142,13 +144,13 @@ def serve_interactive(task_id: str, operation: str, payload: dict[str, Any], req
         return
     with channel:
         channel.publish({"type": "started", "worker": runtime.hostname, "at": time.time()})
-        last = _run_interactive(runtime, channel, operation, payload, request_id)
+        last = _run_interactive(runtime, channel, operation, payload, request_id, priority)
         if last is not None:
             channel.publish(last, wait_seconds=settings.request_timeout_seconds)
 
 
 def _run_interactive(
-    runtime: Runtime, channel: ReplyChannel, operation: str, payload: dict[str, Any], request_id: str
+    runtime: Runtime, channel: ReplyChannel, operation: str, payload: dict[str, Any], request_id: str, priority: int = 0
 ) -> dict[str, Any] | None:
     """The request's last event: ``done`` with its result, or ``error``; None when it was cancelled."""
     started = time.perf_counter()
@@ -157,7 +159,7 @@ def _run_interactive(
         _check_operation(runtime, operation, "model")
         stop = _cancel_check(channel.cancelled, abandoned)
         first_token = FirstToken(channel.publish, started)
-        future = runtime.engine.submit(operation, payload, first_token.emit, stop, request_id)
+        future = runtime.engine.submit(operation, payload, first_token.emit, stop, request_id, priority)
         result = _wait(future, runtime.settings.request_timeout_seconds, abandoned, "request")
     except RequestCancelled:
         log.info("%s %s cancelled before it started", operation, channel.task_id)

@@ -21,22 +21,24 @@ def encode(vector: list[float], encoding_format: str) -> list[float] | str:
     return vector
 
 
+def embedding_list(result: dict[str, Any], model: str, encoding_format: str, request_id: str) -> dict[str, Any]:
+    """OpenAI's answer from the worker's result (also each line of an embeddings batch)."""
+    data = [
+        {"object": "embedding", "index": i, "embedding": encode(v, encoding_format)}
+        for i, v in enumerate(result["embeddings"])
+    ]
+    return {"object": "list", "data": data, "model": model, "usage": result["usage"], "request_id": request_id}
+
+
+def embedding_payload(body: dict[str, Any]) -> dict[str, Any]:
+    """What the worker needs of a validated request."""
+    return {"input": body["input"], "dimensions": body.get("dimensions")}
+
+
 @blp.route("/embeddings")
 class Embeddings(MethodView):
     @blp.arguments(EmbeddingRequestSchema)
     @blp.response(200, EmbeddingListSchema)
     def post(self, body: dict[str, Any]):
-        payload = {"input": body["input"], "dimensions": body.get("dimensions")}
-        result = dispatcher().result(dispatcher().start(body["model"], "embed", payload, g.request_id))
-        vectors = result["embeddings"]
-        data = [
-            {"object": "embedding", "index": i, "embedding": encode(v, body["encoding_format"])}
-            for i, v in enumerate(vectors)
-        ]
-        return {
-            "object": "list",
-            "data": data,
-            "model": body["model"],
-            "usage": result["usage"],
-            "request_id": g.request_id,
-        }
+        result = dispatcher().result(dispatcher().start(body["model"], "embed", embedding_payload(body), g.request_id))
+        return embedding_list(result, body["model"], body["encoding_format"], g.request_id)

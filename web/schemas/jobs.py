@@ -88,7 +88,10 @@ INPUT_SCHEMAS = {
     "fusion": _fusion_input,
     "rag_query": _rag_query_input,
 }
-SUBMITTED_ELSEWHERE = {"rag_ingest": "POST /api/rag/ingest with async=true (a job cannot carry files)"}
+SUBMITTED_ELSEWHERE = {
+    "rag_ingest": "POST /api/rag/ingest with async=true (a job cannot carry files)",
+    "batch": "POST /v1/batches",
+}
 
 
 def worker_input(operation: str, loaded: dict[str, Any], model_id: str) -> dict[str, Any]:

@@ -1,0 +1,214 @@
+"""The OpenAI Files and Batch APIs with the stock ``openai`` client: a batch across two models, bad lines in the
+error file, cancel, and every ``custom_id`` exactly once after ``kill -9`` of the model worker or of the
+control worker that runs the batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import openai
+import pytest
+import redis
+import requests
+
+from tests.conftest import CHAT_MODEL, WORK_QUEUES, worker_is_live, worker_pid
+from tests.holds import held_key, hold_key, holdable
+from tests.stack import Stack, wait_until
+
+FINISHED = ("completed", "failed", "cancelled", "expired")
+
+
+def chat_line(custom_id: str, model: str, text: str = "Say hi", **body) -> dict:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 3, **body},
+    }
+
+
+def jsonl(lines: list[dict]) -> bytes:
+    return "\n".join(json.dumps(line) for line in lines).encode()
+
+
+def run_batch(client: openai.OpenAI, lines: list[dict], request_id: str | None = None, **extra):
+    uploaded = client.files.create(file=("input.jsonl", jsonl(lines)), purpose="batch")
+    headers = {"X-Request-ID": request_id} if request_id else None
+    return client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint=extra.pop("endpoint", "/v1/chat/completions"),
+        completion_window="24h",
+        extra_headers=headers,
+        **extra,
+    )
+
+
+def wait_batch(client: openai.OpenAI, batch_id: str, statuses=FINISHED, timeout: float = 120):
+    seen = {}
+
+    def reached() -> bool:
+        seen["batch"] = client.batches.retrieve(batch_id)
+        return seen["batch"].status in statuses
+
+    wait_until(reached, timeout, f"batch {batch_id} to reach {statuses}")
+    return seen["batch"]
+
+
+def file_lines(client: openai.OpenAI, file_id: str | None) -> list[dict]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+class Holds:
+    """Holds chosen lines of a batch (by their request ids, ``<batch request id>.<line index>``)."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self.client = client
+        self.request_id = holdable(name)
+        self.keys: list[str] = []
+
+    def hold(self, index: int) -> None:
+        self.keys.append(hold_key(f"{self.request_id}.{index}"))
+        self.client.set(self.keys[-1], "1", ex=600)
+
+    def wait_held(self, index: int, timeout: float = 60) -> None:
+        key = held_key(f"{self.request_id}.{index}")
+        wait_until(lambda: self.client.exists(key), timeout, f"line {index} to be held")
+
+    def release(self) -> None:
+        if self.keys:
+            self.client.delete(*self.keys)
+
+
+@pytest.fixture()
+def holds(redis_client):
+    made: list[Holds] = []
+
+    def make(name: str) -> Holds:
+        made.append(Holds(redis_client, name))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.release()
+
+
+def test_a_batch_across_two_models_with_bad_lines(client, jobs_url, spare_chat):
+    lines = [chat_line(f"a-{i}", CHAT_MODEL if i % 2 else spare_chat, f"Say {i}") for i in range(6)]
+    lines.append(chat_line("bad-role", CHAT_MODEL, messages=[{"role": "wizard", "content": "hi"}]))
+    lines.append(chat_line("no-such-model", "no/such-model"))
+    batch = run_batch(client, lines, metadata={"purpose": "test"})
+    assert batch.status == "validating" and batch.request_counts.total == 8
+    assert batch.metadata == {"purpose": "test"}
+
+    done = wait_batch(client, batch.id)
+    assert done.status == "completed", done
+    assert (done.request_counts.completed, done.request_counts.failed) == (6, 2)
+    assert done.completed_at and done.in_progress_at and done.finalizing_at
+
+    output = file_lines(client, done.output_file_id)
+    assert sorted(line["custom_id"] for line in output) == sorted(f"a-{i}" for i in range(6))
+    for line in output:
+        body = line["response"]["body"]
+        assert line["response"]["status_code"] == 200 and line["error"] is None
+        assert line["id"].startswith("batch_req_") and body["object"] == "chat.completion"
+        assert body["model"] == (CHAT_MODEL if int(line["custom_id"][2:]) % 2 else spare_chat)
+        assert body["usage"]["completion_tokens"] <= 3 and body["choices"][0]["message"]["role"] == "assistant"
+    assert client.files.content(done.output_file_id).text == client.files.content(done.output_file_id).text
+
+    errors = {line["custom_id"]: line["response"] for line in file_lines(client, done.error_file_id)}
+    assert set(errors) == {"bad-role", "no-such-model"}
+    assert errors["bad-role"]["status_code"] == 400
+    assert errors["bad-role"]["body"]["error"]["param"] == "messages[0].role"
+    assert errors["no-such-model"]["status_code"] == 404
+
+    job = requests.get(f"{jobs_url}/jobs", params={"limit": 50}, timeout=10).json()["jobs"]
+    batch_jobs = [j for j in job if j["operation"] == "batch" and j["metadata"].get("batch_id") == batch.id]
+    assert len(batch_jobs) == 1 and batch_jobs[0]["status"] == "completed"
+    assert batch.id in [b.id for b in client.batches.list(limit=100)]
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+
+
+def test_a_batch_file_is_checked_as_it_is_uploaded(client):
+    good = chat_line("one", CHAT_MODEL)
+    with pytest.raises(openai.BadRequestError) as bad_json:
+        client.files.create(file=("in.jsonl", jsonl([good]) + b"\n{not json"), purpose="batch")
+    assert "Line 2" in bad_json.value.message and bad_json.value.body["param"] == "file"
+    with pytest.raises(openai.BadRequestError) as twice:
+        client.files.create(file=("in.jsonl", jsonl([good, good])), purpose="batch")
+    assert "Line 2" in twice.value.message and "custom_id" in twice.value.message
+    with pytest.raises(openai.BadRequestError) as no_method:
+        client.files.create(file=("in.jsonl", jsonl([{**good, "method": "GET"}])), purpose="batch")
+    assert "Line 1" in no_method.value.message and "method" in no_method.value.message
+
+    stored = client.files.create(file=("notes.txt", b"free text"), purpose="user_data")
+    assert (stored.bytes, stored.filename, stored.purpose) == (9, "notes.txt", "user_data")
+    assert client.files.retrieve(stored.id).id == stored.id
+    assert client.files.content(stored.id).content == b"free text"
+    assert stored.id in [f.id for f in client.files.list(purpose="user_data")]
+    assert client.files.delete(stored.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(stored.id)
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(input_file_id="file-missing", endpoint="/v1/chat/completions", completion_window="24h")
+
+
+def test_cancel_lets_the_running_lines_finish_and_writes_what_is_done(client, base_url, holds):
+    stats = requests.get(f"{base_url}/v1/queue/stats", timeout=10).json()["queues"][CHAT_MODEL]
+    in_flight = stats["max_concurrency"] + 2  # what the batch sends the model at most: all of it is held
+    held = holds("batch-cancel")
+    for index in range(in_flight):
+        held.hold(index)
+    lines = [chat_line(f"c-{i}", CHAT_MODEL) for i in range(in_flight + 5)]
+    batch = run_batch(client, lines, held.request_id)
+    held.wait_held(0)
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at
+    assert client.batches.retrieve(batch.id).status == "cancelling"
+    held.release()
+
+    done = wait_batch(client, batch.id)
+    assert done.status == "cancelled" and done.cancelled_at
+    ids = [line["custom_id"] for line in file_lines(client, done.output_file_id)]
+    assert sorted(ids) == sorted(f"c-{i}" for i in range(in_flight))
+    assert done.request_counts.completed == in_flight and done.request_counts.total == in_flight + 5
+    with pytest.raises(openai.ConflictError):
+        client.batches.cancel(batch.id)
+
+
+def test_a_model_worker_killed_mid_batch_loses_and_doubles_no_line(client, redis_client, holds, spare_chat):
+    held = holds("batch-kill-model")
+    held.hold(1)
+    lines = [chat_line(f"k-{i}", spare_chat, f"Say {i}") for i in range(8)]
+    batch = run_batch(client, lines, held.request_id)
+    held.wait_held(1)
+    killed = worker_pid(redis_client, spare_chat)
+    os.kill(killed, signal.SIGKILL)
+    held.release()
+
+    done = wait_batch(client, batch.id, timeout=180)
+    assert done.status == "completed" and done.request_counts.completed == 8, done
+    ids = [line["custom_id"] for line in file_lines(client, done.output_file_id)]
+    assert sorted(ids) == sorted(f"k-{i}" for i in range(8))
+    assert worker_is_live(redis_client, spare_chat) and worker_pid(redis_client, spare_chat) != killed
+
+
+def test_the_control_worker_killed_mid_batch_loses_and_doubles_no_line(client, redis_client, holds, stack: Stack):
+    held = holds("batch-kill-control")
+    held.hold(2)
+    batch = run_batch(client, [chat_line(f"w-{i}", CHAT_MODEL, f"Say {i}") for i in range(8)], held.request_id)
+    held.wait_held(2)
+    work = next(s for s in reversed(stack.services) if s.name.startswith("work") and s.process.poll() is None)
+    os.killpg(work.process.pid, signal.SIGKILL)
+    work.process.wait(timeout=10)
+    stack.start_control(f"work-{int(time.time())}", queues=WORK_QUEUES)
+    held.release()
+
+    done = wait_batch(client, batch.id, timeout=180)
+    assert done.status == "completed" and done.request_counts.completed == 8, done
+    ids = [line["custom_id"] for line in file_lines(client, done.output_file_id)]
+    assert sorted(ids) == sorted(f"w-{i}" for i in range(8))
