@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-type", default="lm", choices=TYPE_NAMES)
     parser.add_argument("--context-length", type=int)
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (another needs API keys)")
     parser.add_argument("--max-concurrency", type=int, default=1)
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up run after loading")
     parser.add_argument("--flower", action="store_true", help="also start the Flower dashboard on :5555")

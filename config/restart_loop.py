@@ -3,7 +3,9 @@
 honcho ends the whole stack as soon as one of its processes exits; each line of the Procfile runs behind this loop
 instead, so a process that dies (Redis killed, a crash) is started again after a pause while the others go on and
 reconnect to it. The pause is 1 s, doubled each time the process dies within a minute of starting (at most 30 s).
-SIGTERM or SIGINT (honcho stopping the stack) goes to the command and ends the loop with its exit status.
+SIGTERM or SIGINT (honcho stopping the stack) goes to the command and ends the loop with its exit status, and so
+does exit status 78 (EX_CONFIG: the process refuses its configuration, e.g. the web without keys on a public address;
+starting it again would refuse again).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 
 FIRST_PAUSE_SECONDS = 1.0
 LONGEST_PAUSE_SECONDS = 30.0
+CONFIGURATION_REFUSED = 78
 STEADY_SECONDS = 60.0
 """A process that ran this long before dying is restarted after the first pause again."""
 
@@ -47,6 +50,9 @@ def run(name: str, command: list[str]) -> int:
         code = child.wait()
         if stopping.is_set():
             return exit_status(code)
+        if code == CONFIGURATION_REFUSED:
+            say(name, f"exited with status {code}: it refuses its configuration (see above); not starting it again")
+            return code
         ran = time.monotonic() - started
         quick_deaths = 0 if ran >= STEADY_SECONDS else quick_deaths + 1
         pause = min(FIRST_PAUSE_SECONDS * 2 ** max(quick_deaths - 1, 0), LONGEST_PAUSE_SECONDS)

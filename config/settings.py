@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     # Provider-contract variables (seed 000): one extra model given by path.
     model_path: str = ""
     model_type: str = "lm"
-    server_host: str = "0.0.0.0"
+    server_host: str = "127.0.0.1"
+    """Where the API listens: loopback unless told; another address needs API keys or ``ALLOW_UNAUTHENTICATED``."""
     server_port: int = 8000
     max_concurrency: int = 1
     context_length: int = 32768
@@ -157,9 +158,14 @@ class Settings(BaseSettings):
     """Signs ``callback_url`` deliveries of jobs that bring no ``callback_secret`` of their own."""
 
     api_keys: str = ""
-    """Comma-separated keys; when set, every ``/v1``, ``/api`` and ``/internal`` route needs one of them."""
+    """Comma-separated admin keys; with these or stored keys (``python -m config.keys``), every ``/v1``, ``/api``,
+    ``/internal`` and ``/admin`` route needs a key."""
     health_requires_key: bool = False
     """With ``API_KEYS`` set, ``/health`` needs a key too (open to probes by default)."""
+    allow_unauthenticated: bool = False
+    """Let the web listen on a non-loopback address with no key at all (neither ``API_KEYS`` nor a stored key)."""
+    api_key_cache_seconds: float = 5.0
+    """How long a web process trusts what it read of a stored key (a revoke elsewhere takes effect within it)."""
 
     weaviate_url: str = ""
     """Weaviate server (e.g. ``http://127.0.0.1:8080``) holding RAG vectors; empty means the embedded LanceDB store

@@ -18,6 +18,7 @@ from tasks.celery_app import create_celery
 from tasks.dispatch import Dispatcher
 from tasks.job_queue import JobQueue
 from web import (
+    admin,
     audio,
     capabilities,
     chat,
@@ -37,9 +38,11 @@ from web import (
     webhooks,
 )
 from web.api import Api
+from web.audit import register_audit
 from web.auth import register_api_keys
 from web.errors import register_error_handlers
 from web.metrics import register_request_counter
+from web.quotas import register_quotas
 from web.rate_limits import register_rate_limits
 from web.request_id import register_request_id
 from web.versioning import register_versioning
@@ -84,6 +87,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_request_id(app)
     register_api_keys(app)
+    register_quotas(app)
+    register_audit(app)
     register_versioning(app, settings)
     api = Api(app)
     for blueprint in (
@@ -103,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         rag.blp,
         diagnostics.blp,
         metrics.blp,
+        admin.blp,
         images.files,
     ):
         api.register_blueprint(blueprint)

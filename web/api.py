@@ -15,6 +15,8 @@ from webargs.flaskparser import FlaskParser, is_json_request
 
 from config.errors import ApiError
 from tasks.dispatch import Call, Dispatcher
+from web.identity import current_caller
+from web.quotas import counted_events
 from web.schemas.errors import ErrorEnvelopeSchema
 
 MAX_INTEGER = 2**63 - 1
@@ -58,6 +60,7 @@ def dispatcher() -> Dispatcher:
 def opened(call: Call) -> tuple[Iterator[dict[str, Any]], dict[str, Any]]:
     """A streaming call's events and its first event: nothing is sent before it, so that an error the worker
     answers before the first token keeps its HTTP status."""
-    events = dispatcher().events(call)
+    owner = current_caller().owner
+    events = counted_events(dispatcher().events(call), owner, current_app.extensions["redis"])
     first = next(event for event in events if event["type"] != "idle")
     return events, first

@@ -37,6 +37,7 @@ def error_response(error: ApiError):
         body["request_id"] = request_id
     response = jsonify(body)
     response.status_code = error.status
+    response.headers.update(getattr(error, "headers", None) or {})
     return response
 
 

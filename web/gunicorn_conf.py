@@ -1,5 +1,9 @@
-"""Gunicorn settings for the web process: one process of threads, since views mostly wait on Redis."""
+"""Gunicorn settings for the web process: one process of threads, since views mostly wait on Redis. It refuses to
+start on a non-loopback address without API keys (``config.exposure``)."""
 
+import sys
+
+from config.exposure import REFUSED_EXIT_STATUS, refusal, stored_keys_exist
 from config.settings import Settings
 
 _settings = Settings.from_env()
@@ -12,3 +16,17 @@ timeout = 120
 graceful_timeout = 10
 keepalive = 5
 accesslog = "-"
+
+
+def on_starting(server) -> None:
+    """Before binding: exits with ``REFUSED_EXIT_STATUS`` and the reason when the address needs keys and has none."""
+    try:
+        message = refusal(_settings, lambda: stored_keys_exist(_settings))
+    except Exception as exc:  # noqa: BLE001 - MongoDB unreachable: whether keys exist is unknown, so refuse
+        message = (
+            f"refusing to listen on {_settings.server_host} without API_KEYS: MongoDB could not be asked for stored "
+            f"keys ({type(exc).__name__}). Set API_KEYS, or start MongoDB, or listen on 127.0.0.1."
+        )
+    if message:
+        server.log.error(message)
+        sys.exit(REFUSED_EXIT_STATUS)

@@ -40,3 +40,8 @@ OPEN = Caller(owner=None, name="anonymous", scopes=frozenset({"admin"}))
 
 def current_caller() -> Caller:
     return g.get("caller") or OPEN
+
+
+ANONYMOUS = Caller(owner="anonymous", name="anonymous", scopes=frozenset())
+"""The caller of a public route (``/health``, ``/metrics``) without a key while the API has keys: it owns and may
+see nothing."""

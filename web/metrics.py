@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from tasks.metrics import PlatformCollector, count_request
 from web.api import Blueprint
+from web.quotas import KeyUsageCollector
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics of the whole deployment")
 NOT_COUNTED = ("/metrics", "/health")
@@ -57,4 +58,5 @@ class Metrics(MethodView):
                 current_app.extensions["dispatcher"].queue_depth,
             )
         )
+        registry.register(KeyUsageCollector(current_app.extensions["redis"]))
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

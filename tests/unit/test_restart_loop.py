@@ -44,3 +44,10 @@ def test_stopping_the_loop_stops_its_process_and_ends_with_its_status(tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 128 + signal.SIGTERM
     assert starts_of(starts) == 1
+
+
+def test_a_process_that_refuses_its_configuration_is_not_started_again(tmp_path):
+    process, starts = loop(tmp_path, "raise SystemExit(78)")
+    assert process.wait(20) == 78
+    assert "not starting it again" in process.stderr.read()
+    assert starts_of(starts) == 1
