@@ -30,6 +30,7 @@ HUB_PREFIX = "hf://"
 """How the registry records the path of a model still to be fetched from the Hub: ``hf://<repo id>``."""
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".npz", ".bin")
+TOKENIZER_FILES = ["*.json", "*.model", "*.tiktoken", "*.txt"]
 Progress = Callable[[int, int], None]
 """Called with (bytes downloaded, bytes in all) as a download goes."""
 
@@ -48,7 +49,26 @@ def cached(repo_id: str) -> Path | None:
         folder = Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, FileNotFoundError):
         return None
-    return folder if (folder / "config.json").is_file() else None
+    if not (folder / "config.json").is_file():
+        return None
+    # Only the tokenizer's files of a repo may be here (``tokenizer_folder``): then the model is not cached yet.
+    return folder if any(p.name.endswith(WEIGHT_SUFFIXES) for p in folder.iterdir()) else None
+
+
+def tokenizer_folder(source: str) -> Path:
+    """A folder holding the tokenizer of the model recorded as ``source`` (a folder, or ``hf://<repo id>``), on
+    this node: the cached snapshot, else the repo's tokenizer and configuration files alone, fetched from the Hub
+    (another node may serve the model; its files are on that node)."""
+    if not source.startswith(HUB_PREFIX):
+        return Path(source)
+    repo_id = source.removeprefix(HUB_PREFIX)
+    folder = cached(repo_id)
+    if folder is not None:
+        return folder
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=TOKENIZER_FILES))
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError):
+        raise not_cached_offline(repo_id) from None
 
 
 def not_cached_offline(repo_id: str) -> ApiError:

@@ -59,6 +59,9 @@ class ModelRecord(me.Document):
     failed_on = me.ListField(me.DictField())
     """Nodes where a replica failed for good while replicas on others served on (``node``, ``error``, ``at``):
     no replica is placed there again."""
+    folders = me.ListField(me.DictField())
+    """Where each node keeps the files of a model fetched from the Hub (``node``, ``folder``): ``path`` stays the
+    ``hf://`` source, so a replica placed on another node fetches its own copy."""
     download = me.DictField()
     """While a Hugging Face model is fetched: ``repo``, ``bytes_done`` and ``bytes_total``."""
     updated_at = me.DateTimeField()
@@ -200,9 +203,11 @@ def record_download(model_id: str, repo: str, bytes_done: int, bytes_total: int)
     )
 
 
-def record_downloaded(model_id: str, path: Path) -> None:
-    """The model's files are in the cache at ``path``: the record names the folder from now on."""
-    ModelRecord.objects(model_id=model_id).update_one(set__path=str(path), set__updated_at=datetime.now(UTC))
+def record_downloaded(model_id: str, node: str, folder: Path) -> None:
+    """The model's files are in ``node``'s cache at ``folder``."""
+    records = ModelRecord.objects(model_id=model_id)
+    records.update_one(__raw__={"$pull": {"folders": {"node": node}}})
+    records.update_one(push__folders={"node": node, "folder": str(folder)}, set__updated_at=datetime.now(UTC))
 
 
 def record_restarting(model_id: str) -> None:

@@ -21,6 +21,7 @@ import mongoengine as me
 from config.clock import iso, now
 from config.errors import ApiError
 from config.leases import Lease, as_update
+from config.ownership import visible
 
 COLLECTION_STATUSES = ("ready", "deleting")
 DOCUMENT_STATUSES = ("ingesting", "ready", "deleting")
@@ -32,7 +33,7 @@ is going on and the process keeps the ids it works on."""
 
 
 class RagCollection(me.Document):
-    meta = {"collection": "rag_collections", "indexes": ["status"]}
+    meta = {"collection": "rag_collections", "indexes": ["status", "owner"]}
 
     name = me.StringField(primary_key=True)
     embedding_model = me.StringField(required=True)
@@ -44,6 +45,16 @@ class RagCollection(me.Document):
     lease_until = me.DateTimeField()
     created_at = me.DateTimeField(required=True)
     updated_at = me.DateTimeField(required=True)
+    owner = me.StringField()
+    """The API key that created it (see ``config.ownership``): only it (or an admin) adds and deletes."""
+    shared = me.BooleanField(default=False)
+    """Readable (listed, shown, queried) by every key; still written only by its owner."""
+
+    def readable_by(self, sees: str | None) -> bool:
+        return self.shared or visible(self.owner, sees)
+
+    def writable_by(self, sees: str | None) -> bool:
+        return visible(self.owner, sees)
 
 
 class RagDocument(me.Document):
@@ -84,6 +95,23 @@ def collection_not_found(name: str, param: str = "collection") -> ApiError:
     return ApiError(404, f"Collection '{name}' not found", code="collection_not_found", param=param)
 
 
+def collection_name_taken(name: str, param: str = "collection") -> ApiError:
+    """Another key's collection has this name (names are one namespace; its content stays hidden)."""
+    return ApiError(
+        409, f"The collection name '{name}' is taken: choose another", code="collection_name_taken", param=param
+    )
+
+
+def collection_read_only(name: str, param: str = "collection") -> ApiError:
+    """A collection another key shares: it may be read, never written."""
+    return ApiError(
+        403,
+        f"Collection '{name}' is shared read-only by its owner: only its owner adds or deletes",
+        code="collection_read_only",
+        param=param,
+    )
+
+
 def new_document_id() -> str:
     return f"doc-{uuid.uuid4().hex[:16]}"
 
@@ -93,11 +121,20 @@ def get_collection(name: str) -> RagCollection | None:
 
 
 def open_collection(
-    name: str, embedding_model: str, dimension: int, chunk_size: int, overlap: int, metadata: dict[str, Any]
+    name: str,
+    embedding_model: str,
+    dimension: int,
+    chunk_size: int,
+    overlap: int,
+    metadata: dict[str, Any],
+    owner: str | None = None,
+    sees: str | None = None,
+    shared: bool = False,
 ) -> RagCollection:
-    """The ready collection ``name``, created with these settings when it does not exist.
+    """The ready collection ``name``, created with these settings (for ``owner``) when it does not exist.
 
-    ``ValueError`` when it exists with another embedding model, or is being deleted.
+    ``ValueError`` when it exists with another embedding model, or is being deleted; ``PermissionError`` when it
+    is another owner's (``sees`` may not write it).
     """
     moment = now()
     RagCollection.objects(name=name).update_one(
@@ -110,8 +147,12 @@ def open_collection(
         set_on_insert__status="ready",
         set_on_insert__created_at=moment,
         set_on_insert__updated_at=moment,
+        set_on_insert__owner=owner,
+        set_on_insert__shared=shared,
     )
     collection = RagCollection.objects(name=name).first()
+    if collection is not None and not collection.writable_by(sees):
+        raise PermissionError(name)
     if collection is None or collection.status != "ready":
         raise ValueError(f"collection {name!r} is being deleted; try again when it is gone")
     if collection.embedding_model != embedding_model or collection.dimension != dimension:
@@ -219,8 +260,16 @@ def ready_ids(document_ids: list[str]) -> set[str]:
     }
 
 
-def collections() -> list[RagCollection]:
-    return list(RagCollection.objects(status="ready").order_by("name"))
+def collections(sees: str | None = None) -> list[RagCollection]:
+    """The ready collections ``sees`` may read: its own and the shared ones (every one for ``None``)."""
+    query = RagCollection.objects(status="ready")
+    if sees is not None:
+        query = query.filter(me.Q(owner=sees) | me.Q(shared=True))
+    return list(query.order_by("name"))
+
+
+def set_shared(name: str, shared: bool) -> None:
+    RagCollection.objects(name=name).update_one(set__shared=shared, set__updated_at=now())
 
 
 def counts(collection: str) -> tuple[int, int]:

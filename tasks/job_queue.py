@@ -39,6 +39,7 @@ CONTROL_JOBS: dict[str, tuple[str, str | None]] = {
     "rag_query": ("rag", "chat"),
     "rag_ingest": ("rag", "embed"),
     "fusion": ("fusion", None),
+    "batch": ("jobs", None),
 }
 """Jobs the control worker runs (operation -> its queue, and what its model must serve): they call models
 through their queues, as the API does, instead of running on a model worker. A fusion job's model is the
@@ -176,14 +177,15 @@ class JobQueue:
         typical = self.stats.summary(model_id)["p50_latency_ms"] or DEFAULT_ESTIMATE_MS
         return int((ahead + 1) * typical)
 
-    def find(self, job_id: str) -> job_store.Job:
-        job = job_store.get(job_id)
+    def find(self, job_id: str, sees: str | None = None) -> job_store.Job:
+        """The job, as ``sees`` may see it (another owner's is not found)."""
+        job = job_store.get(job_id, sees)
         if job is None:
             raise ApiError(404, f"Job '{job_id}' not found", code="job_not_found", param="job_id")
         return job
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        job = self.find(job_id)
+    def status(self, job_id: str, sees: str | None = None) -> dict[str, Any]:
+        job = self.find(job_id, sees)
         view = job.public()
         if job.status == "queued":
             ahead = job_store.position(job)
@@ -195,10 +197,11 @@ class JobQueue:
                 view["progress_detail"] = detail
         return view
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str, sees: str | None = None) -> dict[str, Any]:
         """Cancels a queued job or a running one (it stops at the next token); 409 for a job that already
         finished. A queued job's message stays in the broker, whose lists are never read here: the worker that
         takes it finds the job no longer queued and does nothing."""
+        self.find(job_id, sees)
         was = job_store.cancel(job_id)
         if was is None:
             job = self.find(job_id)

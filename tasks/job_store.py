@@ -18,6 +18,7 @@ import mongoengine as me
 
 from config.clock import as_utc, iso, now
 from config.leases import Lease, as_update, new_token
+from config.ownership import owned_by
 from tasks import job_events, job_states
 from tasks.job_states import FINISHED, STATUSES
 
@@ -41,6 +42,7 @@ class Job(me.Document):
             "created_at",
             ("status", "lease_expires_at"),
             "events_pending",
+            ("owner", "status", "created_at"),
         ],
     }
 
@@ -53,6 +55,8 @@ class Job(me.Document):
     callback_secret = me.StringField()
     user_metadata = me.DictField(db_field="metadata")
     request_id = me.StringField()
+    owner = me.StringField()
+    """The API key that submitted the job (see ``config.ownership``)."""
     status = me.StringField(choices=STATUSES, required=True)
     created_at = me.DateTimeField(required=True)
     enqueued_at = me.DateTimeField()
@@ -124,6 +128,7 @@ class JobRequest:
     callback_secret: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
+    owner: str | None = None
 
 
 def create(request: JobRequest, job_id: str | None = None, created_at: datetime | None = None) -> Job:
@@ -139,6 +144,7 @@ def create(request: JobRequest, job_id: str | None = None, created_at: datetime 
         callback_secret=request.callback_secret,
         user_metadata=request.metadata or {},
         request_id=request.request_id,
+        owner=request.owner,
         status="queued",
         created_at=moment,
         enqueued_at=moment,
@@ -160,6 +166,7 @@ def creation(job: Job) -> dict[str, Any]:
         "callback_secret": job.callback_secret,
         "metadata": dict(job.user_metadata or {}),
         "request_id": job.request_id,
+        "owner": job.owner,
         "created_at": iso(job.created_at),
     }
 
@@ -181,6 +188,7 @@ def claim_or_recreate(
         callback_secret=made.get("callback_secret"),
         metadata=made.get("metadata") or {},
         request_id=made.get("request_id"),
+        owner=made.get("owner"),
     )
     try:
         create(request, job_id=job_id, created_at=datetime.fromisoformat(made["created_at"].replace("Z", "+00:00")))
@@ -191,8 +199,9 @@ def claim_or_recreate(
     return claim(job_id, worker, lease_seconds)
 
 
-def get(job_id: str) -> Job | None:
-    return Job.objects(job_id=job_id).first()
+def get(job_id: str, sees: str | None = None) -> Job | None:
+    """The job, if it exists and ``sees`` may see it."""
+    return Job.objects(job_id=job_id, **owned_by(sees)).first()
 
 
 def delete(job_id: str) -> None:
@@ -369,6 +378,11 @@ def queued_count(model_id: str) -> int:
     return Job.objects(model_id=model_id, status="queued").count()
 
 
+def queued_count_of(owner: str) -> int:
+    """Jobs of ``owner`` not finished yet (queued or running), for its quota."""
+    return Job.objects(owner=owner, status__in=("queued", "processing")).count()
+
+
 def position(job: Job) -> int:
     """Jobs of the same model that will run before ``job``: higher priority, or same priority and older."""
     rank = PRIORITIES[job.priority]
@@ -383,10 +397,16 @@ def position(job: Job) -> int:
 
 
 def search(
-    status: str | None, model_id: str | None, limit: int, offset: int, sort_by: str, order: str
+    status: str | None,
+    model_id: str | None,
+    limit: int,
+    offset: int,
+    sort_by: str,
+    order: str,
+    sees: str | None = None,
 ) -> tuple[list[Job], int]:
     filters = {key: value for key, value in (("status", status), ("model_id", model_id)) if value}
-    query = Job.objects(**filters)
+    query = Job.objects(**filters, **owned_by(sees))
     total = query.count()
     direction = "-" if order == "desc" else "+"
     jobs = list(query.order_by(f"{direction}{sort_by}", f"{direction}job_id").skip(offset).limit(limit))

@@ -74,9 +74,9 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def fetch_from_hub(model_id: str, recorded: str) -> Path:
-    """The folder of the model: ``recorded`` itself, or for ``hf://<repo>`` the repo's snapshot in the Hugging Face
-    cache, downloaded first when missing (progress in the registry and the log)."""
+def fetch_from_hub(model_id: str, recorded: str, node: str) -> Path:
+    """The folder of the model: ``recorded`` itself, or for ``hf://<repo>`` the repo's snapshot in this node's
+    Hugging Face cache, downloaded first when missing (progress in the registry and the log)."""
     if not recorded.startswith(hub.HUB_PREFIX):
         return Path(recorded)
     repo = recorded.removeprefix(hub.HUB_PREFIX)
@@ -92,7 +92,7 @@ def fetch_from_hub(model_id: str, recorded: str) -> Path:
                 log.info("downloading %s: %.1f of %.1f MB", repo, done / 1e6, total / 1e6)
 
         folder = hub.download(repo, progress)
-    registry.record_downloaded(model_id, folder)
+    registry.record_downloaded(model_id, node, folder)
     return folder
 
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNKNOWN_MODEL
     model_id, model_type = record.model_id, record.model_type
     try:
-        path = fetch_from_hub(model_id, record.path)
+        path = fetch_from_hub(model_id, record.path, settings.node)
     except Exception as exc:  # noqa: BLE001 - the Hub's and the network's errors end the load, named
         message = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
         log.error("model %s could not be fetched: %s", model_id, message)

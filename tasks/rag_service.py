@@ -17,7 +17,7 @@ from typing import Any
 
 from config.errors import ApiError
 from config.settings import Settings
-from models import registry
+from models import hub, registry
 from models.handlers.base import RequestCancelled
 from rag import document_store
 from rag.answer import messages, query_metadata
@@ -48,6 +48,10 @@ class IngestRequest:
     chunk_size: int | None = None
     overlap: int | None = None
     metadata: dict[str, Any] | None = None
+    owner: str | None = None
+    """The key the ingest is for; ``sees``: what that key may write (see ``config.ownership``)."""
+    sees: str | None = None
+    shared: bool = False
 
 
 @dataclass
@@ -79,8 +83,9 @@ class RagService:
         model = registry.get_record(request.embedding_model)
         if model is None:
             raise ApiError(404, f"Model '{request.embedding_model}' not found", code="model_not_found")
-        chunk_size, overlap = self._chunking(request, model.path, model.context_length)
-        prepared = [self._prepare(name, data, model.path, chunk_size, overlap) for name, data in request.files]
+        tokenizer = str(hub.tokenizer_folder(model.path))
+        chunk_size, overlap = self._chunking(request, tokenizer, model.context_length)
+        prepared = [self._prepare(name, data, tokenizer, chunk_size, overlap) for name, data in request.files]
         existed = document_store.get_collection(request.collection) is not None
         added: list[str] = []
         results: list[dict[str, Any]] = []
@@ -209,10 +214,20 @@ class RagService:
         dimension = len(vectors[0])
         try:
             document_store.open_collection(
-                request.collection, request.embedding_model, dimension, chunk_size, overlap, metadata
+                request.collection,
+                request.embedding_model,
+                dimension,
+                chunk_size,
+                overlap,
+                metadata,
+                request.owner,
+                request.sees,
+                request.shared,
             )
         except ValueError as exc:
             raise ApiError(400, str(exc), code="invalid_value", param="collection") from None
+        except PermissionError:
+            raise document_store.collection_name_taken(request.collection) from None
         document = document_store.begin_document(
             request.collection,
             item.document.filename,
@@ -251,12 +266,18 @@ class RagService:
 
     # -- retrieval ------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def readable_collection(name: str, sees: str | None) -> document_store.RagCollection:
+        """The collection, if a caller that ``sees`` may read it (see ``config.ownership``); else 404."""
+        collection = document_store.get_collection(name)
+        if collection is None or not collection.readable_by(sees):
+            raise document_store.collection_not_found(name)
+        return collection
+
     def retrieve(self, query: dict[str, Any], request_id: str) -> dict[str, Any]:
         started = time.perf_counter()
         name = query["collection"]
-        collection = document_store.get_collection(name)
-        if collection is None:
-            raise document_store.collection_not_found(name)
+        collection = self.readable_collection(name, query.get("sees"))
         model = query.get("embedding_model") or collection.embedding_model
         if model != collection.embedding_model:
             raise ApiError(

@@ -105,6 +105,9 @@ def ingest_request(request: dict[str, Any]) -> IngestRequest:
         chunk_size=request.get("chunk_size"),
         overlap=request.get("overlap"),
         metadata=request.get("metadata"),
+        owner=request.get("owner"),
+        sees=request.get("sees"),
+        shared=bool(request.get("shared")),
     )
 
 
@@ -157,6 +160,11 @@ def run_control_job(self, operation: str, payload: dict[str, Any], priority: str
     token = job_store.claim_or_recreate(job_id, worker, settings.job_lease_seconds, made, payload)
     if token is None:
         log.info("job %s is no longer queued; this delivery does nothing", job_id)
+        return
+    if operation == "batch":
+        from tasks import batches
+
+        batches.start(job_id, token, payload)  # returns at once: the batch's rounds run as tasks of their own
         return
     if operation == "fusion":
         try:

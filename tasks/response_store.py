@@ -8,9 +8,11 @@ from typing import Any
 
 import mongoengine as me
 
+from config.ownership import owned_by
+
 
 class StoredResponse(me.Document):
-    meta = {"collection": "responses", "indexes": ["created_at"]}
+    meta = {"collection": "responses", "indexes": ["created_at", "owner"]}
 
     response_id = me.StringField(primary_key=True)
     model = me.StringField(required=True)
@@ -18,21 +20,31 @@ class StoredResponse(me.Document):
     """Chat messages of every turn up to and including this response's output."""
     response = me.DictField()
     created_at = me.DateTimeField(required=True)
+    owner = me.StringField()
+    """The API key that made the response (see ``config.ownership``)."""
 
 
-def save(response_id: str, model: str, conversation: list[dict[str, Any]], response: dict[str, Any]) -> None:
+def save(
+    response_id: str,
+    model: str,
+    conversation: list[dict[str, Any]],
+    response: dict[str, Any],
+    owner: str | None = None,
+) -> None:
     StoredResponse(
         response_id=response_id,
         model=model,
         conversation=conversation,
         response=response,
         created_at=datetime.now(UTC),
+        owner=owner,
     ).save(force_insert=True)
 
 
-def get(response_id: str) -> StoredResponse | None:
-    return StoredResponse.objects(response_id=response_id).first()
+def get(response_id: str, sees: str | None = None) -> StoredResponse | None:
+    """The stored response, if it exists and ``sees`` may see it."""
+    return StoredResponse.objects(response_id=response_id, **owned_by(sees)).first()
 
 
-def delete(response_id: str) -> bool:
-    return bool(StoredResponse.objects(response_id=response_id).delete())
+def delete(response_id: str, sees: str | None = None) -> bool:
+    return bool(StoredResponse.objects(response_id=response_id, **owned_by(sees)).delete())

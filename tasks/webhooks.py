@@ -22,6 +22,7 @@ import mongoengine as me
 import requests
 from celery.utils.time import get_exponential_backoff_interval
 
+from config.ownership import owned_by, visible
 from config.settings import Settings
 from tasks import job_store
 from tasks.job_states import EVENTS
@@ -38,7 +39,7 @@ MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
 class Webhook(me.Document):
-    meta = {"collection": "webhooks", "indexes": ["status", "created_at"]}
+    meta = {"collection": "webhooks", "indexes": ["status", "created_at", "owner"]}
 
     webhook_id = me.StringField(primary_key=True)
     url = me.StringField(required=True)
@@ -51,6 +52,10 @@ class Webhook(me.Document):
     last_triggered_at = me.DateTimeField()
     success_count = me.IntField(default=0)
     failure_count = me.IntField(default=0)
+    owner = me.StringField()
+    """The API key that subscribed (see ``config.ownership``)."""
+    jobs_of = me.StringField()
+    """Whose jobs' events the subscription receives: its owner's, or every owner's (None: an admin's)."""
 
     def public(self) -> dict[str, Any]:
         view = {
@@ -112,9 +117,16 @@ class Delivery(me.Document):
 
 
 def register(
-    url: str, events: list[str], secret: str | None, metadata: dict[str, Any] | None, allowed_networks: list[str]
+    url: str,
+    events: list[str],
+    secret: str | None,
+    metadata: dict[str, Any] | None,
+    allowed_networks: list[str],
+    owner: str | None = None,
+    sees: str | None = None,
 ) -> dict[str, Any]:
-    """Subscribes ``url`` to ``events``; raises ``UnsafeUrl`` for a URL that may not be called.
+    """Subscribes ``url`` to ``events`` of the jobs ``sees`` may see, for ``owner``; raises ``UnsafeUrl`` for a
+    URL that may not be called.
 
     Without a ``secret`` one is generated and returned, once, in the answer.
     """
@@ -128,6 +140,8 @@ def register(
         secret=secret or new_secret(),
         user_metadata=metadata or {},
         created_at=now(),
+        owner=owner,
+        jobs_of=sees,
     )
     webhook.save(force_insert=True)
     view = webhook.public()
@@ -136,17 +150,17 @@ def register(
     return view
 
 
-def get_webhook(webhook_id: str) -> Webhook | None:
-    return Webhook.objects(webhook_id=webhook_id).first()
+def get_webhook(webhook_id: str, sees: str | None = None) -> Webhook | None:
+    return Webhook.objects(webhook_id=webhook_id, **owned_by(sees)).first()
 
 
-def list_webhooks() -> list[Webhook]:
-    return list(Webhook.objects.order_by("created_at"))
+def list_webhooks(sees: str | None = None) -> list[Webhook]:
+    return list(Webhook.objects(**owned_by(sees)).order_by("created_at"))
 
 
-def delete_webhook(webhook_id: str) -> bool:
-    """Removes the subscription; its pending deliveries are cancelled."""
-    if not Webhook.objects(webhook_id=webhook_id).delete():
+def delete_webhook(webhook_id: str, sees: str | None = None) -> bool:
+    """Removes the subscription (if ``sees`` may see it); its pending deliveries are cancelled."""
+    if not Webhook.objects(webhook_id=webhook_id, **owned_by(sees)).delete():
         return False
     Delivery.objects(webhook_id=webhook_id, status="pending").update(set__status="cancelled")
     return True
@@ -199,7 +213,8 @@ def fan_out(job_id: str, event_id: str, settings: Settings) -> list[str]:
         log.warning("event %s of job %s is not stored; nothing to fan out", event_id, job_id)
         return []
     event = entry["event"]
-    targets = [(w.webhook_id, w.url, w.secret) for w in Webhook.objects(status="active", events=event)]
+    subscribed = Webhook.objects(status="active", events=event)
+    targets = [(w.webhook_id, w.url, w.secret) for w in subscribed if visible(job.owner, w.jobs_of)]
     if job.callback_url:
         targets.append((CALLBACK, job.callback_url, job.callback_secret or settings.callback_secret))
     body = event_payload(job, entry, settings.delivery_body_max_bytes) if targets else ""

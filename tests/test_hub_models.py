@@ -6,7 +6,6 @@ through huggingface_hub's own cache lookup. A repo that is not cached fails at o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -15,31 +14,11 @@ import pytest
 import requests
 
 from tests.conftest import CHAT_MODEL_DIR, ask, load_model, unload_model
+from tests.hub_cache import lay_out_in_hf_cache
 from tests.stack import PYTHON, ROOT
 
 CACHED_REPO = "test-org/SmolLM2-135M-Instruct-cached"
 MISSING_REPO = "test-org/never-downloaded"
-
-
-def lay_out_in_hf_cache(cache: Path, repo: str, folder: Path) -> Path:
-    """``folder``'s files as huggingface_hub caches a snapshot of ``repo``: blobs named by content, a snapshot of
-    links to them, and ``refs/main`` naming the snapshot. Returns the snapshot folder."""
-    owner, name = repo.split("/")
-    root = cache / f"models--{owner}--{name}"
-    revision = hashlib.sha1(repo.encode()).hexdigest()
-    snapshot = root / "snapshots" / revision
-    (root / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for file in sorted(p for p in folder.iterdir() if p.is_file()):
-        blob = root / "blobs" / hashlib.sha256(f"{file.name}:{file.stat().st_size}".encode()).hexdigest()
-        if not blob.exists():
-            blob.symlink_to(file.resolve())
-        link = snapshot / file.name
-        if not link.is_symlink():
-            link.symlink_to(os.path.relpath(blob, snapshot))
-    (root / "refs").mkdir(exist_ok=True)
-    (root / "refs" / "main").write_text(revision)
-    return snapshot
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ one's CPU and memory; nothing in a node's traffic is local to its machine but it
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
 import time
@@ -26,18 +28,21 @@ from models.nodes import NodeBeats
 from tasks.celery_app import create_celery, model_queue
 from tests.conftest import CHAT_MODEL_DIR, ON_DEMAND_NODES_MODEL, ask, job_status, load_model, submit_job, unload_model
 from tests.conftest import wait_for_job as wait_for_job_status
+from tests.hub_cache import lay_out_in_hf_cache
 from tests.stack import ROOT, Service, Stack, wait_until
 
 EMBEDDING_MODEL_DIR = ROOT / ".data" / "models" / "sentence-transformers--all-MiniLM-L6-v2"
+NODES_REPO = "test-org/SmolLM2-135M-Instruct-nodes"
 
 
-def start_node(stack: Stack, name: str, budget_gb: float = 0.0) -> Service:
+def start_node(stack: Stack, name: str, budget_gb: float = 0.0, **extra_env: str) -> Service:
     data = Path(stack.workdir) / name
     env = {
         "NODE_NAME": name,
         "NODE_MODELS": "nodes/*",
         "MODEL_MEMORY_BUDGET_GB": f"{budget_gb:.3f}",
         "DATA_DIR": str(data),
+        **extra_env,
     }
     return stack.start(name, [sys.executable, "-m", "models.supervisor"], env)
 
@@ -180,10 +185,19 @@ def test_room_made_on_one_node_takes_only_that_nodes_replica_of_an_idle_model(ba
             unload_model(base_url, model_id, force=True)
 
 
+def node_hub_cache(stack: Stack, name: str) -> Path:
+    return Path(stack.workdir) / name / "hf-cache"
+
+
 @pytest.fixture(scope="module")
 def open_nodes(stack: Stack, base_url: str):
-    """node-d and node-e, without a memory budget."""
-    nodes = {name: start_node(stack, name) for name in ("node-d", "node-e")}
+    """node-d and node-e, without a memory budget, each with a Hugging Face cache of its own that holds
+    ``NODES_REPO`` (as if each machine had downloaded it; the web's cache holds it too)."""
+    lay_out_in_hf_cache(Path(os.environ["HF_HUB_CACHE"]), NODES_REPO, CHAT_MODEL_DIR)
+    caches = {name: node_hub_cache(stack, name) for name in ("node-d", "node-e")}
+    for cache in caches.values():
+        lay_out_in_hf_cache(cache, NODES_REPO, CHAT_MODEL_DIR)
+    nodes = {name: start_node(stack, name, HF_HUB_CACHE=str(cache)) for name, cache in caches.items()}
     wait_until(lambda: set(nodes) <= set(running_nodes(base_url)), 30, "nodes d and e")
     yield nodes
     for node in nodes.values():
@@ -234,14 +248,26 @@ def test_replicas_on_two_nodes_consume_one_queue(base_url, redis_client, open_no
         unload_model(base_url, model_id, force=True)
 
 
+def folders(base_url: str, model_id: str) -> dict[str, str]:
+    info = requests.get(f"{base_url}/v1/models/{model_id}/info", timeout=10).json()
+    return {entry["node"]: entry["folder"] for entry in info["folders"]}
+
+
+def node_snapshot(stack: Stack, node: str) -> str:
+    (snapshot,) = (node_hub_cache(stack, node) / f"models--{NODES_REPO.replace('/', '--')}" / "snapshots").iterdir()
+    return str(snapshot)
+
+
 def test_a_node_that_vanishes_is_noticed_its_streams_end_and_its_jobs_finish_on_another(
-    base_url, client: openai.OpenAI, redis_client, open_nodes, jobs_url, hold
+    base_url, client: openai.OpenAI, redis_client, open_nodes, jobs_url, hold, stack: Stack
 ):
+    """The model comes from the Hub (by repo id): the node it moves to serves it from its own copy."""
     model_id = "nodes/movable"
-    loaded = load_model(base_url, str(CHAT_MODEL_DIR), model_id, max_concurrency=2, context_length=1024)
+    loaded = load_model(base_url, NODES_REPO, model_id, max_concurrency=2, context_length=1024)
     assert loaded.status_code == 200, loaded.text
     (doomed,) = loaded.json()["nodes"]
     (survivor,) = set(open_nodes) - {doomed}
+    assert folders(base_url, model_id) == {doomed: node_snapshot(stack, doomed)}
     held = hold("node-stream")  # holds the worker's engine: the job below waits in it, claimed
     try:
         stream = client.chat.completions.create(
@@ -262,6 +288,7 @@ def test_a_node_that_vanishes_is_noticed_its_streams_end_and_its_jobs_finish_on_
         wait_until(lambda: job_status(jobs_url, job_id)["status"] == "processing", 30, "the job to be claimed")
 
         open_nodes[doomed].stop(signal.SIGKILL)  # the machine is gone: its supervisor and workers at once
+        shutil.rmtree(node_hub_cache(stack, doomed))  # and its files
         with pytest.raises(openai.APIError) as caught:
             for _ in chunks:
                 pass
@@ -270,5 +297,6 @@ def test_a_node_that_vanishes_is_noticed_its_streams_end_and_its_jobs_finish_on_
         done = wait_for_job_status(jobs_url, job_id, timeout=180)
         assert done["status"] == "completed" and done["attempts"] == 2, done
         assert model(base_url, model_id)["nodes"] == [survivor], "its replica was placed on the other node"
+        assert folders(base_url, model_id)[survivor] == node_snapshot(stack, survivor)
     finally:
         unload_model(base_url, model_id, force=True)

@@ -20,6 +20,7 @@ from tasks.fusion import canvas, workflow_store
 from tasks.fusion.definitions import PREDEFINED, DefinitionError, Workflow, check, for_run, from_request
 from tasks.job_store import JobRequest
 from web.api import Blueprint, dispatcher
+from web.identity import current_caller
 from web.schemas.fusion import (
     ComposeSchema,
     OrchestrateSchema,
@@ -157,6 +158,7 @@ class Orchestrate(MethodView):
         check_input(workflow, body["input"])
         first_model = check_models(workflow, body["models"])
         given = {"input": body["input"], "models": body["models"], "config": body["config"]}
+        given["sees"] = current_caller().sees  # the collections its steps may search
         if body["async_"]:
             request = JobRequest(
                 model_id=first_model,
@@ -166,6 +168,7 @@ class Orchestrate(MethodView):
                 callback_url=body.get("callback_url"),
                 metadata={"workflow": body["workflow"]},
                 request_id=g.request_id,
+                owner=current_caller().owner,
             )
             response = jsonify(current_app.extensions["jobs"].submit(request))
             response.status_code = 202

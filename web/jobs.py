@@ -10,6 +10,7 @@ from flask.views import MethodView
 from tasks import job_store
 from tasks.job_queue import JobQueue
 from web.api import Blueprint
+from web.identity import current_caller
 from web.schemas.jobs import (
     JobAcceptedSchema,
     JobCancelledSchema,
@@ -40,7 +41,7 @@ class Jobs(MethodView):
     @blp.alt_response(429, description="The model's queue is full")
     @blp.alt_response(503, description="The model failed or is being unloaded, or the broker is unreachable")
     def post(self, body: dict[str, Any]):
-        return job_queue().submit(job_store.JobRequest(**body, request_id=g.request_id))
+        return job_queue().submit(job_store.JobRequest(**body, request_id=g.request_id, owner=current_caller().owner))
 
     @blp.arguments(JobListQuerySchema, location="query")
     @blp.response(200, JobListSchema)
@@ -52,6 +53,7 @@ class Jobs(MethodView):
             query["offset"],
             query["sort_by"],
             query["order"],
+            current_caller().sees,
         )
         return {
             "jobs": [job.public(with_result=False) for job in jobs],
@@ -67,10 +69,10 @@ class JobDetail(MethodView):
     @blp.response(200, JobSchema)
     @blp.alt_response(404, description="Job not found")
     def get(self, job_id: str):
-        return for_caller(job_queue().status(job_id))
+        return for_caller(job_queue().status(job_id, current_caller().sees))
 
     @blp.response(200, JobCancelledSchema)
     @blp.alt_response(404, description="Job not found")
     @blp.alt_response(409, description="Job already completed, failed or cancelled")
     def delete(self, job_id: str):
-        return {**job_queue().cancel(job_id), "request_id": g.request_id}
+        return {**job_queue().cancel(job_id, current_caller().sees), "request_id": g.request_id}

@@ -186,6 +186,7 @@ class ModelInfo(MethodView):
             "nodes": worker_nodes(workers),
             "placed_on": list(record.nodes),
             "failed_on": [{"node": entry["node"], "error": entry["error"]} for entry in record.failed_on or []],
+            "folders": list(record.folders or []),
             "error": record.error,
             "download": record.download or None,
             "request_id": g.request_id,

@@ -22,6 +22,7 @@ from rag.answer import messages, query_metadata
 from tasks import rag_queue, staging
 from tasks.job_store import JobRequest
 from web.api import Blueprint, dispatcher, opened
+from web.identity import current_caller
 from web.schemas.rag import (
     CollectionDeletedSchema,
     CollectionListSchema,
@@ -88,7 +89,14 @@ class Ingest(MethodView):
     @blp.alt_response(202, description="async=true: the ingest runs as an MCP job (poll /api/mcp/jobs/{job_id})")
     def post(self, form: dict[str, Any]):
         files = uploaded_files()
+        sees = current_caller().sees
         existing = document_store.get_collection(form["collection"])
+        if existing is not None and not existing.writable_by(sees):
+            if existing.readable_by(sees):
+                raise document_store.collection_read_only(form["collection"])
+            raise document_store.collection_name_taken(form["collection"])
+        if existing is not None and "shared" in form:
+            document_store.set_shared(existing.name, form["shared"])
         model = form.get("embedding_model") or (existing.embedding_model if existing else None)
         model = model or dispatcher().pick_model("embed", "embedding_model")
         dispatcher().require_model(model, "embed", param="embedding_model")
@@ -103,6 +111,9 @@ class Ingest(MethodView):
             "chunk_size": form.get("chunk_size"),
             "overlap": form.get("overlap"),
             "metadata": form["metadata"],
+            "owner": current_caller().owner,
+            "sees": sees,
+            "shared": form.get("shared", False),
         }
         if form["async_"]:
             return self._as_job(model, ingest, staged, form)
@@ -121,6 +132,7 @@ class Ingest(MethodView):
             callback_url=form.get("callback_url"),
             metadata={"collection": form["collection"], "files": [item["filename"] for item in staged]},
             request_id=g.request_id,
+            owner=current_caller().owner,
         )
         try:
             accepted = current_app.extensions["jobs"].submit(request)
@@ -140,8 +152,7 @@ class Query(MethodView):
     @blp.alt_response(503, description="The chat or embedding model is not available")
     def post(self, body: dict[str, Any]):
         started = time.perf_counter()
-        if document_store.get_collection(body["collection"]) is None:
-            raise document_store.collection_not_found(body["collection"])
+        readable(body["collection"], "collection")
         model_id = body.get("model_id") or dispatcher().pick_model("chat", "model_id")
         dispatcher().require_model(model_id, "chat", param="model_id")
         query = rag_query_input(body, model_id)
@@ -195,6 +206,22 @@ def _ms_since(moment: float) -> float:
     return round((time.perf_counter() - moment) * 1000, 1)
 
 
+def readable(name: str, param: str) -> document_store.RagCollection:
+    """The collection, if the caller may read it (its own, or shared); else 404."""
+    collection = document_store.get_collection(name)
+    if collection is None or not collection.readable_by(current_caller().sees):
+        raise document_store.collection_not_found(name, param)
+    return collection
+
+
+def writable(name: str, param: str) -> document_store.RagCollection:
+    """The collection, if the caller may change it (its own); 403 for one shared with it, else 404."""
+    collection = readable(name, param)
+    if not collection.writable_by(current_caller().sees):
+        raise document_store.collection_read_only(name, param)
+    return collection
+
+
 def _summary(collection: document_store.RagCollection) -> dict[str, Any]:
     documents, chunks = document_store.counts(collection.name)
     return {
@@ -204,6 +231,7 @@ def _summary(collection: document_store.RagCollection) -> dict[str, Any]:
         "created_at": document_store.iso(collection.created_at),
         "updated_at": document_store.iso(collection.updated_at),
         "metadata": dict(collection.metadata or {}),
+        "shared": bool(collection.shared),
     }
 
 
@@ -211,7 +239,8 @@ def _summary(collection: document_store.RagCollection) -> dict[str, Any]:
 class Collections(MethodView):
     @blp.response(200, CollectionListSchema)
     def get(self):
-        return {"collections": [_summary(c) for c in document_store.collections()], "request_id": g.request_id}
+        listed = document_store.collections(current_caller().sees)
+        return {"collections": [_summary(c) for c in listed], "request_id": g.request_id}
 
 
 @blp.route("/collections/<string:name>")
@@ -219,9 +248,7 @@ class Collection(MethodView):
     @blp.response(200, CollectionSchema)
     @blp.alt_response(404, description="collection_not_found")
     def get(self, name: str):
-        collection = document_store.get_collection(name)
-        if collection is None:
-            raise document_store.collection_not_found(name, "collection_name")
+        collection = readable(name, "collection_name")
         return {
             **_summary(collection),
             "embedding_model": collection.embedding_model,
@@ -234,8 +261,7 @@ class Collection(MethodView):
     @blp.response(200, CollectionDeletedSchema)
     @blp.alt_response(404, description="collection_not_found")
     def delete(self, name: str):
-        if document_store.get_collection(name) is None:
-            raise document_store.collection_not_found(name, "collection_name")
+        writable(name, "collection_name")
         result = rag_queue.run(dispatcher(), rag_queue.DROP_COLLECTION, [name], g.request_id)
         return {**result, "request_id": g.request_id}
 
@@ -245,7 +271,6 @@ class Document(MethodView):
     @blp.response(200, DocumentDeletedSchema)
     @blp.alt_response(404, description="collection_not_found or document_not_found")
     def delete(self, collection: str, document_id: str):
-        if document_store.get_collection(collection) is None:
-            raise document_store.collection_not_found(collection)
+        writable(collection, "collection")
         result = rag_queue.run(dispatcher(), rag_queue.DELETE_DOCUMENT, [collection, document_id], g.request_id)
         return {**result, "request_id": g.request_id}

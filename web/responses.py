@@ -15,6 +15,7 @@ from flask.views import MethodView
 from config.errors import ApiError
 from tasks import response_store
 from web.api import Blueprint, dispatcher, opened
+from web.identity import current_caller
 from web.schemas.operations import STREAMED
 from web.schemas.responses import (
     ResponseDeletedSchema,
@@ -129,7 +130,7 @@ def conversation_of(body: dict[str, Any]) -> list[dict[str, Any]]:
     """Earlier turns (from ``previous_response_id``), this turn's instructions, then its input."""
     earlier: list[dict[str, Any]] = []
     if body.get("previous_response_id"):
-        stored = response_store.get(body["previous_response_id"])
+        stored = response_store.get(body["previous_response_id"], current_caller().sees)
         if stored is None:
             raise ApiError(
                 404,
@@ -238,6 +239,7 @@ class Responses(MethodView):
     @blp.doc(**STREAMED)
     def post(self, body: dict[str, Any]):
         shape = ResponseShape(body)
+        owner = current_caller().owner  # the stream may finish outside this request's context
         conversation = conversation_of(body)
         streaming = bool(body.get("stream"))
         payload = {"messages": conversation, **chat_options(body), "stream": streaming}
@@ -247,7 +249,7 @@ class Responses(MethodView):
             response = shape.final(result)
             if body.get("store") is not False:
                 turn = [*conversation, assistant_turn(result["choices"][0])]
-                response_store.save(shape.id, body["model"], turn, response)
+                response_store.save(shape.id, body["model"], turn, response, owner)
             return response
 
         if not streaming:
@@ -260,14 +262,14 @@ class Responses(MethodView):
 class StoredResponse(MethodView):
     @blp.alt_response(200, schema=ResponseObjectSchema, description="A stored response")
     def get(self, response_id: str):
-        stored = response_store.get(response_id)
+        stored = response_store.get(response_id, current_caller().sees)
         if stored is None:
             raise _not_found(response_id)
         return stored.response
 
     @blp.alt_response(200, schema=ResponseDeletedSchema, description="The stored response is deleted")
     def delete(self, response_id: str):
-        if not response_store.delete(response_id):
+        if not response_store.delete(response_id, current_caller().sees):
             raise _not_found(response_id)
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 

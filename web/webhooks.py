@@ -11,6 +11,7 @@ from config.errors import ApiError
 from tasks import webhooks
 from tasks.urls import UnsafeUrl
 from web.api import Blueprint
+from web.identity import current_caller
 from web.schemas.webhooks import (
     DeliveryListSchema,
     DeliveryQuerySchema,
@@ -24,7 +25,7 @@ blp = Blueprint("webhooks", __name__, url_prefix="/api/mcp", description="Webhoo
 
 
 def find_webhook(webhook_id: str) -> webhooks.Webhook:
-    webhook = webhooks.get_webhook(webhook_id)
+    webhook = webhooks.get_webhook(webhook_id, current_caller().sees)
     if webhook is None:
         raise ApiError(404, f"Webhook '{webhook_id}' not found", code="webhook_not_found", param="webhook_id")
     return webhook
@@ -38,7 +39,16 @@ class Webhooks(MethodView):
     def post(self, body: dict[str, Any]):
         networks = current_app.extensions["settings"].webhook_networks
         try:
-            view = webhooks.register(body["url"], body["events"], body.get("secret"), body.get("metadata"), networks)
+            caller = current_caller()
+            view = webhooks.register(
+                body["url"],
+                body["events"],
+                body.get("secret"),
+                body.get("metadata"),
+                networks,
+                caller.owner,
+                caller.sees,
+            )
         except UnsafeUrl as exc:
             raise ApiError(400, f"url refused: {exc}", code="invalid_url", param="url") from None
         except ValueError as exc:
@@ -47,7 +57,8 @@ class Webhooks(MethodView):
 
     @blp.response(200, WebhookListSchema)
     def get(self):
-        return {"webhooks": [w.public() for w in webhooks.list_webhooks()], "request_id": g.request_id}
+        listed = webhooks.list_webhooks(current_caller().sees)
+        return {"webhooks": [w.public() for w in listed], "request_id": g.request_id}
 
 
 @blp.route("/webhooks/<webhook_id>")
@@ -60,7 +71,7 @@ class WebhookDetail(MethodView):
     @blp.response(200, WebhookDeletedSchema)
     @blp.alt_response(404, description="Webhook not found")
     def delete(self, webhook_id: str):
-        if not webhooks.delete_webhook(webhook_id):
+        if not webhooks.delete_webhook(webhook_id, current_caller().sees):
             find_webhook(webhook_id)
         return {"webhook_id": webhook_id, "status": "deleted", "request_id": g.request_id}
 

@@ -38,6 +38,7 @@ def initial_state(run_id: str, given: dict[str, Any], request_id: str) -> dict[s
         "input": given["input"],
         "config": given.get("config") or {},
         "models": given.get("models") or {},
+        "sees": given.get("sees"),
         "steps": {},
     }
 

@@ -100,10 +100,11 @@ class StepRunner:
         if step.query_embedding is not None:
             vector = render(step.query_embedding, state, f"{step.step_id}.query_embedding")
         else:
-            found = self.rag.retrieve({"collection": collection, "query": query, "top_k": top_k}, state["request_id"])
-            return found["sources"]
+            asked = {"collection": collection, "query": query, "top_k": top_k, "sees": state.get("sees")}
+            return self.rag.retrieve(asked, state["request_id"])["sources"]
         if not isinstance(vector, list) or not all(isinstance(x, int | float) for x in vector):
             raise TemplateProblem(f"{step.step_id}.query_embedding: must render to a vector (a list of numbers)")
+        self.rag.readable_collection(str(collection), state.get("sees"))
         return self.rag.search(str(collection), str(query), vector, {"top_k": max(1, min(top_k, 50))})
 
     def summarize(self, step: Step, state: dict[str, Any], request_id: str) -> tuple[Any, str]:
@@ -201,13 +202,13 @@ def _sampling(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model_folder(model: str) -> tuple[str, int | None]:
-    """The model's folder (its tokenizer splits the document) and context length, from the registry."""
-    from models import registry
+    """A folder with the model's tokenizer (it splits the document) and its context length, from the registry."""
+    from models import hub, registry
 
     record = registry.get_record(model)
     if record is None:
         raise ApiError(503, f"Model '{model}' is not loaded", code="model_unavailable", param="models.generation")
-    return str(record.path), record.context_length
+    return str(hub.tokenizer_folder(record.path)), record.context_length
 
 
 def _tokens(folder: str, text: str) -> int:

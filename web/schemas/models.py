@@ -108,6 +108,10 @@ class ModelInfoSchema(Schema):
         fields.Dict(),
         metadata={"description": "nodes where a replica failed while others served on (node, error)"},
     )
+    folders = fields.List(
+        fields.Dict(),
+        metadata={"description": "for a Hugging Face model, where each node keeps its copy (node, folder)"},
+    )
     error = fields.String(allow_none=True)
     download = fields.Dict(allow_none=True, metadata={"description": "repo, bytes_done, bytes_total while fetched"})
     request_id = fields.String()

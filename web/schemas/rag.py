@@ -55,6 +55,12 @@ class IngestFormSchema(Schema):
     metadata = JsonObject(load_default=dict)
     async_ = fields.Boolean(data_key="async", load_default=False)
     callback_url = fields.String(validate=validate.Length(min=1, max=2000))
+    shared = fields.Boolean(
+        metadata={
+            "description": "the collection is readable by every API key (still written only by its owner); "
+            "set when it is created, or changed by its owner on a later ingest"
+        }
+    )
 
     @validates_schema
     def _overlap_below_chunk_size(self, data: dict[str, Any], **_kwargs: Any) -> None:
@@ -152,6 +158,7 @@ class CollectionSummarySchema(Schema):
     created_at = fields.String()
     updated_at = fields.String()
     metadata = fields.Dict()
+    shared = fields.Boolean(metadata={"description": "readable by every API key"})
 
 
 class CollectionListSchema(Schema):
