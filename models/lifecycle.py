@@ -180,7 +180,7 @@ class ModelLifecycle:
             registered = registry.request_load(
                 model_id,
                 model_type,
-                path or f"{hub.HUB_PREFIX}{repo}",
+                f"{hub.HUB_PREFIX}{repo}" if repo else path,  # each node serves a repo from its own copy
                 context_length=context_length or (spec.context_length if spec else None),
                 description=description,
                 tags=registry.tags_for(model_type, path or Path(model_path), spec.tags if spec else ()),
