@@ -20,12 +20,14 @@ from tasks.job_queue import JobQueue
 from web import (
     admin,
     audio,
+    batches,
     capabilities,
     chat,
     completions,
     diagnostics,
     docs_page,
     embeddings,
+    files,
     fusion,
     health,
     images,
@@ -109,6 +111,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         diagnostics.blp,
         metrics.blp,
         admin.blp,
+        files.blp,
+        batches.blp,
         images.files,
     ):
         api.register_blueprint(blueprint)
