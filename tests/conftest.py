@@ -22,6 +22,7 @@ import requests
 from tests.holds import held_key, hold_key, holdable
 from tests.receiver import Receiver
 from tests.stack import ROOT, Service, Stack, catalog_with_on_demand, wait_until
+from tests.used_keys import leaks
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -97,6 +98,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         "CONTROL_SILENCE_SECONDS": "6",
         # The suite sends far more than a client's share; tests/test_rate_limits.py runs a web with limits on.
         "RATE_LIMITS_ENABLED": "false",
+        # A stored key puts every web of the session behind keys; tests revoke theirs, seen here within 1 s.
+        "API_KEY_CACHE_SECONDS": "1",
         # No model hub is reachable here: Hugging Face ids resolve in a cache the tests build (test_hub_models).
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_CACHE": str(workdir / "hf-cache"),
@@ -127,10 +130,15 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The session's folder is removed after a run that passed; kept, with every service's log, after any other
-    (a failure, an interruption, an error in a fixture)."""
+    (a failure, an interruption, an error in a fixture). A session whose logs hold an API key secret its tests
+    used (``tests.used_keys``) fails."""
     workdir = session.config.stash.get(SESSION_FOLDER, None)
     if workdir is None:
         return
+    leaked = leaks(workdir)
+    if leaked:
+        print("\nAPI key secrets were logged:\n" + "\n".join(leaked))
+        session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED
     if exitstatus == pytest.ExitCode.OK:
         shutil.rmtree(workdir, ignore_errors=True)
     else:

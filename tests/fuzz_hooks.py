@@ -3,8 +3,9 @@
 They bound what a generated request may cost, nothing else: the fuzz run shares the session's stack and its
 models, so a request never unloads, warms or (on demand) loads one of the session's models (its id is swapped
 for an unknown one, which exercises the 404 path instead), and the numbers that set how much work a valid request
-asks of a model (tokens, choices, image size and steps) are capped. Every field, value and route is still
-generated.
+asks of a model (tokens, choices, image size and steps) are capped. A key the run creates (``POST /admin/keys``)
+is revoked at once: a stored key would put the whole session's API behind keys. Every field, value and route is
+still generated.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ def _capped(value: Any) -> Any:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@schemathesis.hook
+def after_call(context: Any, case: Any, response: Any) -> None:
+    if case.method.upper() == "POST" and case.path == "/admin/keys" and response.status_code == 201:
+        from config import keys
+        from config.settings import Settings
+
+        keys.connect(Settings.from_env())
+        keys.revoke(response.json()["id"])
 
 
 @schemathesis.hook

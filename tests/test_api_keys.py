@@ -9,9 +9,11 @@ import pytest
 import requests
 
 from tests.conftest import CHAT_MODEL, ask
+from tests.used_keys import remember
 
 KEYS = "sk-test-first-0f6c1a,sk-test-second-9b2d4e"
 FIRST, SECOND = KEYS.split(",")
+remember(FIRST, SECOND)
 
 
 @pytest.fixture(scope="module")

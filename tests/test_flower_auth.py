@@ -7,8 +7,9 @@ import sys
 import requests
 
 from tests.stack import free_port, wait_until
+from tests.used_keys import remember
 
-KEY = "sk-flower-test-4c1e"
+KEY = remember("sk-flower-test-4c1e")
 
 
 def test_flower_needs_basic_auth_when_keys_are_set(stack):

@@ -16,8 +16,9 @@ import requests
 
 from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL
 from tests.stack import wait_until
+from tests.used_keys import remember
 
-ADMIN = "sk-owners-admin-5c1e7a"
+ADMIN = remember("sk-owners-admin-5c1e7a")
 USER_SCOPES = ["inference", "jobs", "rag"]
 
 
@@ -46,7 +47,7 @@ def keyed(stack, supervisor, control_worker, base_url) -> Iterator[dict[str, As]
             key = admin.post("/admin/keys", json={"name": f"{name}-{uuid.uuid4().hex[:6]}", "scopes": USER_SCOPES})
             assert key.status_code == 201, key.text
             made.append(key.json()["id"])
-            callers[name] = As(base, key.json()["secret"])
+            callers[name] = As(base, remember(key.json()["secret"]))
         yield callers
     finally:
         for key_id in made:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import flask
+from apispec import BasePlugin
 from flask import current_app
 from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
@@ -46,8 +47,37 @@ class Blueprint(SmorestBlueprint):
     ARGUMENTS_PARSER = OpenAIParser()
 
 
+class KeyAnswers(BasePlugin):
+    """Documents on every operation behind API keys the answers the key check gives before any view runs: 401
+    (no key, or an unknown, revoked or expired one) and 403 (a key without the route's scope), in the error
+    envelope (see ``web.auth``)."""
+
+    PROTECTED = ("/v1/", "/api/", "/internal/", "/admin/")
+    ANSWERS = {
+        "401": "No API key, or one that is unknown, revoked or expired (when the API runs with keys)",
+        "403": "The API key lacks the scope this route needs (insufficient_scope, naming it)",
+    }
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None, **_kwargs: Any) -> None:
+        if not path or not path.startswith(self.PROTECTED):
+            return
+        for operation in (operations or {}).values():
+            responses = operation.setdefault("responses", {})
+            for status, description in self.ANSWERS.items():
+                responses.setdefault(
+                    status,
+                    {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+                    },
+                )
+
+
 class Api(SmorestApi):
     ERROR_SCHEMA = ErrorEnvelopeSchema
+
+    def __init__(self, app: flask.Flask) -> None:
+        super().__init__(app, spec_kwargs={"extra_plugins": [KeyAnswers()]})
 
     def _register_error_handlers(self) -> None:
         """Errors are rendered by ``web.errors`` as the OpenAI envelope, not by flask-smorest."""

@@ -125,15 +125,14 @@ def caller_for(secret: str, settings: Settings) -> Caller:
 
 
 def _public_caller(settings: Settings, secret: str | None) -> Caller:
-    """The caller of a route that needs no key: the key's when a valid one came, else open or anonymous."""
+    """The caller of a route that needs no key: the key's when a valid one came, else anonymous. Without a key
+    nothing is read: a public route (``/health``, ``/openapi.json``) answers at once with MongoDB down."""
+    if secret is None:
+        return ANONYMOUS
     try:
-        if not keys_in_use(settings):
-            return OPEN
-        if secret is not None:
-            return caller_for(secret, settings)
-    except Exception:  # noqa: BLE001 - a public route answers without keys (e.g. /health with MongoDB down)
-        pass
-    return ANONYMOUS
+        return caller_for(secret, settings)
+    except Exception:  # noqa: BLE001 - a public route answers whatever the key (or the key store) says
+        return ANONYMOUS
 
 
 def authenticate() -> None:
