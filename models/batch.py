@@ -4,15 +4,20 @@ Requests join mlx-lm's ``BatchGenerator`` whenever there is room and leave it as
 cancelled or hit a stop sequence. Each keeps its own sampler (with its own random key), logits processors,
 stop sequences, ``max_tokens``, logprobs and ``n`` output sequences; each starts from the longest cached prefix
 of its prompt and leaves its prompt and answer in the prompt cache when it ends.
+
+Admission follows priority (0 interactive, 1-9 jobs, 10 batch lines; arrival order within one). When the batch is
+full and a more urgent request waits, a row of priority ``PREEMPTIBLE_FROM`` or more that has run at least
+``preempt_after_tokens`` tokens gives way: it leaves the batch with the K/V of its prompt and answer so far, waits
+in line, and later goes on from there with its own sampler and processors, as if it had never left.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -21,6 +26,7 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm.generate import BatchGenerator, StopSequences
+from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
 from config.errors import ApiError
 from config.logs import request_id_var
@@ -35,6 +41,10 @@ from models.tool_calls import LLAMA3, ToolCallScanner, ToolUse, format_for, tool
 log = logging.getLogger(__name__)
 
 BATCHED_OPERATIONS = frozenset({"chat", "completion"})
+PREEMPTIBLE_FROM = 9
+"""Rows of this priority or less urgent (``low`` jobs, batch lines) give way to more urgent requests."""
+PREEMPT_AFTER_TOKENS = 8
+"""Tokens a row generates after joining (or rejoining) the batch before it may give way: no thrashing."""
 
 
 @dataclass
@@ -51,6 +61,8 @@ class Ticket:
     request_id: str
     logits_processors: list[Any] = field(default_factory=list)
     """Extra processors for every sequence of the request (constrained decoding puts its mask here)."""
+    priority: int = 0
+    """Its place in line: 0 interactive, 1-9 jobs by their priority, 10 batch lines; lower goes first."""
 
 
 @dataclass
@@ -68,6 +80,11 @@ class Sequence:
     """Finds tool calls in the answer, when the request offers tools."""
     thinking: ThinkSplitter | None = None
     """Separates reasoning from the answer, for a model that thinks."""
+    sampler: Any = None
+    processors: list[Any] = field(default_factory=list)
+    """The row's sampler and logits processors, kept so that a row that gave way goes on with the same ones."""
+    paused: list[Any] | None = None
+    """While the request waits after giving way: the K/V of its prompt and of ``tokens``."""
 
     @property
     def content(self) -> str:
@@ -91,10 +108,24 @@ class Request:
     thinks_first: bool = False
     """The prompt ends inside an opened think block."""
     started: float = field(default_factory=time.perf_counter)
+    order: int = 0
+    """Arrival order, kept when the request gives way: it goes back in line at its old place."""
+    joined_at_tokens: int = 0
+    """Tokens of its longest sequence when it last joined the batch."""
+    preemptions: int = 0
+    """How many times it gave way."""
+
+    @property
+    def priority(self) -> int:
+        return self.ticket.priority
 
     @property
     def generating(self) -> bool:
         return any(s.tokens for s in self.sequences)
+
+    @property
+    def live(self) -> list[Sequence]:
+        return [s for s in self.sequences if s.finish_reason is None]
 
     @property
     def finished(self) -> bool:
@@ -114,6 +145,7 @@ class BatchSession:
         kv_budget_bytes: int,
         prompt_cache: PromptCache,
         prefill_step_size: int = 512,
+        preempt_after_tokens: int = PREEMPT_AFTER_TOKENS,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -123,6 +155,7 @@ class BatchSession:
         self.kv_budget_bytes = kv_budget_bytes
         self.prompt_cache = prompt_cache
         self.prefill_step_size = prefill_step_size
+        self.preempt_after_tokens = max(1, preempt_after_tokens)
         self.vocabulary_size = int(getattr(model, "vocab_size", 0) or len(tokenizer.vocab))
         self.kv_bytes_per_token = kv_bytes_per_token(model)
         self.stop_tokens = StopSequences([[token] for token in tokenizer.eos_token_ids])
@@ -130,12 +163,16 @@ class BatchSession:
         self.tool_format = format_for(tokenizer)
         self.think = markers_of(tokenizer)
         self.generator: BatchGenerator | None = None
-        self.pending: deque[Request] = deque()
+        self.pending: list[Request] = []
+        """Requests waiting to join, most urgent first (those that gave way among them)."""
         self.running: list[Request] = []
         self.requests: dict[int, Request] = {}
         """Running requests by the uid of each of their sequences still generating."""
         self.sequences: dict[int, Sequence] = {}
         self.completed = 0
+        self.preemptions = 0
+        """Rows that gave way to a more urgent request."""
+        self._orders = itertools.count()
         self._preparing = threading.Lock()
         """Preparations take turns with each other (a tokenizer is not made for many threads at once), never
         with the engine's steps."""
@@ -149,6 +186,13 @@ class BatchSession:
     @property
     def has_room(self) -> bool:
         return len(self.sequences) + sum(r.options.n for r in self.pending) < self.max_sequences
+
+    def could_make_room_for(self, priority: int) -> bool:
+        """Whether a request of ``priority`` joining a full batch would find a row to give way to it, beyond the
+        rows the urgent requests already waiting will take (a row still too young counts: it will be old enough)."""
+        rows = sum(len(r.live) for r in self.running if _may_give_way(r, priority))
+        claimed = sum(r.options.n for r in self.pending if r.priority < PREEMPTIBLE_FROM)
+        return rows > claimed
 
     def prepare(self, ticket: Ticket) -> Request | None:
         """Checks and prepares a request (chat template, tokens, compiled constraints); None, with the ticket's
@@ -169,7 +213,15 @@ class BatchSession:
         ``request`` is the prepared one."""
         request = request or self.prepare(ticket)
         if request is not None:
-            self.pending.append(request)
+            request.order = next(self._orders)
+            self._wait_in_line(request)
+
+    def _wait_in_line(self, request: Request) -> None:
+        """Puts the request among the pending ones by priority, then arrival (a request that gave way keeps its
+        place)."""
+        place = (request.priority, request.order)
+        at = next((i for i, other in enumerate(self.pending) if (other.priority, other.order) > place), None)
+        self.pending.insert(len(self.pending) if at is None else at, request)
 
     def step(self) -> None:
         """Admits what fits, drops cancelled requests, and generates one token for every running sequence."""
@@ -279,15 +331,23 @@ class BatchSession:
         longest = max(len(r.prompt) + r.options.max_tokens for r in requests)
         return rows * (-(-longest // 256) * 256) * self.kv_bytes_per_token
 
+    def _fits(self, request: Request) -> bool:
+        if not self.sequences:
+            return True  # a request that fits alone always gets in once the batch drains
+        rows = len(request.live) if request.generating else request.options.n
+        return len(self.sequences) + rows <= self.max_sequences and self._kv_with(request) <= self.kv_budget_bytes
+
     def _admit(self) -> None:
         while self.pending:
             request = self.pending[0]
-            if len(self.sequences) + request.options.n > self.max_sequences and self.sequences:
-                return
-            if self._kv_with(request) > self.kv_budget_bytes and self.sequences:
-                return  # waits for memory; a request that fits alone always gets in once the batch drains
-            self.pending.popleft()
-            if request.ticket.cancelled():
+            if not self._fits(request):
+                victim = self._victim_for(request)
+                if victim is None:
+                    return  # waits for room or memory
+                self._give_way(victim)
+                continue
+            self.pending.pop(0)
+            if request.ticket.cancelled() and not request.generating:  # one mid-answer ends at its next step
                 request.ticket.future.set_exception(_cancelled())
                 continue
             try:
@@ -297,28 +357,102 @@ class BatchSession:
                     request.ticket.future.set_exception(exc)
                 raise
 
+    def _victim_for(self, request: Request) -> Request | None:
+        """The row that gives way to ``request``: the least urgent of those allowed to, the latest to arrive among
+        equals; None when no row may (yet)."""
+        candidates = [
+            r
+            for r in self.running
+            if _may_give_way(r, request.priority)
+            and r.generating
+            and max(len(s.tokens) for s in r.sequences) - r.joined_at_tokens >= self.preempt_after_tokens
+        ]
+        return max(candidates, key=lambda r: (r.priority, r.order), default=None)
+
+    def _give_way(self, request: Request) -> None:
+        """Takes a running request out of the batch with the K/V of each of its sequences, and puts it back in line.
+
+        Every row of the generator has one token sampled ahead (the pipeline): it is dropped here and sampled again
+        when the row goes on, so a keyed sampler steps back one key for it."""
+        live = [s for s in request.sequences if s.uid in self.sequences]
+        caches = self._generator().remove([s.uid for s in live], return_prompt_caches=True)
+        for sequence in live:
+            cache, tokens = caches.get(sequence.uid, (None, None))
+            if cache is not None and can_trim_prompt_cache(cache) and list(tokens) == request.prompt + sequence.tokens:
+                mx.eval([layer.state for layer in cache])  # its own row only, not a view of the batch's buffers
+                sequence.paused = cache
+            if hasattr(sequence.sampler, "step_back"):
+                sequence.sampler.step_back()
+            self._forget(sequence)
+        self.running.remove(request)
+        request.preemptions += 1
+        self.preemptions += 1
+        log.debug("a priority-%d request gave way after %d tokens", request.priority, max(len(s.tokens) for s in live))
+        self._wait_in_line(request)
+
+    def _resume(self, request: Request) -> None:
+        """Puts a request that gave way back into the batch: each sequence goes on from its kept K/V (or, without
+        it, from the prompt cache or its whole text), with its own sampler and processors and what is left of
+        ``max_tokens``."""
+        live = request.live
+        prompts, caches, known = [], [], []
+        for sequence in live:
+            tokens = request.prompt + sequence.tokens
+            cache, sequence.paused = sequence.paused, None
+            if cache is not None:
+                trim_prompt_cache(cache, 1)  # the last token is fed again: at least one token is always computed
+                prompts.append(tokens[-1:])
+                caches.append(cache)
+                known.append(tokens[:-1])
+            else:
+                hit = self.prompt_cache.fetch(tokens)
+                prompts.append(hit.remaining)
+                caches.append(hit.cache)
+                known.append(tokens[: hit.cached_tokens])
+        uids = self._generator().insert(
+            prompts,
+            max_tokens=[request.options.max_tokens - len(s.tokens) for s in live],
+            caches=caches,
+            all_tokens=known,
+            samplers=[s.sampler for s in live],
+            logits_processors=[s.processors for s in live],
+            stop_sequences=[self.stop_tokens] * len(live),
+        )
+        self.running.append(request)
+        request.joined_at_tokens = max(len(s.tokens) for s in request.sequences)
+        for sequence, uid in zip(live, uids, strict=True):
+            sequence.uid = uid
+            self.sequences[uid] = sequence
+            self.requests[uid] = request
+
     def _insert(self, request: Request) -> None:
+        if request.generating:
+            self._resume(request)
+            return
         options, prompt, ticket = request.options, request.prompt, request.ticket
         hit = self.prompt_cache.fetch(prompt)
         request.cached_tokens = hit.cached_tokens
         caches = [hit.cache if index == 0 else copy.deepcopy(hit.cache) for index in range(options.n)]
+        samplers = samplers_for(options)
+        processors = [
+            [
+                *processors_for(options, len(prompt)),
+                *ticket.logits_processors,
+                *([self._mask(request)] if request.grammar else []),
+            ]
+            for _ in range(options.n)
+        ]
         uids = self._generator().insert(
             [hit.remaining] * options.n,
             max_tokens=[options.max_tokens] * options.n,
             caches=caches if hit.cache is not None else None,
             all_tokens=[prompt[: hit.cached_tokens] for _ in range(options.n)],
-            samplers=samplers_for(options),
-            logits_processors=[
-                [
-                    *processors_for(options, len(prompt)),
-                    *ticket.logits_processors,
-                    *([self._mask(request)] if request.grammar else []),
-                ]
-                for _ in range(options.n)
-            ],
+            samplers=samplers,
+            logits_processors=processors,
             stop_sequences=[self.stop_tokens] * options.n,
         )
         self.running.append(request)
+        request.joined_at_tokens = 0
         for index, uid in enumerate(uids):
             sequence = Sequence(
                 index,
@@ -326,6 +460,8 @@ class BatchSession:
                 self._detokenizer(ticket.operation),
                 StopScanner(list(options.stop)),
                 logprobs=[] if options.logprobs else None,
+                sampler=samplers[index],
+                processors=processors[index],
                 thinking=ThinkSplitter(self.think, request.thinks_first) if self.think is not None else None,
                 tools=(
                     ToolCallScanner(
@@ -372,7 +508,12 @@ class BatchSession:
         for request in list(self.pending):
             if request.ticket.cancelled():
                 self.pending.remove(request)
-                request.ticket.future.set_exception(_cancelled())
+                if request.generating:  # it gave way mid-answer: it ends as a running one would
+                    for sequence in request.live:
+                        sequence.finish_reason, sequence.paused = "cancelled", None
+                    self._complete(request)
+                else:
+                    request.ticket.future.set_exception(_cancelled())
 
     def _advance(self, request: Request, sequence: Sequence, response: Any) -> None:
         finish = response.finish_reason
@@ -504,6 +645,18 @@ def kv_bytes_per_token(model: Any) -> int:
     head_dim = int(getattr(args, "head_dim", 0) or args.hidden_size // attention_heads)
     floats = [p.dtype.size for _, p in tree_flatten(model.parameters()) if mx.issubdtype(p.dtype, mx.floating)]
     return 2 * len(model.layers) * heads * head_dim * max(floats, default=2)
+
+
+def _may_give_way(request: Request, priority: int) -> bool:
+    """Whether a running request may leave the batch for one of ``priority``: it is less urgent, of a priority that
+    gives way, and its rows can go on later unchanged (a grammar's matcher, or processors added by the caller, hold
+    state of their own)."""
+    return (
+        request.priority >= PREEMPTIBLE_FROM
+        and request.priority > priority
+        and request.grammar is None
+        and not request.ticket.logits_processors
+    )
 
 
 def _cancelled() -> Exception:

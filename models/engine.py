@@ -1,10 +1,11 @@
 """The engine thread: the one thread of a worker process that owns the model (MLX state is per thread).
 
 Celery's pool threads hand requests over with ``submit`` and wait on the
-returned future; the engine runs them one at a time today, most urgent first
-(interactive requests at priority 0, then jobs by their priority), in arrival
-order within a priority. Keeping this shape
-is what later lets concurrent requests share a batch without a new worker.
+returned future. The engine takes them most urgent first (interactive requests
+at priority 0, then jobs by their priority, then batch lines at 10), in arrival
+order within a priority: a language model's requests join its continuous batch
+(``models.batch``) while it has room, or while a less urgent row can give way to
+them; other work runs alone.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Work:
     emit: Emit
     cancelled: Cancelled
     request_id: str
+    priority: int = 0
     future: Future = field(default_factory=Future)
     prepared: Request | None = None
     """A batched request as the batch prepared it on the submitter's thread."""
@@ -114,7 +116,7 @@ class Engine:
     ) -> Future:
         """Queues work for the engine thread; lower ``priority`` runs first."""
         assert self.handler is not None, "engine not started"
-        work = Work(operation, payload, emit, cancelled, request_id)
+        work = Work(operation, payload, emit, cancelled, request_id, priority)
         batch: BatchSession | None = getattr(self.handler, "batch", None)
         if batch is not None and operation in BATCHED_OPERATIONS:
             work.prepared = batch.prepare(self._ticket(work))
@@ -148,8 +150,9 @@ class Engine:
                 self._step(batch)
 
     def _take_work(self, batch: BatchSession | None) -> bool:
-        """Takes waiting work while the batch has room (blocking only when idle); False once told to stop."""
-        while batch is None or not batch.busy or batch.has_room:
+        """Takes waiting work while the batch has room, or a row that can give way to it (blocking only when idle);
+        False once told to stop."""
+        while batch is None or not batch.busy or batch.has_room or self._can_displace(batch):
             try:
                 work = self._inbox.get(block=batch is None or not batch.busy)[2]
             except queue.Empty:
@@ -162,6 +165,14 @@ class Engine:
                 self._serve(work)
                 return True
         return True
+
+    def _can_displace(self, batch: BatchSession) -> bool:
+        """Whether the most urgent waiting work would make a row of the full batch give way to it."""
+        with self._inbox.mutex:
+            if not self._inbox.queue:
+                return False
+            priority, _arrival, work = self._inbox.queue[0]
+        return work is not None and work.operation in BATCHED_OPERATIONS and batch.could_make_room_for(priority)
 
     def _join(self, batch: BatchSession, work: Work) -> None:
         if not work.future.set_running_or_notify_cancel():
@@ -182,6 +193,7 @@ class Engine:
             work.cancelled,
             work.future,
             work.request_id,
+            priority=work.priority,
         )
 
     def _step(self, batch: BatchSession) -> None:

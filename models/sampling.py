@@ -105,6 +105,7 @@ class KeyedSampler:
 
     def __init__(self, options: SamplingOptions, seed: int) -> None:
         self.key = mx.random.key(seed % (1 << 64))
+        self.previous_key = self.key
         self.inverse_temperature = 1.0 / options.temperature
         self.filters: list[Callable[[mx.array], mx.array]] = []
         if 0 < options.top_p < 1:
@@ -115,10 +116,15 @@ class KeyedSampler:
             self.filters.append(lambda x: apply_top_k(x, options.top_k))
 
     def __call__(self, logprobs: mx.array) -> mx.array:
+        self.previous_key = self.key
         self.key, step_key = mx.random.split(self.key)
         for apply in self.filters:
             logprobs = apply(logprobs)
         return mx.random.categorical(logprobs * self.inverse_temperature, key=step_key)
+
+    def step_back(self) -> None:
+        """Forgets the last sample's key: the row's token sampled ahead was dropped and will be sampled again."""
+        self.key = self.previous_key
 
 
 def samplers_for(options: SamplingOptions) -> list[Sampler]:

@@ -1,12 +1,14 @@
 """The batch of one worker, driven step by step in this process with the real chat model (no services).
 
 Stepping the batch by hand makes "mid-batch" exact: a request is cancelled after a known number of steps while
-the others are still generating, and nothing depends on how fast the machine is.
+the others are still generating, and nothing depends on how fast the machine is. The engine thread's own tests
+(priorities of its inbox, a batch line giving way) hold it at a checkpoint between two tokens instead.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -14,7 +16,8 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
-from models.batch import BatchSession, Ticket
+from models.batch import PREEMPT_AFTER_TOKENS, BatchSession, Ticket
+from models.engine import Engine
 from models.handlers import load_handler
 from models.handlers.base import ServingLimits
 from models.prompt_cache import PromptCache
@@ -40,14 +43,15 @@ class Flag:
         return self.raised
 
 
-def ticket(text: str, cancelled: Flag | None = None, deltas: list | None = None, **options: Any) -> Ticket:
+def ticket(
+    text: str, cancelled: Flag | None = None, deltas: list | None = None, priority: int = 0, **options: Any
+) -> Ticket:
     flag = cancelled or Flag()
     payload = {"messages": [{"role": "user", "content": text}], "max_tokens": 12, "temperature": 0, **options}
     if deltas is not None:
         payload["stream"] = True
-    return Ticket(
-        "chat", payload, (deltas.append if deltas is not None else lambda _e: None), flag, flag, Future(), "t"
-    )
+    emit = deltas.append if deltas is not None else lambda _e: None
+    return Ticket("chat", payload, emit, flag, flag, Future(), "t", priority=priority)
 
 
 def deltas_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -193,3 +197,173 @@ def test_a_request_the_model_cannot_take_is_its_own_400_and_the_batch_goes_on(ba
         broken.future.result(timeout=0)
     assert caught.value.status == 400 and "KeyError" in caught.value.message
     assert run(batch, ticket("Say hi.", max_tokens=4))[0]["usage"]["completion_tokens"] >= 1
+
+
+# --- priorities -----------------------------------------------------------------------------------------------
+
+LINE = 10
+"""A batch line's priority (``tasks.batches.ENGINE_PRIORITY``)."""
+STORIES = ["a lighthouse", "a red fox", "the moon", "a lost key", "an old train", "a river", "a baker", "a storm"]
+
+
+def story(topic: str, **options: Any) -> Ticket:
+    return ticket(f"Write a long story about {topic}.", priority=LINE, **{"max_tokens": 24, **options})
+
+
+def tokens_of(batch: BatchSession, one: Ticket) -> int:
+    return max((len(s.tokens) for r in batch.running if r.ticket is one for s in r.sequences), default=0)
+
+
+def test_waiting_requests_join_most_urgent_first(batch):
+    """A full batch; a batch line, a job and an interactive request wait, and join in that order of urgency as
+    rows leave (no row gives way here: they are never old enough)."""
+    batch.preempt_after_tokens, given_way = 10**6, batch.preemptions
+    try:
+        lines = [story(topic, max_tokens=4 + i) for i, topic in enumerate(STORIES)]
+        for one in lines:
+            batch.submit(one)
+        batch.step()
+        waiting = {"line": story("a castle", max_tokens=4), "job": ticket("Say hi.", priority=5, max_tokens=4)}
+        waiting["interactive"] = ticket("Name a colour.", max_tokens=4)
+        for one in waiting.values():
+            batch.submit(one)
+        joined: list[str] = []
+        while batch.busy:
+            batch.step()
+            for name, one in waiting.items():
+                if name not in joined and any(r.ticket is one for r in batch.running):
+                    joined.append(name)
+    finally:
+        batch.preempt_after_tokens = PREEMPT_AFTER_TOKENS
+    assert joined == ["interactive", "job", "line"]
+    assert batch.preemptions == given_way
+
+
+def test_a_batch_line_gives_way_to_an_interactive_request_and_goes_on_unchanged(batch):
+    """Eight batch lines fill the batch; an interactive request arrives and joins at the next step, the line that
+    arrived last leaves with its K/V, and goes on later to exactly the answer it gives uninterrupted: the same
+    greedy tokens, a seeded sampler and a penalty (processors) restored, ``max_tokens`` counted over both parts."""
+    options = [{} for _ in STORIES]
+    options[-1] = {"temperature": 0.8, "seed": 7, "frequency_penalty": 0.5}  # the line that will give way
+    alone = run(batch, *(story(topic, **extra) for topic, extra in zip(STORIES, options, strict=True)))
+    question = ticket("What is the capital of France?", max_tokens=8)
+    question_alone = run(batch, question)[0]
+
+    streamed: list[dict[str, Any]] = []
+    lines = [story(topic, **extra) for topic, extra in zip(STORIES[:-1], options, strict=False)]
+    lines.append(story(STORIES[-1], deltas=streamed, **options[-1]))
+    for one in lines:
+        batch.submit(one)
+    while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
+        batch.step()
+    assert len(batch.running) == batch.max_sequences
+    given_way = batch.preemptions
+    interactive = ticket("What is the capital of France?", max_tokens=8)
+    batch.submit(interactive)
+    batch.step()
+    assert any(r.ticket is interactive for r in batch.running)  # it joined at the next step
+    assert [r.ticket for r in batch.pending] == [lines[-1]]  # the last line to arrive gave way
+    assert batch.pending[0].sequences[0].paused is not None  # with the K/V of its prompt and answer so far
+    assert batch.preemptions == given_way + 1
+    while batch.busy:
+        batch.step()
+    assert interactive.future.result()["content"] == question_alone["content"]
+    results = [one.future.result() for one in lines]
+    assert [r["content"] for r in results] == [r["content"] for r in alone]
+    assert [r["usage"]["completion_tokens"] for r in results] == [r["usage"]["completion_tokens"] for r in alone]
+    assert results[-1]["finish_reason"] == alone[-1]["finish_reason"]
+    assert "".join(event["content"] for event in deltas_of(streamed)) == results[-1]["content"]
+
+
+def test_a_line_that_gave_way_and_is_cancelled_ends_with_what_it_generated(batch):
+    flag = Flag()
+    lines = [story(topic) for topic in STORIES[:-1]]
+    victim = story(STORIES[-1], cancelled=flag)
+    for one in (*lines, victim):
+        batch.submit(one)
+    while batch.busy and min(tokens_of(batch, one) for one in (*lines, victim)) < PREEMPT_AFTER_TOKENS:
+        batch.step()
+    batch.submit(ticket("Say hi.", max_tokens=30))
+    batch.step()
+    assert [r.ticket for r in batch.pending] == [victim]
+    flag.raised = True
+    batch.step()
+    assert victim.future.done() and victim.future.result()["finish_reason"] == "cancelled"
+    assert victim.future.result()["usage"]["completion_tokens"] >= PREEMPT_AFTER_TOKENS
+    while batch.busy:
+        batch.step()
+
+
+class Gate:
+    """A checkpoint hook that holds the engine thread at a request's checkpoint once ``ready`` says so."""
+
+    def __init__(self, request_id: str, ready: Any = lambda: True) -> None:
+        self.request_id, self.ready = request_id, ready
+        self.reached, self.opened = threading.Event(), threading.Event()
+
+    def __call__(self, request_id: str, _cancelled: Any) -> None:
+        if request_id == self.request_id and not self.opened.is_set() and self.ready():
+            self.reached.set()
+            self.opened.wait(60)
+
+
+@pytest.fixture(scope="module")
+def engine(batch) -> Iterator[Engine]:
+    """An engine thread of its own (MLX state belongs to the thread that made it) batching one request at a time."""
+    limits = ServingLimits(max_sequences=1, prompt_cache_entries=0)
+    engine = Engine(lambda: load_handler("lm", CHAT_MODEL_DIR, 2048, limits), warmup=False)
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+def submit(engine: Engine, name: str, priority: int, events: list | None = None, **options: Any) -> Future:
+    payload = {"messages": [{"role": "user", "content": f"Write a long story about {name}."}], "temperature": 0}
+    payload.update({"max_tokens": 4, "stream": True, **options})
+    emit = events.append if events is not None else lambda _e: None
+    return engine.submit("chat", payload, emit, lambda: False, name, priority)
+
+
+def finishing_order(futures: dict[str, Future]) -> list[str]:
+    order: list[str] = []
+    for name, future in futures.items():
+        future.add_done_callback(lambda _f, n=name: order.append(n))
+    for future in futures.values():
+        future.result(timeout=120)
+    return order
+
+
+def test_the_engine_takes_waiting_work_most_urgent_first(engine):
+    gate = Gate("blocker")
+    engine.checkpoint_hooks.append(gate)
+    try:
+        futures = {"blocker": submit(engine, "blocker", 0)}
+        assert gate.reached.wait(60)
+        for name, priority in (("line", LINE), ("low job", 9), ("job", 5), ("interactive", 0)):
+            futures[name] = submit(engine, name, priority)
+        gate.opened.set()
+        order = finishing_order(futures)
+    finally:
+        engine.checkpoint_hooks.remove(gate)
+    assert order == ["blocker", "interactive", "job", "low job", "line"]
+
+
+def test_the_engine_lets_a_batch_line_give_way_to_an_interactive_request(engine):
+    alone = submit(engine, "a lighthouse", LINE, max_tokens=30).result(timeout=120)
+    events: list[dict[str, Any]] = []
+    gate = Gate("a lighthouse", ready=lambda: len(deltas_of(events)) >= PREEMPT_AFTER_TOKENS + 2)
+    engine.checkpoint_hooks.append(gate)
+    given_way = engine.handler.batch.preemptions
+    try:
+        line = submit(engine, "a lighthouse", LINE, events, max_tokens=30)
+        assert gate.reached.wait(60)
+        interactive = submit(engine, "the moon", 0, max_tokens=4)
+        gate.opened.set()
+        order = finishing_order({"line": line, "interactive": interactive})
+    finally:
+        engine.checkpoint_hooks.remove(gate)
+    assert order == ["interactive", "line"]
+    assert engine.handler.batch.preemptions == given_way + 1
+    assert line.result()["content"] == alone["content"]
+    assert line.result()["usage"]["completion_tokens"] == alone["usage"]["completion_tokens"]
+    assert "".join(event["content"] for event in deltas_of(events)) == alone["content"]
