@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import (
+    batch,
     chaos,
     concurrency,
     embeddings,
@@ -57,6 +58,7 @@ SECTIONS: dict[str, ModuleType] = {
         reconciler,
         redis_latency,
         chaos,
+        batch,
     )
 }
 
@@ -85,6 +87,8 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
     parser.add_argument("--chunks", type=int, help="rag_scale: chunks in the collection (default 100000)")
     parser.add_argument("--queries", type=int, help="rag_scale: how many query vectors (default 500)")
     parser.add_argument("--minutes", type=float, help="chaos: how long faults come (default 10)")
+    parser.add_argument("--lines", type=int, help="batch: requests streamed and sent as one batch (default 1000)")
+    parser.add_argument("--batch-lines", type=int, help="batch: lines of the batch beside interactive clients (2000)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.sections if name not in SECTIONS]
     if unknown:
@@ -114,6 +118,10 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         options.rag_scale_queries = args.queries
     if args.minutes:
         options.chaos_minutes = args.minutes
+    if args.lines:
+        options.batch_lines = args.lines
+    if args.batch_lines:
+        options.batch_ttft_lines = args.batch_lines
     return args.sections or list(SECTIONS), options, args.out
 
 

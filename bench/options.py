@@ -49,6 +49,15 @@ class Options:
     """rag_scale: rows at which the store builds its vector index; 0 for the store's own VECTOR_INDEX_MIN_ROWS."""
     chaos_minutes: float = 10.0
     """chaos: how long faults come."""
+    batch_lines: int = 1000
+    """batch: requests sent by the streaming clients and, the same ones, as one batch."""
+    batch_ttft_lines: int = 2000
+    """batch: lines of the batch that runs beside the interactive clients."""
+    batch_tokens: int = 64
+    batch_clients: int = 32
+    interactive_clients: int = 8
+    interactive_requests: int = 4
+    """batch: requests each interactive client sends, one after the other."""
     rag_scale_exact_lancedb: bool = True
     """rag_scale: also search without the index (``bypass_vector_index``), about 45 ms a query at 100k (measured)."""
 
@@ -78,4 +87,8 @@ class Options:
             chaos_minutes=1.0,
             rag_scale_queries=100,
             rag_scale_index_min_rows=2_500,
+            batch_lines=32,
+            batch_ttft_lines=64,
+            batch_tokens=8,
+            interactive_requests=1,
         )
