@@ -198,7 +198,9 @@ class Settings(BaseSettings):
     rate_limit_fusion: str = "60/minute"
     rate_limit_rag: str = "30/minute"
     rate_limit_jobs: str = "100/minute"
-    """MCP jobs and webhooks."""
+    """MCP jobs and webhooks (reads of jobs have their own limit: ``RATE_LIMIT_JOB_READS``)."""
+    rate_limit_job_reads: str = "3000/minute"
+    """Reads of MCP jobs (``GET /api/mcp/jobs``, ``/jobs/{id}``, ``/jobs/{id}/events``): clients poll them."""
     fusion_timeout_seconds: float = 600.0
     """How long ``POST /api/fusion/orchestrate`` waits for a workflow (an ``async`` run waits as a job)."""
     audio_max_file_bytes: int = 25 * 1024 * 1024

@@ -15,6 +15,7 @@ LIMITS = {
     "RATE_LIMIT_RAG": "3/minute",
     "RATE_LIMIT_MODELS": "2/minute",
     "RATE_LIMIT_JOBS": "100/minute",
+    "RATE_LIMIT_JOB_READS": "2/minute",
 }
 
 
@@ -32,8 +33,11 @@ def test_limits_hold_per_group_with_their_headers(stack, supervisor, control_wor
     assert error["code"] == "rate_limit_exceeded" and error["type"] == "rate_limit_error"
     assert 0 < int(refused.headers["Retry-After"]) <= 60
 
-    jobs = requests.get(f"{url}/api/mcp/jobs", timeout=10)
-    assert jobs.status_code == 200 and jobs.headers["X-RateLimit-Limit"] == "100", "another group, counted apart"
+    hooks = requests.get(f"{url}/api/mcp/webhooks", timeout=10)
+    assert hooks.status_code == 200 and hooks.headers["X-RateLimit-Limit"] == "100", "another group, counted apart"
+    reads = [requests.get(f"{url}/api/mcp/jobs", timeout=10) for _ in range(3)]
+    assert [r.status_code for r in reads] == [200, 200, 429], "reads of jobs have their own limit"
+    assert reads[0].headers["X-RateLimit-Limit"] == "2"
 
     info = [requests.get(f"{url}/v1/models/{CHAT_MODEL}/info", timeout=10).status_code for _ in range(3)]
     assert info == [200, 200, 429]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, g
+from flask import current_app, g, request
 from flask.views import MethodView
 
-from tasks import job_store
+from tasks import job_store, job_watch
 from tasks.job_queue import JobQueue
 from web.api import Blueprint
 from web.identity import current_caller
+from web.job_events_stream import QUIET_SECONDS, event_stream
+from web.schemas.job_events import JobWaitQuerySchema
 from web.schemas.jobs import (
     JobAcceptedSchema,
     JobCancelledSchema,
@@ -66,13 +68,33 @@ class Jobs(MethodView):
 
 @blp.route("/jobs/<job_id>")
 class JobDetail(MethodView):
+    @blp.arguments(JobWaitQuerySchema, location="query")
     @blp.response(200, JobSchema)
     @blp.alt_response(404, description="Job not found")
-    def get(self, job_id: str):
-        return for_caller(job_queue().status(job_id, current_caller().sees))
+    def get(self, query: dict[str, Any], job_id: str):
+        sees = current_caller().sees
+        if query.get("wait"):
+            job_queue().find(job_id, sees)
+            job_watch.wait_for_change(current_app.extensions["redis"], job_id, sees, query["wait"], QUIET_SECONDS)
+        return for_caller(job_queue().status(job_id, sees))
 
     @blp.response(200, JobCancelledSchema)
     @blp.alt_response(404, description="Job not found")
     @blp.alt_response(409, description="Job already completed, failed or cancelled")
     def delete(self, job_id: str):
         return {**job_queue().cancel(job_id, current_caller().sees), "request_id": g.request_id}
+
+
+@blp.route("/jobs/<job_id>/events")
+class JobEvents(MethodView):
+    @blp.alt_response(
+        200,
+        description="Server-sent events: every event of the job (``id:`` its event id), then"
+        " ``event: job.final`` with the finished job; send ``Last-Event-ID`` to resume after an event",
+    )
+    @blp.alt_response(204, description="Last-Event-ID was the final event: nothing more to send")
+    @blp.alt_response(404, description="Job not found")
+    def get(self, job_id: str):
+        sees = current_caller().sees
+        job_queue().find(job_id, sees)
+        return event_stream(current_app.extensions["redis"], job_id, sees, request.headers.get("Last-Event-ID"))

@@ -23,6 +23,15 @@ def _not_model_management() -> bool:
     return request.endpoint in OPENAI_READS
 
 
+def _job_read() -> bool:
+    """A read of MCP jobs: limited by ``RATE_LIMIT_JOB_READS``, apart from submissions and webhooks."""
+    return request.blueprint == "jobs" and request.method in ("GET", "HEAD")
+
+
+def _not_job_read() -> bool:
+    return not _job_read()
+
+
 def caller_key() -> str:
     """The limits' bucket: the caller's key id, or the client address when the API has no keys."""
     caller = g.get("caller")
@@ -57,9 +66,12 @@ def register_rate_limits(app: Flask, settings: Settings, blueprints: dict[str, o
         "rag": (settings.rate_limit_rag, ("rag",)),
         "mcp_jobs": (settings.rate_limit_jobs, ("jobs", "webhooks")),
     }
+    exemptions = {"model_management": _not_model_management, "mcp_jobs": _job_read}
     for scope, (limit, names) in groups.items():
-        exempt = _not_model_management if scope == "model_management" else None
-        shared = limiter.shared_limit(limit, scope=_read_or_write(scope), exempt_when=exempt)
+        shared = limiter.shared_limit(limit, scope=_read_or_write(scope), exempt_when=exemptions.get(scope))
         for name in names:
             shared(blueprints[name])
+    limiter.shared_limit(settings.rate_limit_job_reads, scope="mcp_job_reads", exempt_when=_not_job_read)(
+        blueprints["jobs"]
+    )
     return limiter

@@ -39,6 +39,7 @@ ROUTE_SCOPES: dict[str, dict[str, str]] = {
     # MCP jobs and webhooks
     "jobs.Jobs": {"GET": "jobs", "POST": "jobs"},
     "jobs.JobDetail": {"GET": "jobs", "DELETE": "jobs"},
+    "jobs.JobEvents": {"GET": "jobs"},
     "webhooks.Webhooks": {"GET": "jobs", "POST": "jobs"},
     "webhooks.WebhookDetail": {"GET": "jobs", "DELETE": "jobs"},
     "webhooks.WebhookDeliveries": {"GET": "jobs"},
