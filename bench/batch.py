@@ -3,8 +3,10 @@
 On a stack of its own (Redis, the Mongo-wire server, the web, a control worker and one chat worker batching 32):
 the same ``--lines`` greedy chat requests of 64 tokens sent by 32 concurrent streaming clients, then as one batch
 (wall time and generated tok/s side by side); then 8 interactive streaming clients alone, and again while a batch
-of ``--batch-lines`` lines runs on the same model (time to first token p50/p95), with a chart of the batch's
-lines completed over time and each interactive request's TTFT on the same time axis.
+of ``--batch-lines`` lines runs on the same model (time to first token p50/p95), twice: with the worker's default
+Celery pool (MAX_CONCURRENCY + 1 threads, which the lines in flight can fill) and with a pool that leaves room for
+the interactive requests to reach the engine; with a chart of the batch's lines completed over time and each
+interactive request's TTFT on the same time axis.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from bench.client import RequestTiming, TokenCounter, make_client, stream_chat
 from bench.context import BenchContext
 from bench.defaults import CHAT_MODEL, LOGS_DIR, ROOT
 from bench.environment import cpu_model
+from bench.options import Options
 from bench.report import SectionResult, Table
 from bench.stack import STACK_ENV
 from bench.stats import percentile
 from models.liveness import Liveness
-from tests.stack import Stack, wait_until
+from tasks.batches import EXTRA_IN_FLIGHT
+from tests.stack import PYTHON, Service, Stack, wait_until
 
 NAME = "batch"
 TITLE = "The Batch API, and interactive users beside a batch"
@@ -123,24 +127,60 @@ def _ttft_row(label: str, timings: list[RequestTiming]) -> list[object]:
     return [label, len(timings), sum(not t.ok for t in timings), percentile(ttfts, 50), percentile(ttfts, 95)]
 
 
+@dataclass
+class Beside:
+    """The interactive clients while a batch runs, with the worker's pool at ``threads`` Celery threads."""
+
+    label: str
+    threads: int
+    batch: BatchRun
+    timings: list[RequestTiming]
+
+
+def start_chat_worker(stack: Stack, client: redis.Redis, threads: int | None) -> Service:
+    """The chat worker, with ``threads`` Celery pool threads (None: its default, MAX_CONCURRENCY + 1)."""
+    extra = ["--concurrency", str(threads)] if threads else []
+    name = f"batch-chat-worker-{threads or 'default'}"
+    worker = stack.start(name, [PYTHON, "-m", "tasks.model_worker", "--model-id", CHAT_MODEL, *extra])
+    wait_until(lambda: Liveness(client, 10).workers(CHAT_MODEL), 300, "the chat worker", worker.process)
+    return worker
+
+
+def beside_a_batch(base_url: str, label: str, threads: int, options: Options, offset: int) -> Beside:
+    """A batch of ``batch_ttft_lines`` lines, and the interactive clients once its first line is done."""
+    client = make_client(base_url)
+    clients, per_client = options.interactive_clients, options.interactive_requests
+    progress.say(f"a batch of {options.batch_ttft_lines} lines and {clients} interactive clients beside it ({label})")
+    batch_id, run = start_batch(client, options.batch_ttft_lines, options.batch_tokens, offset)
+    follower = threading.Thread(target=follow_batch, args=(client, batch_id, run, f"batch ({label})"))
+    follower.start()
+    wait_until(lambda: run.progress and run.progress[-1][1] >= 1, 900, "the batch's first line")
+    timings = streaming_clients(base_url, clients, clients * per_client, options.batch_tokens, offset + 10**6)
+    follower.join()
+    return Beside(label, threads, run, timings)
+
+
 def run(context: BenchContext) -> SectionResult:
     options = context.options
     lines, batch_lines, max_tokens = options.batch_lines, options.batch_ttft_lines, options.batch_tokens
+    interactive, per_client = options.interactive_clients, options.interactive_requests
+    default_threads = int(STACK_ENV["MAX_CONCURRENCY"]) + 1
+    wide_threads = default_threads + EXTRA_IN_FLIGHT + interactive
     result = SectionResult(NAME, TITLE)
     workdir = LOGS_DIR / f"{NAME}-{int(time.time())}"
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir, dict(STACK_ENV))
+    besides: list[Beside] = []
     try:
         progress.say(f"a stack of its own (logs: {workdir})")
         stack.start_redis()
         stack.start_mongo()
         client_redis = redis.Redis.from_url(stack.env["REDIS_URL"])
-        worker = stack.start_worker(CHAT_MODEL, "batch-chat-worker")
+        worker = start_chat_worker(stack, client_redis, None)
         _web, base_url = stack.start_web("batch-web")
         stack.start_control("batch-control")
-        wait_until(lambda: Liveness(client_redis, 10).workers(CHAT_MODEL), 300, "the chat worker", worker.process)
         client = make_client(base_url)
-        streaming_clients(base_url, 8, 8, 8, 10**6)  # warms the batch shapes
+        streaming_clients(base_url, 8, 8, 8, 10**7)  # warms the batch shapes
 
         progress.say(f"{lines} requests from {options.batch_clients} streaming clients")
         started = time.perf_counter()
@@ -152,18 +192,14 @@ def run(context: BenchContext) -> SectionResult:
         batch_id, alone = start_batch(client, lines, max_tokens, 0)
         follow_batch(client, batch_id, alone, "batch alone")
 
-        interactive = options.interactive_clients
-        per_client = options.interactive_requests
         progress.say(f"{interactive} interactive streaming clients alone, {per_client} requests each")
         quiet = streaming_clients(base_url, interactive, interactive * per_client, max_tokens, 2 * 10**6)
 
-        progress.say(f"a batch of {batch_lines} lines, and the {interactive} interactive clients beside it")
-        batch_id, beside = start_batch(client, batch_lines, max_tokens, 3 * 10**6)
-        follower = threading.Thread(target=follow_batch, args=(client, batch_id, beside, "batch beside"))
-        follower.start()
-        wait_until(lambda: beside.progress and beside.progress[-1][1] >= 1, 600, "the batch's first line")
-        busy = streaming_clients(base_url, interactive, interactive * per_client, max_tokens, 4 * 10**6)
-        follower.join()
+        besides.append(beside_a_batch(base_url, f"pool {default_threads} threads", default_threads, options, 3 * 10**6))
+        worker.stop()
+        wait_until(lambda: not Liveness(client_redis, 10).workers(CHAT_MODEL), 60, "the worker to leave")
+        start_chat_worker(stack, client_redis, wide_threads)
+        besides.append(beside_a_batch(base_url, f"pool {wide_threads} threads", wide_threads, options, 5 * 10**6))
     finally:
         stack.stop_all()
 
@@ -182,43 +218,62 @@ def run(context: BenchContext) -> SectionResult:
             ],
         )
     )
-    quiet_row, busy_row = _ttft_row("alone", quiet), _ttft_row(f"beside a {batch_lines}-line batch", busy)
+    quiet_row = _ttft_row("alone", quiet)
+    rows = [quiet_row]
+    for beside in besides:
+        row = _ttft_row(f"beside a {batch_lines}-line batch, worker {beside.label}", beside.timings)
+        ratio = row[4] / quiet_row[4] if row[4] and quiet_row[4] else None
+        rows.append(row + [ratio, beside.batch.wall_s, tps(beside.batch.tokens, beside.batch.wall_s)])
+        result.notes.append(
+            f"{beside.label}: TTFT p95 beside the batch {ratio:.2f}x alone (goal ≤ 1.5x)" if ratio else ""
+        )
+    quiet_row += [1.0, None, None]
     result.tables.append(
         Table(
             f"{interactive} interactive streaming clients, {per_client} requests each of {max_tokens} tokens",
-            ["interactive clients", "requests", "failed", "TTFT p50 s", "TTFT p95 s"],
-            [quiet_row, busy_row],
+            ["interactive clients", "requests", "failed", "TTFT p50 s", "TTFT p95 s", "p95 / alone"]
+            + ["batch wall s", "batch tok/s"],
+            rows,
         )
     )
-    ratio = busy_row[4] / quiet_row[4] if busy_row[4] and quiet_row[4] else None
     share = alone_tps / streamed_tps if streamed_tps else None
-    result.notes.append(f"TTFT p95 beside the batch: {ratio:.2f}x alone (goal ≤ 1.5x)" if ratio else "no TTFT ratio")
     result.notes.append(f"the batch alone: {share:.0%} of the streaming clients' tok/s (goal ≥ 90 %)" if share else "")
-    result.notes.append(f"the batch beside the clients: {beside.tokens} tokens in {beside.wall_s:.0f}s")
-    busy_points = [(t.started - beside.started, t.ttft_s) for t in busy if t.ok and t.ttft_s is not None]
-    result.charts.append(str(draw_timeline(beside, busy_points, quiet_row[4], max_tokens)))
+    result.charts.append(str(draw_timeline(besides, quiet_row[4], max_tokens)))
     result.raw = {
         "streamed": {"wall_s": streamed_wall, "tokens": streamed_tokens},
         "batch_alone": {"wall_s": alone.wall_s, "tokens": alone.tokens, "progress": alone.progress},
-        "batch_beside": {"wall_s": beside.wall_s, "tokens": beside.tokens, "progress": beside.progress},
         "ttft_alone_s": [t.ttft_s for t in quiet],
-        "ttft_beside": busy_points,
-        "ratio_p95": ratio,
+        "beside": [
+            {
+                "label": b.label,
+                "threads": b.threads,
+                "batch_wall_s": b.batch.wall_s,
+                "batch_tokens": b.batch.tokens,
+                "progress": b.batch.progress,
+                "ttft": [(t.started - b.batch.started, t.ttft_s) for t in b.timings],
+            }
+            for b in besides
+        ],
         "batch_share": share,
     }
     return result
 
 
-def draw_timeline(run: BatchRun, ttfts: list[tuple[float, float]], alone_p95: float | None, tokens: int) -> Path:
-    """Lines completed over time (left axis) and each interactive request's TTFT at the moment it was sent (right
-    axis), with the TTFT p95 of the clients alone as a dashed line."""
-    width, height, left, right, top, bottom = 900, 480, 70, 70, 50, 80
+SERIES = (("#1f77b4", "#d62728", "blue line, red dots"), ("#2ca02c", "#ff7f0e", "green line, orange dots"))
+"""Per run beside a batch: the colour of its batch's progress, and of its interactive TTFTs."""
+
+
+def draw_timeline(besides: list[Beside], alone_p95: float | None, tokens: int) -> Path:
+    """Per run: the batch's lines completed over time (left axis) and each interactive request's TTFT at the moment
+    it was sent (right axis, dots); the TTFT p95 of the clients alone as a dashed line."""
+    width, height, left, right, top, bottom = 900, 500, 70, 70, 70, 80
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font, title_font = ImageFont.load_default(13), ImageFont.load_default(15)
-    x_max = nice_ceiling(max([run.wall_s, *(t for t, _ in ttfts)], default=1.0))
-    lines_max = nice_ceiling(max(run.lines, 1))
-    ttft_max = nice_ceiling(max([*(v for _, v in ttfts), alone_p95 or 0.0], default=1.0))
+    points_of = [[(t.started - b.batch.started, t.ttft_s) for t in b.timings if t.ok and t.ttft_s] for b in besides]
+    x_max = nice_ceiling(max([*(b.batch.wall_s for b in besides), *(t for p in points_of for t, _ in p)], default=1))
+    lines_max = nice_ceiling(max([b.batch.lines for b in besides], default=1))
+    ttft_max = nice_ceiling(max([*(v for p in points_of for _, v in p), alone_p95 or 0.0], default=1.0))
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def x_of(seconds: float) -> float:
@@ -234,27 +289,35 @@ def draw_timeline(run: BatchRun, ttfts: list[tuple[float, float]], alone_p95: fl
         draw.text((x, top + plot_h + 8), f"{x_max * i / 5:g}", fill="black", font=font, anchor="ma")
         y = top + plot_h * (1 - i / 5)
         draw.line([left, y, left + plot_w, y], fill="#eeeeee")
-        draw.text((left - 6, y), f"{lines_max * i / 5:g}", fill="#1f77b4", font=font, anchor="rm")
-        draw.text((left + plot_w + 6, y), f"{ttft_max * i / 5:.2g}", fill="#d62728", font=font, anchor="lm")
+        draw.text((left - 6, y), f"{lines_max * i / 5:g}", fill="black", font=font, anchor="rm")
+        draw.text((left + plot_w + 6, y), f"{ttft_max * i / 5:.2g}", fill="black", font=font, anchor="lm")
     axis = "seconds since the batch was created"
     draw.text((left + plot_w / 2, top + plot_h + 34), axis, fill="black", font=font, anchor="mm")
-    draw.text((4, top - 10), "lines completed", fill="#1f77b4", font=font, anchor="ls")
-    legend = "dots: each interactive request's TTFT, at the moment it was sent"
-    draw.text((width / 2, top - 10), legend, fill="#d62728", font=font, anchor="ms")
-    draw.text((left + plot_w + 6, top - 10), "TTFT s", fill="#d62728", font=font, anchor="ls")
-    title = f"A {run.lines}-line batch ({tokens} tokens a line) and interactive clients beside it"
-    draw.text((width / 2, 14), title, fill="black", font=title_font, anchor="mt")
-    points = [(x_of(t), y_of(done, lines_max)) for t, done in run.progress]
-    if len(points) > 1:
-        draw.line(points, fill="#1f77b4", width=2)
+    draw.text((4, top - 10), "lines completed (lines)", fill="black", font=font, anchor="ls")
+    draw.text((width - 4, top - 10), "TTFT s (dots)", fill="black", font=font, anchor="rs")
+    size = besides[0].batch.lines if besides else 0
+    title = f"Batches of {size} lines ({tokens} tokens a line), interactive clients beside"
+    draw.text((width / 2, 10), title, fill="black", font=title_font, anchor="mt")
+    for index, (beside, points) in enumerate(zip(besides, points_of, strict=True)):
+        progress_colour, ttft_colour, colours = SERIES[index % len(SERIES)]
+        draw.text(
+            (width / 2, 32 + 16 * index),
+            f"worker {beside.label}: batch progress and interactive TTFTs ({colours})",
+            fill=progress_colour,
+            font=font,
+            anchor="mt",
+        )
+        line = [(x_of(t), y_of(done, lines_max)) for t, done in beside.batch.progress]
+        if len(line) > 1:
+            draw.line(line, fill=progress_colour, width=2)
+        for t, value in points:
+            x, y = x_of(t), y_of(value, ttft_max)
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=ttft_colour)
     if alone_p95:
         y = y_of(alone_p95, ttft_max)
         for x in range(left, left + plot_w, 12):
-            draw.line([x, y, min(x + 6, left + plot_w), y], fill="#d62728")
-        draw.text((left + plot_w - 4, y - 4), "TTFT p95 alone", fill="#d62728", font=font, anchor="rb")
-    for t, value in ttfts:
-        x, y = x_of(t), y_of(value, ttft_max)
-        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill="#d62728")
+            draw.line([x, y, min(x + 6, left + plot_w), y], fill="#555555")
+        draw.text((left + plot_w - 4, y - 4), "TTFT p95 of the clients alone", fill="#555555", font=font, anchor="rb")
     footer = f"{time.strftime('%Y-%m-%d')}; {CHAT_MODEL}; {cpu_model()}"
     draw.text((4, height - 4), footer, fill="#555555", font=font, anchor="lb")
     CHART.parent.mkdir(parents=True, exist_ok=True)
