@@ -93,8 +93,8 @@ def follow_batch(client: openai.OpenAI, batch_id: str, run: BatchRun, what: str)
     run.wall_s = time.perf_counter() - run.started
     if batch.output_file_id:
         for line in client.files.content(batch.output_file_id).text.splitlines():
-            body = json.loads(line)["response"]["body"]
-            run.tokens += body.get("usage", {}).get("completion_tokens", 0)
+            body = (json.loads(line).get("response") or {}).get("body") or {}
+            run.tokens += (body.get("usage") or {}).get("completion_tokens", 0)
     run.failed = batch.request_counts.failed if batch.request_counts else 0
     return run
 
