@@ -37,6 +37,7 @@ from web import (
     models,
     rag,
     responses,
+    vector_stores,
     webhooks,
 )
 from web.api import Api
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         admin.blp,
         files.blp,
         batches.blp,
+        vector_stores.blp,
         images.files,
     ):
         api.register_blueprint(blueprint)

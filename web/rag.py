@@ -21,8 +21,9 @@ from rag import document_store
 from rag.answer import messages, query_metadata
 from tasks import rag_queue, staging
 from tasks.job_store import JobRequest
-from web.api import Blueprint, dispatcher, opened
+from web.api import Blueprint, dispatcher
 from web.identity import current_caller
+from web.quotas import counted_events
 from web.schemas.rag import (
     CollectionDeletedSchema,
     CollectionListSchema,
@@ -169,18 +170,19 @@ class Query(MethodView):
             "retrieval_latency_ms": retrieved["retrieval_latency_ms"],
             "metadata": query_metadata(query, retrieved["embedding_model"]),
         }
-        events, first = opened(call)
-        return sse_response(_answer_events(events, first, head, started, generating), g.request_id)
+        # Not ``opened``: the sources go out as soon as retrieval is done, before the answer's first token (an
+        # error of the generation then comes as the stream's error event, not as the HTTP status).
+        events = counted_events(dispatcher().events(call), current_caller().owner, current_app.extensions["redis"])
+        return sse_response(_answer_events(events, head, started, generating), g.request_id)
 
 
 def _answer_events(
-    events: Iterator[dict[str, Any]], first: dict[str, Any], head: dict[str, Any], started: float, generating: float
+    events: Iterator[dict[str, Any]], head: dict[str, Any], started: float, generating: float
 ) -> Iterator[dict[str, Any] | None]:
     """``rag.sources`` first, then a ``rag.delta`` per piece of the answer, then ``rag.done`` with the figures."""
     try:
         yield {"object": "rag.sources", **head}
-        event = first
-        while True:
+        for event in events:
             if event["type"] == "idle":
                 yield None
             elif event["type"] == "delta":
@@ -197,7 +199,6 @@ def _answer_events(
                     "total_latency_ms": _ms_since(started),
                 }
                 return
-            event = next(events)
     finally:
         events.close()
 

@@ -49,6 +49,12 @@ ROUTE_SCOPES: dict[str, dict[str, str]] = {
     "rag.Document": {"DELETE": "rag"},
     "rag.Ingest": {"POST": "rag"},
     "rag.Query": {"POST": "rag"},
+    # OpenAI's vector stores: RAG collections (a key attaching files also needs batches to upload them)
+    "vector_stores.VectorStores": {"GET": "rag", "POST": "rag"},
+    "vector_stores.OneVectorStore": {"GET": "rag", "DELETE": "rag"},
+    "vector_stores.VectorStoreFiles": {"GET": "rag", "POST": "rag"},
+    "vector_stores.OneVectorStoreFile": {"GET": "rag", "DELETE": "rag"},
+    "vector_stores.VectorStoreSearch": {"POST": "rag"},
     # OpenAI's Files and Batch APIs
     "files.Files": {"GET": "batches", "POST": "batches"},
     "files.OneFile": {"GET": "batches", "DELETE": "batches"},
