@@ -1,12 +1,14 @@
 """OpenAI vector stores with the stock ``openai`` client over the platform's RAG: a store is created, files are
 uploaded and ingested (``upload_and_poll``), searched (retrieval only: filters, a score threshold, hybrid), listed,
 retrieved and deleted, and the same data is a RAG collection (``/api/rag/query`` streams from it, its sources
-first); a file without text fails with ``invalid_file``.
+first: before the model answers, even with its worker stopped); a file without text fails with ``invalid_file``.
 Another key's store and job are 404 (a web of the session's stack with two user keys)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import EMBEDDING_MODEL
+from tests.conftest import EMBEDDING_MODEL, worker_pid
 from tests.stack import wait_until
 
 OTTERS = b"Sea otters hold hands while they sleep, so that they do not drift apart on the water."
@@ -88,6 +90,27 @@ def test_a_vector_store_is_filled_searched_and_deleted_with_the_openai_client(cl
     with pytest.raises(openai.NotFoundError):
         client.vector_stores.retrieve(store.id)
     assert requests.get(f"{rag_url}/collections/{store.id}", timeout=10).status_code == 404
+
+
+def test_a_streamed_rag_query_sends_its_sources_before_the_model_answers(client, rag_url, spare_chat, redis_client):
+    """The chat model's worker is stopped (SIGSTOP) while the query starts: no token can come, yet the sources do."""
+    store = client.vector_stores.create(name="sources first")
+    otters = upload(client, store.id, "otters.txt", OTTERS, "otters")
+    stopped = worker_pid(redis_client, spare_chat)
+    body = {"query": "Why do otters hold hands?", "collection": store.id, "model_id": spare_chat, "stream": True}
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        response = requests.post(
+            f"{rag_url}/query", json={**body, "generation_config": {"max_tokens": 4}}, stream=True, timeout=(5, 60)
+        )
+        lines = (line for line in response.iter_lines(decode_unicode=True) if line.startswith("data: {"))
+        sources = json.loads(next(lines)[len("data: ") :])
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert sources["object"] == "rag.sources" and sources["sources"][0]["metadata"]["file_id"] == otters.id
+    rest = [json.loads(line[len("data: ") :]) for line in lines]
+    assert rest[-1]["object"] == "rag.done" and rest[-1]["answer"]
+    client.vector_stores.delete(store.id)
 
 
 def test_a_file_without_text_fails_and_a_batch_file_is_refused(client, rag_url):
