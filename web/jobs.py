@@ -89,7 +89,7 @@ class JobDetail(MethodView):
 class JobEvents(MethodView):
     @blp.alt_response(
         200,
-        description="Server-sent events: every event of the job (``id:`` its event id), then"
+        description="Server-sent events (text/event-stream): every event of the job (``id:`` its event id), then"
         " ``event: job.final`` with the finished job; send ``Last-Event-ID`` to resume after an event",
     )
     @blp.alt_response(204, description="Last-Event-ID was the final event: nothing more to send")

@@ -57,10 +57,9 @@ def listing(views: list[dict[str, Any]], query: dict[str, Any]) -> dict[str, Any
     return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": more}
 
 
-def attach(vector_store_id: str, file_id: str, body: dict[str, Any]) -> stores.VectorStoreFile:
-    """Attaches an uploaded file: records it, stages its bytes and submits the job that ingests it."""
-    caller = current_caller()
-    stored = file_store.get(file_id, caller.sees)
+def uploaded(file_id: str) -> file_store.StoredFile:
+    """The caller's file ``file_id``, if it was uploaded for a vector store; else 404 or 400."""
+    stored = file_store.get(file_id, current_caller().sees)
     if stored is None:
         raise ApiError(404, f"File '{file_id}' not found", code="file_not_found", param="file_id")
     if stored.purpose not in stores.FILE_PURPOSES:
@@ -71,24 +70,45 @@ def attach(vector_store_id: str, file_id: str, body: dict[str, Any]) -> stores.V
             code="invalid_file",
             param="file_id",
         )
+    return stored
+
+
+def create(body: dict[str, Any]) -> stores.Store:
+    """A new store, with its ``file_ids`` attached (each checked before anything is written)."""
+    files = [uploaded(file_id) for file_id in body.get("file_ids") or []]
+    record = stores.create(body.get("name"), body.get("metadata") or {}, current_caller().owner)
+    for stored in files:
+        attach(record.vector_store_id, stored, body)
+    return stores.find(record.vector_store_id, current_caller().sees)
+
+
+def attach(vector_store_id: str, stored: file_store.StoredFile, body: dict[str, Any]) -> stores.VectorStoreFile:
+    """Attaches an uploaded file: records it, stages its bytes and submits the job that ingests it."""
+    caller = current_caller()
     store = stores.writable(vector_store_id, caller.sees)
     model = store.collection.embedding_model if store.collection else dispatcher().pick_model("embed", "file_id")
     dispatcher().require_model(model, "embed", param="file_id")
     chunk_size, overlap = stores.chunking(body.get("chunking_strategy"))
     attributes = body.get("attributes") or {}
     attached = stores.attach(
-        vector_store_id, file_id, stored.filename, stored.size or 0, attributes, body.get("chunking_strategy") or {}
+        vector_store_id,
+        stored.file_id,
+        stored.filename,
+        stored.size or 0,
+        attributes,
+        body.get("chunking_strategy") or {},
     )
     redis = current_app.extensions["redis"]
-    data = file_store.read(settings().data_dir, file_id)
-    token = staging.stage(redis, data, settings().rag_staged_ttl_seconds)
+    token = staging.stage(
+        redis, file_store.read(settings().data_dir, stored.file_id), settings().rag_staged_ttl_seconds
+    )
     ingest = {
         "collection": vector_store_id,
         "files": [{"filename": stored.filename, "token": token}],
         "embedding_model": model,
         "chunk_size": chunk_size,
         "overlap": overlap,
-        "metadata": {**attributes, stores.FILE_ID_KEY: file_id},
+        "metadata": {**attributes, stores.FILE_ID_KEY: stored.file_id},
         "owner": caller.owner,
         "sees": caller.sees,
     }
@@ -96,7 +116,7 @@ def attach(vector_store_id: str, file_id: str, body: dict[str, Any]) -> stores.V
         model_id=model,
         operation="rag_ingest",
         input=ingest,
-        metadata={"vector_store_id": vector_store_id, "file_id": file_id},
+        metadata={"vector_store_id": vector_store_id, "file_id": stored.file_id},
         request_id=g.request_id,
         owner=caller.owner,
     )
@@ -122,16 +142,72 @@ def remove_document(vector_store_id: str, document_id: str) -> None:
         rag_queue.run(dispatcher(), rag_queue.DELETE_DOCUMENT, [vector_store_id, document_id], g.request_id)
 
 
+def delete_store(vector_store_id: str) -> None:
+    """Cancels the store's running ingests, drops its collection (chunks and documents), forgets its files."""
+    store = stores.writable(vector_store_id, current_caller().sees)
+    for attached in stores.attachments(vector_store_id):
+        stop(stores.FileState(attached))
+    if store.collection is not None:
+        with suppress(ApiError):  # dropped meanwhile
+            rag_queue.run(dispatcher(), rag_queue.DROP_COLLECTION, [vector_store_id], g.request_id)
+    stores.forget_store(vector_store_id)
+
+
+def file_of(vector_store_id: str, file_id: str) -> dict[str, Any]:
+    stores.find(vector_store_id, current_caller().sees)
+    view = next((v for v in stores.file_views(vector_store_id) if v["id"] == file_id), None)
+    if view is None:
+        raise stores.file_not_found(vector_store_id, file_id)
+    return view
+
+
+def detach(vector_store_id: str, file_id: str) -> None:
+    """Removes a file's chunks from the store (its ingest cancelled if still running); the file itself stays."""
+    stores.writable(vector_store_id, current_caller().sees)
+    attached = stores.attachment(vector_store_id, file_id)
+    if attached is None:
+        file_of(vector_store_id, file_id)  # a document ingested through /api/rag, or a 404
+        remove_document(vector_store_id, file_id)
+        return
+    state = stores.FileState(attached)
+    stop(state)
+    for document_id in state.document_ids:
+        remove_document(vector_store_id, document_id)
+    stores.forget(attached)
+
+
+def search(vector_store_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Retrieval only: the query embedded, the store's collection searched; no generation."""
+    store = stores.find(vector_store_id, current_caller().sees)
+    texts = [body["query"]] if isinstance(body["query"], str) else body["query"]
+    page = {"object": "vector_store.search_results.page", "search_query": texts, "has_more": False, "next_page": None}
+    filters = stores.equality_filters(body.get("filters"))
+    if store.collection is None:  # no file ingested yet
+        return {**page, "data": []}
+    ranking = body.get("ranking_options") or {}
+    query = {
+        "collection": vector_store_id,
+        "query": "\n".join(texts),
+        "top_k": body["max_num_results"],
+        "similarity_threshold": ranking.get("score_threshold"),
+        "filters": filters,
+        "mode": "hybrid" if "hybrid_search" in ranking else "vector",
+        "sees": current_caller().sees,
+    }
+    retrieved = rag_queue.run(dispatcher(), rag_queue.RETRIEVE, [query], g.request_id)
+    return {**page, "data": [stores.search_result(source) for source in retrieved["sources"]]}
+
+
 @blp.route("/vector_stores")
 class VectorStores(MethodView):
     @blp.arguments(VectorStoreCreateSchema)
     @blp.alt_response(200, schema=VectorStoreSchema, description="The new vector store (its files being ingested)")
+    @blp.alt_response(400, description="A file uploaded for another purpose than assistants or user_data")
     @blp.alt_response(404, description="A file of file_ids not found")
+    @blp.alt_response(429, description="The embedding model's job queue is full")
+    @blp.alt_response(503, description="No embedding model is served")
     def post(self, body: dict[str, Any]):
-        record = stores.create(body.get("name"), body.get("metadata") or {}, current_caller().owner)
-        for file_id in body.get("file_ids") or []:
-            attach(record.vector_store_id, file_id, body)
-        return stores.store_view(stores.find(record.vector_store_id, current_caller().sees))
+        return stores.store_view(create(body))
 
     @blp.arguments(ListQuerySchema, location="query")
     @blp.alt_response(200, schema=VectorStoreListSchema, description="A page of the stores the caller may read")
@@ -150,13 +226,7 @@ class OneVectorStore(MethodView):
     @blp.alt_response(403, description="A collection another key shares read-only")
     @blp.alt_response(404, description="No such vector store")
     def delete(self, vector_store_id: str):
-        store = stores.writable(vector_store_id, current_caller().sees)
-        for attached in stores.attachments(vector_store_id):
-            stop(stores.FileState(attached))
-        if store.collection is not None:
-            with suppress(ApiError):  # dropped meanwhile
-                rag_queue.run(dispatcher(), rag_queue.DROP_COLLECTION, [vector_store_id], g.request_id)
-        stores.forget_store(vector_store_id)
+        delete_store(vector_store_id)
         return {"id": vector_store_id, "object": "vector_store.deleted", "deleted": True}
 
 
@@ -165,9 +235,13 @@ class VectorStoreFiles(MethodView):
     @blp.arguments(VectorStoreFileCreateSchema)
     @blp.alt_response(200, schema=VectorStoreFileSchema, description="The file, in_progress: its ingest job runs")
     @blp.alt_response(400, description="A file uploaded for another purpose than assistants or user_data")
+    @blp.alt_response(403, description="A collection another key shares read-only")
     @blp.alt_response(404, description="No such vector store or file")
+    @blp.alt_response(429, description="The embedding model's job queue is full")
+    @blp.alt_response(503, description="No embedding model is served")
     def post(self, body: dict[str, Any], vector_store_id: str):
-        return stores.file_view(attach(vector_store_id, body["file_id"], body)), {"openai-poll-after-ms": POLL_AFTER_MS}
+        attached = attach(vector_store_id, uploaded(body["file_id"]), body)
+        return stores.file_view(attached), {"openai-poll-after-ms": POLL_AFTER_MS}
 
     @blp.arguments(FileListQuerySchema, location="query")
     @blp.alt_response(200, schema=VectorStoreFileListSchema, description="A page of the store's files")
@@ -185,27 +259,13 @@ class OneVectorStoreFile(MethodView):
     @blp.alt_response(200, schema=VectorStoreFileSchema, description="The file and its ingest's status")
     @blp.alt_response(404, description="No such vector store, or the file is not in it")
     def get(self, vector_store_id: str, file_id: str):
-        stores.find(vector_store_id, current_caller().sees)
-        view = next((v for v in stores.file_views(vector_store_id) if v["id"] == file_id), None)
-        if view is None:
-            raise stores.file_not_found(vector_store_id, file_id)
-        return view, {"openai-poll-after-ms": POLL_AFTER_MS}
+        return file_of(vector_store_id, file_id), {"openai-poll-after-ms": POLL_AFTER_MS}
 
     @blp.alt_response(200, schema=DeletedSchema, description="The file's chunks are deleted (the file itself stays)")
+    @blp.alt_response(403, description="A collection another key shares read-only")
     @blp.alt_response(404, description="No such vector store, or the file is not in it")
     def delete(self, vector_store_id: str, file_id: str):
-        stores.writable(vector_store_id, current_caller().sees)
-        attached = stores.attachment(vector_store_id, file_id)
-        if attached is not None:
-            state = stores.FileState(attached)
-            stop(state)
-            for document_id in state.document_ids:
-                remove_document(vector_store_id, document_id)
-            stores.forget(attached)
-        elif any(v["id"] == file_id for v in stores.file_views(vector_store_id)):
-            remove_document(vector_store_id, file_id)
-        else:
-            raise stores.file_not_found(vector_store_id, file_id)
+        detach(vector_store_id, file_id)
         return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
 
@@ -215,27 +275,6 @@ class VectorStoreSearch(MethodView):
     @blp.alt_response(200, schema=SearchPageSchema, description="The best chunks, best first (retrieval only)")
     @blp.alt_response(400, description="A filter other than eq comparisons joined by and")
     @blp.alt_response(404, description="No such vector store")
+    @blp.alt_response(503, description="The store's embedding model is not served")
     def post(self, body: dict[str, Any], vector_store_id: str):
-        store = stores.find(vector_store_id, current_caller().sees)
-        texts = [body["query"]] if isinstance(body["query"], str) else body["query"]
-        page = {
-            "object": "vector_store.search_results.page",
-            "search_query": texts,
-            "has_more": False,
-            "next_page": None,
-        }
-        filters = stores.equality_filters(body.get("filters"))
-        if store.collection is None:  # no file ingested yet
-            return {**page, "data": []}
-        ranking = body.get("ranking_options") or {}
-        query = {
-            "collection": vector_store_id,
-            "query": "\n".join(texts),
-            "top_k": body["max_num_results"],
-            "similarity_threshold": ranking.get("score_threshold"),
-            "filters": filters,
-            "mode": "hybrid" if "hybrid_search" in ranking else "vector",
-            "sees": current_caller().sees,
-        }
-        retrieved = rag_queue.run(dispatcher(), rag_queue.RETRIEVE, [query], g.request_id)
-        return {**page, "data": [stores.search_result(source) for source in retrieved["sources"]]}
+        return search(vector_store_id, body)
