@@ -49,6 +49,8 @@ def test_a_vector_store_is_filled_searched_and_deleted_with_the_openai_client(cl
     otters = upload(client, store.id, "otters.txt", OTTERS, "otters")
     volcano = upload(client, store.id, "volcano.txt", VOLCANO, "volcano")
     assert otters.vector_store_id == store.id and otters.attributes == {"topic": "otters"}
+    again = client.vector_stores.files.create(vector_store_id=store.id, file_id=otters.id)  # attached already
+    assert again.status == "completed" and again.created_at == otters.created_at
 
     started = time.perf_counter()
     hits = client.vector_stores.search(store.id, query="Why do otters hold hands?", max_num_results=2).data

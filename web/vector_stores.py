@@ -83,9 +83,13 @@ def create(body: dict[str, Any]) -> stores.Store:
 
 
 def attach(vector_store_id: str, stored: file_store.StoredFile, body: dict[str, Any]) -> stores.VectorStoreFile:
-    """Attaches an uploaded file: records it, stages its bytes and submits the job that ingests it."""
+    """Attaches an uploaded file: records it, stages its bytes and submits the job that ingests it. A file already
+    attached (being ingested, or ingested) stays as it is; one whose ingest failed or was cancelled is tried again."""
     caller = current_caller()
     store = stores.writable(vector_store_id, caller.sees)
+    existing = stores.attachment(vector_store_id, stored.file_id)
+    if existing is not None and stores.FileState(existing).status in ("in_progress", "completed"):
+        return existing
     model = store.collection.embedding_model if store.collection else dispatcher().pick_model("embed", "file_id")
     dispatcher().require_model(model, "embed", param="file_id")
     chunk_size, overlap = stores.chunking(body.get("chunking_strategy"))
