@@ -30,6 +30,7 @@ CAPS = {
     "height": 64,
     "top_k": 50,
     "replicas": 2,
+    "wait": 1,
 }
 """Upper bounds of the cost fields of generated bodies (a value within the bound is sent as generated)."""
 
@@ -65,3 +66,5 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             case.path_parameters[name] = quote(f"fuzz-{unquote(str(value))}", safe="")
     if isinstance(case.body, dict):
         case.body = _capped(case.body)
+    if isinstance(case.query, dict):
+        case.query = _capped(case.query)

@@ -1,13 +1,14 @@
-"""Owned objects: jobs, webhooks, stored responses and collections belong to the key that created them. Another
-user key gets 404 for them (never 403: their existence is not shown) and never sees them in lists or totals; a
-webhook receives the events of its owner's jobs only; an admin key sees everything. A collection its owner shares
-is readable by every key and still written only by its owner.
+"""Owned objects: jobs, webhooks, stored responses, files, batches and collections belong to the key that created
+them. Another user key gets 404 for them (never 403: their existence is not shown) and never sees them in lists or
+totals; a webhook receives the events of its owner's jobs only; an admin key sees everything. A collection its
+owner shares is readable by every key and still written only by its owner.
 
 A web of the session's stack with an admin key (``API_KEYS``) and two user keys made through ``/admin/keys``.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -19,7 +20,7 @@ from tests.stack import wait_until
 from tests.used_keys import remember
 
 ADMIN = remember("sk-owners-admin-5c1e7a")
-USER_SCOPES = ["inference", "jobs", "rag"]
+USER_SCOPES = ["inference", "jobs", "rag", "batches"]
 
 
 class As:
@@ -170,3 +171,39 @@ def test_collections_are_their_owners_unless_shared(keyed):
     ):
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "collection_read_only", refused.text
     assert alice.delete(f"/api/rag/collections/{name}").status_code == 200
+
+
+def test_files_and_batches_are_their_owners(keyed):
+    alice, bob, admin = keyed["alice"], keyed["bob"], keyed["admin"]
+    line = {
+        "custom_id": "only",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": EMBEDDING_MODEL, "input": "alice's line"},
+    }
+    uploaded = alice.post("/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", json.dumps(line))})
+    assert uploaded.status_code == 200, uploaded.text
+    file_id = uploaded.json()["id"]
+    for verb, path in (("get", f"/v1/files/{file_id}"), ("get", f"/v1/files/{file_id}/content")):
+        assert_not_found(getattr(bob, verb)(path))
+    assert file_id not in {f["id"] for f in bob.get("/v1/files").json()["data"]}
+    stolen = bob.post(
+        "/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
+    )
+    assert_not_found(stolen)
+
+    made = alice.post(
+        "/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
+    )
+    assert made.status_code == 200, made.text
+    batch_id = made.json()["id"]
+    assert_not_found(bob.get(f"/v1/batches/{batch_id}"))
+    assert_not_found(bob.post(f"/v1/batches/{batch_id}/cancel"))
+    assert batch_id not in {b["id"] for b in bob.get("/v1/batches").json()["data"]}
+    wait_until(lambda: alice.get(f"/v1/batches/{batch_id}").json()["status"] == "completed", 60, "alice's batch")
+    output = alice.get(f"/v1/batches/{batch_id}").json()["output_file_id"]
+    assert_not_found(bob.get(f"/v1/files/{output}/content"))
+    assert json.loads(alice.get(f"/v1/files/{output}/content").text)["custom_id"] == "only"
+    assert admin.get(f"/v1/batches/{batch_id}").status_code == 200
+    assert_not_found(bob.delete(f"/v1/files/{file_id}"))
+    assert alice.delete(f"/v1/files/{file_id}").status_code == 200

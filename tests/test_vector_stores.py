@@ -19,10 +19,11 @@ import requests
 
 from tests.conftest import EMBEDDING_MODEL, worker_pid
 from tests.stack import wait_until
+from tests.used_keys import remember
 
 OTTERS = b"Sea otters hold hands while they sleep, so that they do not drift apart on the water."
 VOLCANO = b"A volcano erupts when magma rises through the crust and bursts out as lava and ash."
-ADMIN = "sk-vector-stores-admin-8d41b2"
+ADMIN = remember("sk-vector-stores-admin-8d41b2")
 
 
 def upload(client: openai.OpenAI, store_id: str, name: str, data: bytes, topic: str):
@@ -151,7 +152,7 @@ def two_keys(stack, supervisor, control_worker, base_url) -> Iterator[tuple[str,
             )
             assert key.status_code == 201, key.text
             made.append(key.json()["id"])
-            secrets.append(key.json()["secret"])
+            secrets.append(remember(key.json()["secret"]))
         yield base, secrets[0], secrets[1]
     finally:
         for key_id in made:
