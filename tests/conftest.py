@@ -145,6 +145,56 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\nservice logs kept in {workdir}")
 
 
+RAG_COLLECTED = pytest.StashKey[bool]()
+BASH_INGEST = pytest.StashKey[dict]()
+BASH_INGEST_AFTER = "test_batches.py"
+"""The bash manual's ingest starts with the first test of a file after this one (it kills the session's ``work``
+control worker, which would run the ingest)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[RAG_COLLECTED] = any(item.path.name == "test_rag.py" for item in items)
+
+
+def start_bash_ingest(config: pytest.Config, base_url: str) -> dict:
+    """bash.pdf (87 pages, about 500 chunks: the longest work of the session for one core) ingested as a job into
+    a collection of its own, once a session; ``bash_manual`` waits for it."""
+    if BASH_INGEST not in config.stash:
+        collection = f"bash-{uuid.uuid4().hex[:8]}"
+        accepted = requests.post(
+            f"{base_url}/api/rag/ingest",
+            data={"collection": collection, "async": "true", "metadata": '{"source": "debian"}'},
+            files=[("files", ("bash.pdf", BASH_PDF.read_bytes()))],
+            timeout=120,
+        )
+        assert accepted.status_code == 202, accepted.text
+        config.stash[BASH_INGEST] = {"job_id": accepted.json()["job_id"], "collection": collection}
+    return config.stash[BASH_INGEST]
+
+
+@pytest.fixture(autouse=True)
+def _bash_manual_early(request: pytest.FixtureRequest) -> None:
+    """Starts the bash manual's ingest early in a session that runs ``tests/test_rag.py``, so that it runs on the
+    embedding worker while other tests run, instead of holding the whole session up in test_rag (74 s here)."""
+    config = request.config
+    path = request.node.path
+    if BASH_INGEST in config.stash or not config.stash.get(RAG_COLLECTED, False):
+        return
+    if "unit" in path.parts or path.name <= BASH_INGEST_AFTER:
+        return
+    request.getfixturevalue("control_worker")
+    start_bash_ingest(config, request.getfixturevalue("base_url"))
+
+
+@pytest.fixture(scope="session")
+def bash_manual(request: pytest.FixtureRequest, base_url: str, control_worker: Service) -> dict:
+    """bash.pdf ingested once for the session: the ingest's result (as a synchronous ingest answers it)."""
+    started = start_bash_ingest(request.config, base_url)
+    job = wait_for_job(f"{base_url}/api/mcp", started["job_id"], timeout=600)
+    assert job["status"] == "completed", job
+    return {**job["result"], "collection": started["collection"]}
+
+
 @pytest.fixture()
 def small_stack(stack: Stack, tmp_path: Path) -> Iterator[Stack]:
     """A second, small stack to start services in: its own Redis once started (no persistence), the session's

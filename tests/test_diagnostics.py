@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import requests
 
 from tests.conftest import CHAT_MODEL, ask
@@ -16,6 +17,7 @@ def diagnostics(base_url: str) -> dict:
     return response.json()
 
 
+@pytest.mark.usefixtures("bash_manual")  # its ingest, started early in the session, has ended: the totals hold
 def test_diagnostics_count_models_jobs_rag_and_errors(base_url, rag_url, jobs_url, client):
     before = diagnostics(base_url)
     assert before["system"]["python_version"] and before["system"]["mlx_version"]

@@ -37,15 +37,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module")
-def bash_manual(base_url, control_worker) -> dict:
-    """bash.pdf ingested once into its own collection; the ingest's answer."""
-    rag_url = f"{base_url}/api/rag"
-    response = ingest(rag_url, unique("bash"), [("bash.pdf", BASH_PDF.read_bytes())], metadata={"source": "debian"})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def test_a_pdf_is_ingested_in_chunks_the_embedding_model_reads_whole(bash_manual):
     assert bash_manual["status"] == "completed"
     assert bash_manual["documents_ingested"] == 1 and len(bash_manual["document_ids"]) == 1
