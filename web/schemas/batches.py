@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from tasks.batch_input import ENDPOINTS
-from web.schemas.fields import OpenSchema
+from web.schemas.fields import OpenAIPageSchema, OpenSchema
 
 MAX_METADATA_KEYS = 16
 
@@ -56,9 +56,5 @@ class BatchObjectSchema(OpenSchema):
     metadata = fields.Dict(allow_none=True)
 
 
-class BatchListSchema(OpenSchema):
-    object = fields.String()
+class BatchListSchema(OpenAIPageSchema):
     data = fields.List(fields.Nested(BatchObjectSchema))
-    first_id = fields.String(allow_none=True)
-    last_id = fields.String(allow_none=True)
-    has_more = fields.Boolean()

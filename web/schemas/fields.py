@@ -90,6 +90,15 @@ class OpenSchema(Schema):
         unknown = EXCLUDE
 
 
+class OpenAIPageSchema(OpenSchema):
+    """A page of an OpenAI list (``object: list``); a subclass gives its ``data``."""
+
+    object = fields.String()
+    first_id = fields.String(allow_none=True)
+    last_id = fields.String(allow_none=True)
+    has_more = fields.Boolean()
+
+
 MODEL_ID = validate.Length(min=1, max=200)
 """A request's ``model``: a catalog id, a Hugging Face id or a folder's name is never longer."""
 USER = validate.Length(max=256)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from tasks.file_store import PURPOSES
-from web.schemas.fields import OpenSchema
+from web.schemas.fields import OpenAIPageSchema, OpenSchema
 
 MAX_LIST = 10_000
 
@@ -39,12 +39,8 @@ class FileObjectSchema(OpenSchema):
     status = fields.String()
 
 
-class FileListSchema(OpenSchema):
-    object = fields.String()
+class FileListSchema(OpenAIPageSchema):
     data = fields.List(fields.Nested(FileObjectSchema))
-    first_id = fields.String(allow_none=True)
-    last_id = fields.String(allow_none=True)
-    has_more = fields.Boolean()
 
 
 class FileDeletedSchema(OpenSchema):

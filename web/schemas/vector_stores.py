@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
-from web.schemas.fields import OpenSchema, storable_keys
+from web.schemas.fields import OpenAIPageSchema, OpenSchema, storable_keys
 
 MAX_KEYS = 16
 MAX_FILES = 500
@@ -126,12 +126,8 @@ class VectorStoreSchema(OpenSchema):
     metadata = fields.Dict()
 
 
-class VectorStoreListSchema(OpenSchema):
-    object = fields.String()
+class VectorStoreListSchema(OpenAIPageSchema):
     data = fields.List(fields.Nested(VectorStoreSchema))
-    first_id = fields.String(allow_none=True)
-    last_id = fields.String(allow_none=True)
-    has_more = fields.Boolean()
 
 
 class VectorStoreFileSchema(OpenSchema):
