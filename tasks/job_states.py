@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
 FINISHED = ("completed", "failed", "cancelled")
-EVENTS = ("job.queued", "job.processing", "job.completed", "job.failed", "job.cancelled")
+BATCH_EVENTS = {"completed": "batch.completed", "failed": "batch.failed", "cancelled": "batch.cancelled"}
+"""The event a batch's job also emits when it ends (besides its ``job.*`` event), by the status it ends in."""
+EVENTS = ("job.queued", "job.processing", "job.completed", "job.failed", "job.cancelled", *BATCH_EVENTS.values())
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,12 @@ def _outbox_entry(job: Job, event: str, moment: datetime) -> dict[str, Any]:
     }
 
 
+def _events_of(job: Job, move: job_states.Move) -> list[str]:
+    """The events of a move: its ``job.*`` event, and for a batch's job that ends, its ``batch.*`` event too."""
+    batch_event = job_states.BATCH_EVENTS.get(move.target) if job.operation == "batch" else None
+    return [move.event, batch_event] if batch_event else [move.event]
+
+
 def _move(
     job_id: str, move_name: str, token: str | None = None, expect: dict[str, Any] | None = None, **changes: Any
 ) -> tuple[Job, str] | None:
@@ -252,11 +258,15 @@ def _move(
         for name, value in changes_now.items():
             setattr(job, name, value)
         job.status = move.target
-        entry = _outbox_entry(job, move.event, moment)
+        entries = [_outbox_entry(job, event, moment) for event in _events_of(job, move)]
         if Job.objects(job_id=job_id, **conditions).update_one(
-            set__status=move.target, push__outbox=entry, inc__events_pending=1, **as_update(changes_now)
+            set__status=move.target,
+            push_all__outbox=entries,
+            inc__events_pending=len(entries),
+            **as_update(changes_now),
         ):
-            job_events.announce(job_id, entry["event_id"])
+            for entry in entries:
+                job_events.announce(job_id, entry["event_id"])
             return job, left
         if move.owned:
             return None

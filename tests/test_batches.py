@@ -97,7 +97,9 @@ def holds(redis_client):
         one.release()
 
 
-def test_a_batch_across_two_models_with_bad_lines(client, jobs_url, spare_chat):
+def test_a_batch_across_two_models_with_bad_lines(client, jobs_url, spare_chat, receiver):
+    hook = {"url": receiver.url("/batch-events"), "events": ["batch.completed"]}
+    assert requests.post(f"{jobs_url}/webhooks", json=hook, timeout=10).status_code == 201
     lines = [chat_line(f"a-{i}", CHAT_MODEL if i % 2 else spare_chat, f"Say {i}") for i in range(6)]
     lines.append(chat_line("bad-role", CHAT_MODEL, messages=[{"role": "wizard", "content": "hi"}]))
     lines.append(chat_line("no-such-model", "no/such-model"))
@@ -129,6 +131,10 @@ def test_a_batch_across_two_models_with_bad_lines(client, jobs_url, spare_chat):
     job = requests.get(f"{jobs_url}/jobs", params={"limit": 50}, timeout=10).json()["jobs"]
     batch_jobs = [j for j in job if j["operation"] == "batch" and j["metadata"].get("batch_id") == batch.id]
     assert len(batch_jobs) == 1 and batch_jobs[0]["status"] == "completed"
+    job_id = batch_jobs[0]["job_id"]
+    wait_until(lambda: receiver.events("/batch-events", job_id) == ["batch.completed"], 30, "the batch.completed event")
+    delivered = receiver.at("/batch-events")[0].payload
+    assert delivered["job"]["status"] == "completed" and delivered["job"]["result"]["batch_id"] == batch.id
     assert batch.id in [b.id for b in client.batches.list(limit=100)]
     assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
 
