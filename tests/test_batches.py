@@ -1,6 +1,7 @@
 """The OpenAI Files and Batch APIs with the stock ``openai`` client: a batch across two models, bad lines in the
-error file, cancel, and every ``custom_id`` exactly once after ``kill -9`` of the model worker or of the
-control worker that runs the batch."""
+error file, cancel, and every ``custom_id`` exactly once after ``kill -9`` of the model worker, of the
+control worker that runs the batch, or of the whole stack (Redis, the Mongo-wire server, every worker, the web).
+A ``batch.completed`` event reaches a webhook."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import signal
 import time
 
 import openai
+import psutil
 import pytest
 import redis
 import requests
 
-from tests.conftest import CHAT_MODEL, WORK_QUEUES, worker_is_live, worker_pid
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, WORK_QUEUES, worker_is_live, worker_pid
 from tests.holds import held_key, hold_key, holdable
 from tests.stack import Stack, wait_until
 
@@ -218,3 +220,47 @@ def test_the_control_worker_killed_mid_batch_loses_and_doubles_no_line(client, r
     assert done.status == "completed" and done.request_counts.completed == 8, done
     ids = [line["custom_id"] for line in file_lines(client, done.output_file_id)]
     assert sorted(ids) == sorted(f"w-{i}" for i in range(8))
+
+
+def embedding_line(custom_id: str) -> dict:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": EMBEDDING_MODEL, "input": custom_id},
+    }
+
+
+def test_the_whole_stack_killed_mid_batch_loses_and_doubles_no_line(small_stack: Stack):
+    """A stack of its own: Redis (no persistence: a restart loses every message and every line in flight), the
+    Mongo-wire server behind its restart loop, a model worker, a control worker and a web process, all killed with
+    SIGKILL while a line is held; started again, the batch resumes from what MongoDB recorded."""
+    small = small_stack
+    redis_server = small.start_redis()
+    port = int(small.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+    mongo = small.start_mongo(restarted=True)
+    running = [small.start_worker(EMBEDDING_MODEL, "whole-worker"), small.start_control("whole-control")]
+    web, base = small.start_web("whole-web")
+    running.append(web)
+    broker = redis.Redis(port=port)
+    wait_until(lambda: worker_is_live(broker, EMBEDDING_MODEL), 120, "the embedding worker", running[0].process)
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=30)
+    held = Holds(broker, "batch-whole-stack")
+    held.hold(3)
+    lines = [embedding_line(f"s-{i}") for i in range(8)]
+    batch = run_batch(client, lines, held.request_id, endpoint="/v1/embeddings")
+    held.wait_held(3)
+
+    for service in [*running, redis_server]:
+        service.stop(signal.SIGKILL)
+    os.kill(psutil.Process(mongo.process.pid).children()[0].pid, signal.SIGKILL)  # its loop starts it again
+    small.start_redis(port)  # empty: the hold is gone with everything else
+    small.start_worker(EMBEDDING_MODEL, "whole-worker-2")
+    small.start_control("whole-control-2")
+    _web, base = small.start_web("whole-web-2")
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=30)
+
+    done = wait_batch(client, batch.id, timeout=180)
+    assert done.status == "completed" and done.request_counts.completed == 8, done
+    ids = [line["custom_id"] for line in file_lines(client, done.output_file_id)]
+    assert sorted(ids) == sorted(f"s-{i}" for i in range(8))
