@@ -33,6 +33,7 @@ from models.liveness import Liveness
 from tasks import batch_store, file_store, job_store
 from tasks.celery_app import model_queue
 from tasks.dispatch import Dispatcher
+from tasks.key_usage import add_tokens, usage_tokens
 from tasks.progress import write_progress
 from tasks.replies import ReplyChannel
 
@@ -333,7 +334,8 @@ class Pump:
         self.send(flight, flight.get("attempts", 1) + 1)
 
     def finish(self, flight: dict[str, Any], status: int, result: dict | None, error: dict | None) -> None:
-        batch_store.record_line(self.batch_id, flight, status, result, error)
+        if batch_store.record_line(self.batch_id, flight, status, result, error):  # once, whatever ran twice
+            add_tokens(self.client, self.batch.owner, usage_tokens((result or {}).get("usage")))
         pipe = self.client.pipeline()
         pipe.sadd(self.done_key, flight["index"])
         pipe.hdel(_in_flight_key(self.batch_id), flight["index"])

@@ -24,6 +24,7 @@ from config.logs import request_id_var
 from config.settings import Settings
 from tasks import broker, job_store
 from tasks.job_queue import RUN_JOB, job_creation
+from tasks.key_usage import add_tokens, usage_tokens
 from tasks.serving import current, serve_job
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,17 @@ def _completed(sender: Any = None, result: Any = None, **_kwargs: Any) -> None:
         return
     if not stored:
         log.info("job %s finished but is no longer this run's (cancelled or taken over)", job_id)
+        return
+    _count_tokens(sender.request, result)
+
+
+def _count_tokens(request: Any, result: Any) -> None:
+    """The job's tokens, for the key that submitted it (its ``tokens_per_day`` quota and usage)."""
+    owner = (job_creation(request) or {}).get("owner")
+    try:
+        add_tokens(current().redis, owner, usage_tokens((result or {}).get("usage")))
+    except Exception:  # noqa: BLE001 - usage is never worth failing a finished job
+        log.warning("could not count the tokens of job %s", request.id, exc_info=True)
 
 
 @task_failure.connect

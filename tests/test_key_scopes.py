@@ -210,14 +210,20 @@ def test_quotas_answer_429_naming_the_quota(keyed, hold):
     blocker = hold("job-quota")
     body = {"model_id": CHAT_MODEL, "operation": "chat", "input": {"messages": ask("Hi"), "max_tokens": 5}}
     headers = {**bearer(jobs), "X-Request-ID": blocker.request_id}
-    assert requests.post(f"{keyed.url}/api/mcp/jobs", json=body, headers=headers, timeout=30).status_code == 202
+    submitted = requests.post(f"{keyed.url}/api/mcp/jobs", json=body, headers=headers, timeout=30)
+    assert submitted.status_code == 202
     over = requests.post(f"{keyed.url}/api/mcp/jobs", json=body, headers=bearer(jobs), timeout=30)
     assert refused(over, 429, "quota_exceeded")["param"] == "queued_jobs"
     blocker.release()
+    job_url = f"{keyed.url}/api/mcp/jobs/{submitted.json()['job_id']}"
+    done = lambda: requests.get(job_url, headers=bearer(jobs), timeout=10).json()["status"] == "completed"  # noqa: E731
+    wait_until(done, 60, "the key's job")
 
     usage = requests.get(f"{keyed.url}/admin/usage", headers=bearer(keyed.admin), timeout=10).json()["keys"]
     (row,) = [key for key in usage if key["name"] == "kt-tokens"]
     assert row["tokens_today"] >= 1 and row["requests"] >= 2 and row["quotas"] == {"tokens_per_day": 1}
+    (by_job,) = [key for key in usage if key["name"] == "kt-jobs"]
+    assert by_job["tokens_today"] >= 1, "a job's tokens count for the key that submitted it"
     metrics = requests.get(f"{keyed.url}/metrics", timeout=10).text
     assert re.search(r'mlx_key_tokens_total\{key="kt-tokens"\} [1-9]', metrics), metrics[-2000:]
 

@@ -22,9 +22,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from config import keys
 from config.errors import ApiError
 from tasks import job_store
+from tasks.key_usage import PREFIX, add_tokens, tokens_today, usage_tokens
 from web.identity import current_caller
 
-PREFIX = "mlxf:usage"
 STREAM_SLOT_SECONDS = 900
 JOB_SUBMISSIONS = ("jobs.Jobs",)
 
@@ -40,38 +40,9 @@ class QuotaExceeded(ApiError):
         self.headers = {"Retry-After": str(max(1, retry_after))}
 
 
-def _day(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d")
-
-
 def seconds_to_midnight(moment: datetime) -> int:
     tomorrow = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return int((tomorrow - moment).total_seconds()) + 1
-
-
-def usage_tokens(usage: Any) -> int:
-    """Tokens of an answer's ``usage``, in the OpenAI (``total_tokens``) or Anthropic (input + output) shape."""
-    if not isinstance(usage, dict):
-        return 0
-    if isinstance(usage.get("total_tokens"), int):
-        return usage["total_tokens"]
-    parts = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
-    return sum(usage[name] for name in parts if isinstance(usage.get(name), int))
-
-
-def add_tokens(client: redis.Redis, key_id: str, tokens: int) -> None:
-    if tokens <= 0:
-        return
-    today = f"{PREFIX}:tokens:{key_id}:{_day(datetime.now(UTC))}"
-    pipe = client.pipeline()
-    pipe.incrby(today, tokens)
-    pipe.expire(today, 2 * 86400)
-    pipe.hincrby(f"{PREFIX}:tokens_total", key_id, tokens)
-    pipe.execute()
-
-
-def tokens_today(client: redis.Redis, key_id: str) -> int:
-    return int(client.get(f"{PREFIX}:tokens:{key_id}:{_day(datetime.now(UTC))}") or 0)
 
 
 def counted_events(events: Iterator[dict[str, Any]], key_id: str | None, client: redis.Redis) -> Iterator[dict]:
