@@ -12,6 +12,7 @@ interactive request's TTFT on the same time axis.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ from tests.stack import PYTHON, Service, Stack, wait_until
 NAME = "batch"
 TITLE = "The Batch API, and interactive users beside a batch"
 CHART = ROOT / "docs" / "batch-timeline.png"
+"""Where the chart is copied for the docs (it is drawn into the results folder, beside the others)."""
 TOPICS = ("a lighthouse", "a red fox", "the moon", "a lost key", "an old train", "a river", "a baker", "a storm")
 POLL_SECONDS = 0.5
 
@@ -238,7 +240,9 @@ def run(context: BenchContext) -> SectionResult:
     )
     share = alone_tps / streamed_tps if streamed_tps else None
     result.notes.append(f"the batch alone: {share:.0%} of the streaming clients' tok/s (goal ≥ 90 %)" if share else "")
-    result.charts.append(str(draw_timeline(besides, quiet_row[4], max_tokens)))
+    chart = draw_timeline(besides, quiet_row[4], max_tokens, context.out_dir / CHART.name)
+    shutil.copyfile(chart, CHART)
+    result.charts.append(str(chart))
     result.raw = {
         "streamed": {"wall_s": streamed_wall, "tokens": streamed_tokens},
         "batch_alone": {"wall_s": alone.wall_s, "tokens": alone.tokens, "progress": alone.progress},
@@ -263,7 +267,7 @@ SERIES = (("#1f77b4", "#d62728", "blue line, red dots"), ("#2ca02c", "#ff7f0e", 
 """Per run beside a batch: the colour of its batch's progress, and of its interactive TTFTs."""
 
 
-def draw_timeline(besides: list[Beside], alone_p95: float | None, tokens: int) -> Path:
+def draw_timeline(besides: list[Beside], alone_p95: float | None, tokens: int, path: Path) -> Path:
     """Per run: the batch's lines completed over time (left axis) and each interactive request's TTFT at the moment
     it was sent (right axis, dots); the TTFT p95 of the clients alone as a dashed line."""
     width, height, left, right, top, bottom = 900, 500, 70, 70, 70, 80
@@ -320,6 +324,6 @@ def draw_timeline(besides: list[Beside], alone_p95: float | None, tokens: int) -
         draw.text((left + plot_w - 4, y - 4), "TTFT p95 of the clients alone", fill="#555555", font=font, anchor="rb")
     footer = f"{time.strftime('%Y-%m-%d')}; {CHAT_MODEL}; {cpu_model()}"
     draw.text((4, height - 4), footer, fill="#555555", font=font, anchor="lb")
-    CHART.parent.mkdir(parents=True, exist_ok=True)
-    image.save(CHART)
-    return CHART
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
