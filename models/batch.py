@@ -8,7 +8,9 @@ of its prompt and leaves its prompt and answer in the prompt cache when it ends.
 Admission follows priority (0 interactive, 1-9 jobs, 10 batch lines; arrival order within one). When the batch is
 full and a more urgent request waits, a row of priority ``PREEMPTIBLE_FROM`` or more that has run at least
 ``preempt_after_tokens`` tokens gives way: it leaves the batch with the K/V of its prompt and answer so far, waits
-in line, and later goes on from there with its own sampler and processors, as if it had never left.
+in line, and later goes on from there with its own sampler and processors, as if it had never left. Requests go
+into the generator only as fast as it prefills them (mlx-lm prefills in arrival order), so an urgent prompt never
+waits behind a whole wave of others.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ PREEMPTIBLE_FROM = 9
 """Rows of this priority or less urgent (``low`` jobs, batch lines) give way to more urgent requests."""
 PREEMPT_AFTER_TOKENS = 8
 """Tokens a row generates after joining (or rejoining) the batch before it may give way: no thrashing."""
+PREFILL_BATCH = 8
+"""Prompts the generator prefills together; at most this many wait for it, the rest wait here in priority order."""
 
 
 @dataclass
@@ -268,7 +272,7 @@ class BatchSession:
             self.generator = BatchGenerator(
                 self.model,
                 completion_batch_size=self.max_sequences,
-                prefill_batch_size=min(8, self.max_sequences),
+                prefill_batch_size=min(PREFILL_BATCH, self.max_sequences),
                 prefill_step_size=self.prefill_step_size,
                 stop_tokens=[[token] for token in self.tokenizer.eos_token_ids],
             )
@@ -337,9 +341,15 @@ class BatchSession:
         rows = len(request.live) if request.generating else request.options.n
         return len(self.sequences) + rows <= self.max_sequences and self._kv_with(request) <= self.kv_budget_bytes
 
+    def _prefill_backlog(self) -> int:
+        """Rows inserted into the generator and not yet taken into its prefill (mlx-lm keeps them in order)."""
+        return len(getattr(self.generator, "_unprocessed_sequences", ())) if self.generator is not None else 0
+
     def _admit(self) -> None:
         while self.pending:
             request = self.pending[0]
+            if self._prefill_backlog() >= min(PREFILL_BATCH, self.max_sequences):
+                return  # a wave of new rows joins one prefill batch at a time: nothing urgent queues behind a wave
             if not self._fits(request):
                 victim = self._victim_for(request)
                 if victim is None:

@@ -294,6 +294,38 @@ def test_a_line_that_gave_way_and_is_cancelled_ends_with_what_it_generated(batch
         batch.step()
 
 
+def test_an_interactive_prompt_is_prefilled_before_a_wave_of_batch_lines(batch):
+    """24 batch lines arrive at once in a batch of 24 rows: they join the generator one prefill batch at a time,
+    so an interactive request sent just after them has its first token before the last lines have theirs (mlx-lm
+    prefills in arrival order: inserted all at once, the lines would all go first)."""
+    wide = BatchSession(
+        batch.model,
+        batch.tokenizer,
+        batch.prompt_for,
+        batch.context_length,
+        max_sequences=24,
+        kv_budget_bytes=batch.kv_budget_bytes,
+        prompt_cache=PromptCache(0, 0),
+    )
+    lines = [story(f"{topic}, part {part}", max_tokens=4) for part in range(3) for topic in STORIES]
+    for one in lines:
+        wide.submit(one)
+    wide.step()
+    interactive = ticket("Say hi.", max_tokens=4)
+    wide.submit(interactive)
+
+    def started(one: Ticket) -> bool:
+        return one.future.done() or any(s.tokens for r in wide.running if r.ticket is one for s in r.sequences)
+
+    while not started(interactive):
+        wide.step()
+    assert not all(started(one) for one in lines)
+    while wide.busy:
+        wide.step()
+    assert interactive.future.result()["usage"]["completion_tokens"] >= 1
+    assert all(one.future.result()["usage"]["completion_tokens"] >= 1 for one in lines)
+
+
 class Gate:
     """A checkpoint hook that holds the engine thread at a request's checkpoint once ``ready`` says so."""
 
