@@ -4,9 +4,9 @@ On a stack of its own (Redis, the Mongo-wire server, the web, a control worker a
 the same ``--lines`` greedy chat requests of 64 tokens sent by 32 concurrent streaming clients, then as one batch
 (wall time and generated tok/s side by side); then 8 interactive streaming clients alone, and again while a batch
 of ``--batch-lines`` lines runs on the same model (time to first token p50/p95), twice: with the worker's default
-Celery pool (MAX_CONCURRENCY + 1 + URGENT_THREADS: room for the interactive requests to reach the engine, where a
-batch line gives way) and with MAX_CONCURRENCY + 1 threads (the lines in flight fill them); with a chart of the
-batch's lines completed over time and each interactive request's TTFT on the same time axis.
+Celery pool (MAX_CONCURRENCY + 1 threads; batch lines hold none of them, they are followed on threads of their
+own) and with a wider pool; with a chart of the batch's lines completed over time and each interactive request's
+TTFT on the same time axis.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bench.report import SectionResult, Table
 from bench.stack import STACK_ENV
 from bench.stats import percentile
 from models.liveness import Liveness
-from tasks.model_worker import URGENT_THREADS
+from tasks.batches import EXTRA_IN_FLIGHT
 from tests.stack import PYTHON, Service, Stack, wait_until
 
 NAME = "batch"
@@ -140,7 +140,7 @@ class Beside:
 
 
 def start_chat_worker(stack: Stack, client: redis.Redis, threads: int | None) -> Service:
-    """The chat worker, with ``threads`` Celery pool threads (None: its default)."""
+    """The chat worker, with ``threads`` Celery pool threads (None: its default, MAX_CONCURRENCY + 1)."""
     extra = ["--concurrency", str(threads)] if threads else []
     name = f"batch-chat-worker-{threads or 'default'}"
     worker = stack.start(name, [PYTHON, "-m", "tasks.model_worker", "--model-id", CHAT_MODEL, *extra])
@@ -166,8 +166,8 @@ def run(context: BenchContext) -> SectionResult:
     options = context.options
     lines, batch_lines, max_tokens = options.batch_lines, options.batch_ttft_lines, options.batch_tokens
     interactive, per_client = options.interactive_clients, options.interactive_requests
-    narrow_threads = int(STACK_ENV["MAX_CONCURRENCY"]) + 1
-    default_threads = narrow_threads + URGENT_THREADS
+    default_threads = int(STACK_ENV["MAX_CONCURRENCY"]) + 1
+    wide_threads = default_threads + EXTRA_IN_FLIGHT + interactive
     result = SectionResult(NAME, TITLE)
     workdir = LOGS_DIR / f"{NAME}-{int(time.time())}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -197,13 +197,11 @@ def run(context: BenchContext) -> SectionResult:
         progress.say(f"{interactive} interactive streaming clients alone, {per_client} requests each")
         quiet = streaming_clients(base_url, interactive, interactive * per_client, max_tokens, 2 * 10**6)
 
-        label = f"default pool ({default_threads} threads)"
-        besides.append(beside_a_batch(base_url, label, default_threads, options, 3 * 10**6))
+        besides.append(beside_a_batch(base_url, f"pool {default_threads} threads", default_threads, options, 3 * 10**6))
         worker.stop()
         wait_until(lambda: not Liveness(client_redis, 10).workers(CHAT_MODEL), 60, "the worker to leave")
-        start_chat_worker(stack, client_redis, narrow_threads)
-        label = f"batch + 1 threads ({narrow_threads}, the default before)"
-        besides.append(beside_a_batch(base_url, label, narrow_threads, options, 5 * 10**6))
+        start_chat_worker(stack, client_redis, wide_threads)
+        besides.append(beside_a_batch(base_url, f"pool {wide_threads} threads", wide_threads, options, 5 * 10**6))
     finally:
         stack.stop_all()
 

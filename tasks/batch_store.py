@@ -57,6 +57,9 @@ class Batch(me.Document):
     expired_at = me.DateTimeField()
     cancelling_at = me.DateTimeField()
     cancelled_at = me.DateTimeField()
+    expiring = me.BooleanField(default=False)
+    """Its completion window passed while it ran: no line is sent any more; once the running ones are done, the
+    rest go to the error file as ``batch_expired`` and the batch ends ``expired``."""
 
     def request_counts(self) -> dict[str, int]:
         if self.completed_count is not None:
@@ -188,6 +191,31 @@ def create(
     )
     batch.save(force_insert=True)
     return batch
+
+
+def start_expiring(batch_id: str) -> bool:
+    return bool(Batch.objects(batch_id=batch_id, status="in_progress", expiring=False).update_one(set__expiring=True))
+
+
+EXPIRED_ERROR = {
+    "code": "batch_expired",
+    "message": "This request could not be executed before the completion window expired.",
+}
+
+
+def expire_unfinished(data_dir: Path, batch_id: str) -> int:
+    """Records every line not finished yet as ``batch_expired`` (once each); how many were. Nothing once the
+    prepared lines are gone (the batch was finalized before: every line is recorded)."""
+    if not lines_path(data_dir, batch_id).exists():
+        return 0
+    done = done_indexes(batch_id)
+    expired, offset = 0, 0
+    while lines := read_lines(data_dir, batch_id, offset, 512):
+        for line, _end in lines:
+            if line["index"] not in done:
+                expired += record_line(batch_id, line, 0, None, EXPIRED_ERROR)
+        offset = lines[-1][1]
+    return expired
 
 
 def set_job(batch_id: str, job_id: str) -> None:

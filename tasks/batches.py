@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from celery import current_app, shared_task
 
+from config.clock import as_utc, now
 from config.errors import ApiError
 from config.redis_client import connect_redis
 from config.settings import Settings
@@ -42,8 +43,9 @@ log = logging.getLogger(__name__)
 PUMP_TASK = "mlxf.batch.pump"
 JOBS_QUEUE = "jobs"
 INFER_TASK = "mlxf.infer"
-ENGINE_PRIORITY = max(job_store.PRIORITIES.values()) + 1
-"""A line's place in a model worker's engine: after interactive requests (0) and every job (1-9)."""
+ENGINE_PRIORITY = job_store.LINE_PRIORITY
+"""A line's place in a model worker's engine: after interactive requests (0) and every job (1-9); the worker
+follows it on a thread of its own, not a pool thread (``tasks.inference``)."""
 BROKER_PRIORITY = max(job_store.PRIORITIES.values())
 """The broker's lowest priority step (a ``low`` job's too: the broker has ten steps, 0-9)."""
 EXTRA_IN_FLIGHT = 2
@@ -140,9 +142,12 @@ def pump_round(batch_id: str, job_id: str, token: str) -> float | None:
     if batch.status in ("finalizing", *batch_store.FINISHED):
         finalize(batch_id, job_id, token)
         return None
+    if batch.status == "in_progress" and batch.expires_at and as_utc(batch.expires_at) <= now():
+        batch.expiring = batch_store.start_expiring(batch_id) or batch.expiring
+    stopping = batch.status == "cancelling" or batch.expiring
     run = Pump(runtime(), batch, token)
     moved = run.collect()
-    if batch.status != "cancelling":
+    if not stopping:
         moved += run.dispatch()
     write_progress(
         runtime().redis,
@@ -150,7 +155,7 @@ def pump_round(batch_id: str, job_id: str, token: str) -> float | None:
         run.done_count() / max(batch.total, 1),
         {"lines_done": run.done_count(), "lines": batch.total},
     )
-    if not run.flights and (batch.status == "cancelling" or run.scanned_all):
+    if not run.flights and (stopping or run.scanned_all):
         finalize(batch_id, job_id, token)
         return None
     return 0.0 if moved else IDLE_ROUND_SECONDS
@@ -164,15 +169,18 @@ def finalize(batch_id: str, job_id: str | None, token: str | None) -> None:
     if batch is None:
         return
     cancelled = batch.status in ("cancelling", "cancelled")
+    expired = batch.expiring and not cancelled
     if batch.status == "in_progress":
         batch_store.move(batch_id, ("in_progress",), "finalizing")
+    if expired:
+        batch_store.expire_unfinished(runtime().settings.data_dir, batch_id)
     completed, failed = batch_store.line_counts(batch_id)
     output_id, error_id = batch_store.output_file_ids(batch_id)
     if completed:
         file_store.record_output(output_id, batch_id, "output", batch.owner)
     if failed:
         file_store.record_output(error_id, batch_id, "error", batch.owner)
-    target = "cancelled" if cancelled else "completed"
+    target = "cancelled" if cancelled else "expired" if expired else "completed"
     batch_store.move(
         batch_id,
         ("cancelling",) if cancelled else ("finalizing",),
@@ -189,6 +197,7 @@ def finalize(batch_id: str, job_id: str | None, token: str | None) -> None:
         else:
             outcome = {
                 "batch_id": batch_id,
+                "status": target,
                 "request_counts": counts,
                 "output_file_id": output_id if completed else None,
                 "error_file_id": error_id if failed else None,

@@ -10,8 +10,14 @@ from dataclasses import dataclass
 
 STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
 FINISHED = ("completed", "failed", "cancelled")
-BATCH_EVENTS = {"completed": "batch.completed", "failed": "batch.failed", "cancelled": "batch.cancelled"}
-"""The event a batch's job also emits when it ends (besides its ``job.*`` event), by the status it ends in."""
+BATCH_EVENTS = {
+    "completed": "batch.completed",
+    "expired": "batch.expired",
+    "failed": "batch.failed",
+    "cancelled": "batch.cancelled",
+}
+"""The event a batch's job also emits when it ends (besides its ``job.*`` event), by the status the batch ends in:
+its job's, but for an expired batch, whose job completes (what was done is written)."""
 EVENTS = ("job.queued", "job.processing", "job.completed", "job.failed", "job.cancelled", *BATCH_EVENTS.values())
 
 

@@ -28,6 +28,8 @@ __all__ = ["FINISHED", "STATUSES"]
 
 PRIORITIES = {"high": 1, "normal": 5, "low": 9}
 """Broker priority per job priority (0, the highest, is left to interactive requests)."""
+LINE_PRIORITY = max(PRIORITIES.values()) + 1
+"""A batch line's place in a model worker's engine: after interactive requests (0) and every job."""
 
 LEASE = Lease("lease_expires_at", holder="claim")
 """A running job's lease: the run holding ``claim`` owns the job until ``lease_expires_at``."""
@@ -224,7 +226,8 @@ def _outbox_entry(job: Job, event: str, moment: datetime) -> dict[str, Any]:
 
 def _events_of(job: Job, move: job_states.Move) -> list[str]:
     """The events of a move: its ``job.*`` event, and for a batch's job that ends, its ``batch.*`` event too."""
-    batch_event = job_states.BATCH_EVENTS.get(move.target) if job.operation == "batch" else None
+    ended = (job.result or {}).get("status") if move.target == "completed" else move.target
+    batch_event = job_states.BATCH_EVENTS.get(ended or "completed") if job.operation == "batch" else None
     return [move.event, batch_event] if batch_event else [move.event]
 
 

@@ -34,7 +34,6 @@ from models.handlers.base import ServingLimits
 from models.liveness import Liveness, probe_queue
 from models.supervisor import EXIT_LOAD_FAILED, EXIT_UNKNOWN_MODEL
 from tasks import inference, job_store, jobs, probes, request_ids  # noqa: F401 - importing them registers the tasks
-from tasks.batches import EXTRA_IN_FLIGHT
 from tasks.celery_app import create_celery, model_queue
 from tasks.redis_relay import RedisRelay
 from tasks.serving import Runtime, install
@@ -96,13 +95,6 @@ def fetch_from_hub(model_id: str, recorded: str, node: str) -> Path:
     registry.record_downloaded(model_id, node, folder)
     return folder
 
-
-URGENT_THREADS = EXTRA_IN_FLIGHT + 8
-"""Pool threads beyond the batch and one request ready behind it. Batch lines take at most the batch plus
-``EXTRA_IN_FLIGHT`` threads, so an interactive request still finds a thread and reaches the engine, where a batch
-line or low job gives way to it (with only batch + 1 threads, it waited in the broker behind the lines: TTFT p95
-7.9x alone, 2.9x with these threads; ``python -m bench batch``). The rest wait in the broker, where priorities
-apply and other workers of the model can take them."""
 
 KV_SHARE_OF_AVAILABLE = 0.5
 """The most of the memory available at start a worker's KV cache may take, whatever ``ENGINE_KV_BUDGET_GB`` says."""
@@ -182,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency",
         type=int,
         default=None,
-        help="Celery pool threads handing requests to the engine (default: MAX_CONCURRENCY + 1 + URGENT_THREADS)",
+        help="Celery pool threads handing requests to the engine (default: MAX_CONCURRENCY + 1)",
     )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -244,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     celery = create_celery(settings)
     prober = threading.Thread(target=probes.send_probes, args=(runtime, stop), name="health-probes", daemon=True)
     prober.start()
-    concurrency = args.concurrency or batch_size + 1 + URGENT_THREADS
+    # One request ready behind each running one: the rest wait in the broker, where priorities apply and
+    # other workers of the model can take them.
+    concurrency = args.concurrency or batch_size + 1
     try:
         celery.worker_main(
             [

@@ -186,7 +186,7 @@ def event_payload(job: job_store.Job, entry: dict[str, Any], max_bytes: int) -> 
     """
     view = dict(entry["job"])
     payload = {"event": entry["event"], "timestamp": iso(entry["at"]), "job": view}
-    if entry["event"] in ("job.completed", "batch.completed"):
+    if entry["event"] in ("job.completed", "batch.completed", "batch.expired"):
         view["result"] = dict(job.result or {})
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
     if len(body.encode()) > max_bytes and "result" in view:

@@ -1,7 +1,7 @@
 """The OpenAI Files and Batch APIs with the stock ``openai`` client: a batch across two models, bad lines in the
 error file, cancel, and every ``custom_id`` exactly once after ``kill -9`` of the model worker, of the
 control worker that runs the batch, or of the whole stack (Redis, the Mongo-wire server, every worker, the web).
-A ``batch.completed`` event reaches a webhook."""
+A ``batch.completed`` event reaches a webhook; a batch past its completion window expires with what was done."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import json
 import os
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 
 import openai
 import psutil
+import pymongo
 import pytest
 import redis
 import requests
@@ -186,6 +188,32 @@ def test_cancel_lets_the_running_lines_finish_and_writes_what_is_done(client, ba
     assert done.request_counts.completed == in_flight and done.request_counts.total == in_flight + 5
     with pytest.raises(openai.ConflictError):
         client.batches.cancel(batch.id)
+
+
+def test_a_batch_past_its_completion_window_expires_with_what_was_done(client, base_url, holds, stack: Stack):
+    """A day is not waited for: the batch's ``expires_at`` is moved into the past in the store while its lines
+    are held; the pump stops sending, the running lines finish, the rest are ``batch_expired``."""
+    stats = requests.get(f"{base_url}/v1/queue/stats", timeout=10).json()["queues"][CHAT_MODEL]
+    in_flight = stats["max_concurrency"] + 2
+    held = holds("batch-expire")
+    for index in range(in_flight):
+        held.hold(index)
+    batch = run_batch(client, [chat_line(f"e-{i}", CHAT_MODEL) for i in range(in_flight + 3)], held.request_id)
+    held.wait_held(0)
+    batches = pymongo.MongoClient(stack.env["MONGODB_URL"]).get_default_database()["batches"]
+    batches.update_one({"_id": batch.id}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(minutes=1)}})
+    wait_until(lambda: batches.find_one({"_id": batch.id}).get("expiring"), 30, "the pump to see the window pass")
+    held.release()
+
+    done = wait_batch(client, batch.id)
+    assert done.status == "expired" and done.expired_at, done
+    assert (done.request_counts.completed, done.request_counts.failed) == (in_flight, 3)
+    assert sorted(line["custom_id"] for line in file_lines(client, done.output_file_id)) == sorted(
+        f"e-{i}" for i in range(in_flight)
+    )
+    expired = file_lines(client, done.error_file_id)
+    assert sorted(line["custom_id"] for line in expired) == [f"e-{i}" for i in range(in_flight, in_flight + 3)]
+    assert all(line["response"] is None and line["error"]["code"] == "batch_expired" for line in expired)
 
 
 def test_a_model_worker_killed_mid_batch_loses_and_doubles_no_line(client, redis_client, holds, spare_chat):

@@ -133,9 +133,13 @@ def output_lines(batch: batch_store.Batch, ok: bool) -> Iterator[bytes]:
     """The lines of the batch's output file (``ok``) or error file, in input order."""
     shape = ENDPOINTS[batch.endpoint].shape
     for line in batch_store.lines(batch.batch_id, ok):
-        body = shape(line) if ok else dict(line.error)
-        response = {"status_code": line.status_code, "request_id": line.request_id, "body": body}
-        entry = {"id": f"batch_req_{line.key}", "custom_id": line.custom_id, "response": response, "error": None}
+        entry: dict[str, Any] = {"id": f"batch_req_{line.key}", "custom_id": line.custom_id}
+        if not ok and line.status_code == 0:  # never sent: the window expired first
+            entry.update(response=None, error=dict(line.error))
+        else:
+            body = shape(line) if ok else dict(line.error)
+            response = {"status_code": line.status_code, "request_id": line.request_id, "body": body}
+            entry.update(response=response, error=None)
         yield (json.dumps(entry, separators=(",", ":")) + "\n").encode()
 
 
