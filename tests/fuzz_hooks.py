@@ -1,15 +1,16 @@
 """Schemathesis hooks of ``tests/test_openapi_fuzz.py`` (loaded through ``SCHEMATHESIS_HOOKS``).
 
 They bound what a generated request may cost, nothing else: the fuzz run shares the session's stack and its
-models, so a request never unloads, warms or (on demand) loads one of the session's models (its id is swapped
-for an unknown one, which exercises the 404 path instead), and the numbers that set how much work a valid request
-asks of a model (tokens, choices, image size and steps) are capped. A key the run creates (``POST /admin/keys``)
-is revoked at once: a stored key would put the whole session's API behind keys. Every field, value and route is
-still generated.
+models, so a request never unloads, warms or (on demand) loads one of the session's models, nor deletes the
+session's bash manual collection (its id is swapped for an unknown one, which exercises the 404 path instead),
+and the numbers that set how much work a valid request asks of a model (tokens, choices, image size and steps)
+are capped. A key the run creates (``POST /admin/keys``) is revoked at once: a stored key would put the whole
+session's API behind keys. Every field, value and route is still generated.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -17,7 +18,9 @@ import schemathesis
 
 from tests.conftest import DEFAULT_MODELS, ON_DEMAND_MODEL
 
-PROTECTED = (*DEFAULT_MODELS, ON_DEMAND_MODEL)
+PROTECTED = (*DEFAULT_MODELS, ON_DEMAND_MODEL, *filter(None, os.environ.get("FUZZ_KEEP", "").split(",")))
+"""The session's models, and what the test names in ``FUZZ_KEEP``: the bash manual's collection and ingest job,
+which a stateful run would otherwise find in a list and delete (as a collection or a vector store) or cancel."""
 
 CAPS = {
     "max_tokens": 8,

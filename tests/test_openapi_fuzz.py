@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import BASH_INGEST
 from tests.stack import PYTHON, ROOT, wait_until
 from tests.used_keys import remember
 
@@ -38,7 +39,7 @@ expected-statuses = ["2xx", "3xx", "4xx", "503"]
 
 
 def run_schemathesis(
-    base_url: str, tmp_path: Path, *extra: str, examples: int = EXAMPLES
+    session: pytest.Config, base_url: str, tmp_path: Path, *extra: str, examples: int = EXAMPLES
 ) -> subprocess.CompletedProcess:
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
@@ -67,7 +68,9 @@ def run_schemathesis(
         str(tmp_path),
         *extra,
     ]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "PYTHONPATH": str(ROOT)}
+    bash = session.stash.get(BASH_INGEST, None)  # its collection, and its job if it still runs
+    keep = f"{bash['collection']},{bash['job_id']}" if bash else ""
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "PYTHONPATH": str(ROOT), "FUZZ_KEEP": keep}
     # In a folder of its own: schemathesis keeps a cache of past crashes where it runs, and replays them.
     run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
@@ -100,9 +103,9 @@ def no_key_left(base_url: str) -> Iterator[None]:
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
-    base_url: str, tmp_path: Path, no_key_left: None
+    request: pytest.FixtureRequest, base_url: str, tmp_path: Path, no_key_left: None
 ):
-    run_schemathesis(base_url, tmp_path)
+    run_schemathesis(request.config, base_url, tmp_path)
 
 
 @pytest.fixture()
@@ -123,9 +126,10 @@ def user_key(stack, supervisor, control_worker, base_url) -> Iterator[tuple[str,
 
 
 def test_schemathesis_with_a_user_key_finds_no_server_error_and_every_refusal_documented(
-    user_key: tuple[str, str], tmp_path: Path
+    request: pytest.FixtureRequest, user_key: tuple[str, str], tmp_path: Path
 ):
     """Admin routes answer 403 naming the scope, other keys' objects 404: each in the error envelope the
     document gives for it (``response_schema_conformance``), never a 500."""
     keyed, secret = user_key
-    run_schemathesis(keyed, tmp_path, "--header", f"Authorization: Bearer {secret}", examples=USER_KEY_EXAMPLES)
+    authorization = f"Authorization: Bearer {secret}"
+    run_schemathesis(request.config, keyed, tmp_path, "--header", authorization, examples=USER_KEY_EXAMPLES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from tasks.batch_input import ENDPOINTS
-from web.schemas.fields import OpenAIPageSchema, OpenSchema
+from web.schemas.fields import OpenAIPageSchema, OpenSchema, storable_keys
 
 MAX_METADATA_KEYS = 16
 
@@ -21,7 +21,7 @@ class BatchCreateSchema(Schema):
         keys=fields.String(validate=validate.Length(max=64)),
         values=fields.String(validate=validate.Length(max=512)),
         allow_none=True,
-        validate=validate.Length(max=MAX_METADATA_KEYS),
+        validate=[validate.Length(max=MAX_METADATA_KEYS), storable_keys],
     )
 
 

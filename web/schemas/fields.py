@@ -72,11 +72,11 @@ class MessageContent(fields.Field):
 
 
 def storable_keys(value: Any, path: str = "") -> None:
-    """Refuses keys MongoDB cannot store (starting with ``$`` or holding ``.``), at any depth."""
+    """Refuses keys MongoDB cannot store (starting with ``$``, holding ``.`` or a NUL byte), at any depth."""
     if isinstance(value, dict):
         for key, inner in value.items():
-            if not isinstance(key, str) or key.startswith("$") or "." in key:
-                raise ValidationError(f"Keys may not start with '$' or contain '.': {path}{key!r}")
+            if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
+                raise ValidationError(f"Keys may not start with '$' or contain '.' or a NUL byte: {path}{key!r}")
             storable_keys(inner, f"{path}{key}.")
     elif isinstance(value, list):
         for item in value:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from config.model_types import TYPE_NAMES
+from web.schemas.fields import storable_keys
 
 
 class ModelSchema(Schema):
@@ -46,7 +47,7 @@ class LoadModelRequestSchema(Schema):
         metadata={"description": "requests its worker batches together (default: MAX_CONCURRENCY)"},
     )
     priority = fields.String(load_default="normal", validate=validate.OneOf(("low", "normal", "high")))
-    metadata = fields.Dict(keys=fields.String())
+    metadata = fields.Dict(keys=fields.String(), validate=storable_keys)
     node = fields.String(
         validate=validate.Length(min=1, max=200),
         metadata={"description": "the node to run on (default: the nodes with the most room)"},

@@ -25,7 +25,7 @@ METADATA = {
     "keys": fields.String(validate=validate.Length(max=64)),
     "values": fields.String(validate=validate.Length(max=512)),
     "allow_none": True,
-    "validate": validate.Length(max=MAX_KEYS),
+    "validate": [validate.Length(max=MAX_KEYS), storable_keys],
 }
 
 
