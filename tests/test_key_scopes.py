@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -216,14 +217,35 @@ def test_quotas_answer_429_naming_the_quota(keyed, hold):
     assert refused(over, 429, "quota_exceeded")["param"] == "queued_jobs"
     blocker.release()
     job_url = f"{keyed.url}/api/mcp/jobs/{submitted.json()['job_id']}"
-    done = lambda: requests.get(job_url, headers=bearer(jobs), timeout=10).json()["status"] == "completed"  # noqa: E731
+    done = lambda: requests.get(job_url, headers=bearer(jobs), timeout=30).json()["status"] == "completed"  # noqa: E731
     wait_until(done, 60, "the key's job")
 
-    usage = requests.get(f"{keyed.url}/admin/usage", headers=bearer(keyed.admin), timeout=10).json()["keys"]
+    usage = requests.get(f"{keyed.url}/admin/usage", headers=bearer(keyed.admin), timeout=30).json()["keys"]
     (row,) = [key for key in usage if key["name"] == "kt-tokens"]
     assert row["tokens_today"] >= 1 and row["requests"] >= 2 and row["quotas"] == {"tokens_per_day": 1}
     (by_job,) = [key for key in usage if key["name"] == "kt-jobs"]
     assert by_job["tokens_today"] >= 1, "a job's tokens count for the key that submitted it"
+
+    workflow = f"kt_one_call_{int(time.time())}"
+    step = {"step_id": "say", "type": "model_call", "model_id": CHAT_MODEL, "operation": "chat", "input": "Hi"}
+    composed = requests.post(
+        f"{keyed.url}/api/fusion/compose",
+        json={"name": workflow, "steps": [step]},
+        headers=bearer(keyed.admin),
+        timeout=30,
+    )
+    assert composed.status_code == 201, composed.text
+    runner = keyed.create("kt-workflow", ["inference"])["secret"]
+    ran = requests.post(
+        f"{keyed.url}/api/fusion/orchestrate",
+        json={"workflow": workflow, "input": {}, "config": {"max_tokens": 2, "temperature": 0}},
+        headers=bearer(runner),
+        timeout=120,
+    )
+    assert ran.status_code == 200, ran.text
+    usage = requests.get(f"{keyed.url}/admin/usage", headers=bearer(keyed.admin), timeout=30).json()["keys"]
+    (by_workflow,) = [key for key in usage if key["name"] == "kt-workflow"]
+    assert by_workflow["tokens_today"] >= 1, "a workflow's model calls count for the key that runs it"
     metrics = requests.get(f"{keyed.url}/metrics", timeout=10).text
     assert re.search(r'mlx_key_tokens_total\{key="kt-tokens"\} [1-9]', metrics), metrics[-2000:]
 

@@ -158,7 +158,8 @@ class Orchestrate(MethodView):
         check_input(workflow, body["input"])
         first_model = check_models(workflow, body["models"])
         given = {"input": body["input"], "models": body["models"], "config": body["config"]}
-        given["sees"] = current_caller().sees  # the collections its steps may search
+        # the collections its steps may search, and the key its model calls' tokens count for
+        given.update(sees=current_caller().sees, owner=current_caller().owner)
         if body["async_"]:
             request = JobRequest(
                 model_id=first_model,

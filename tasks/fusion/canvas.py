@@ -39,6 +39,7 @@ def initial_state(run_id: str, given: dict[str, Any], request_id: str) -> dict[s
         "config": given.get("config") or {},
         "models": given.get("models") or {},
         "sees": given.get("sees"),
+        "owner": given.get("owner"),
         "steps": {},
     }
 

@@ -23,6 +23,7 @@ from tasks.dispatch import Dispatcher
 from tasks.fusion import workflow_store
 from tasks.fusion.definitions import Step
 from tasks.fusion.templates import ENVIRONMENT, TemplateProblem, render
+from tasks.key_usage import add_tokens, usage_tokens
 from tasks.rag_service import RagService
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,20 @@ class StepRunner:
             return chosen
         return self.dispatcher.pick_model(operation, f"models.{step.role or step.step_id}", step.model_type)
 
-    def call(self, model: str, operation: str, payload: dict[str, Any], request_id: str) -> dict[str, Any]:
+    def counted(self, result: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+        """``result``, its tokens counted for the key that runs the workflow (its ``tokens_per_day`` and usage)."""
+        add_tokens(self.dispatcher.redis, state.get("owner"), usage_tokens(result.get("usage")))
+        return result
+
+    def call(
+        self, model: str, operation: str, payload: dict[str, Any], request_id: str, state: dict[str, Any]
+    ) -> dict[str, Any]:
         """One model call on the model's queue; sent again (once the model is served) if its worker died."""
         deadline = time.monotonic() + RETRY_LOST_SECONDS
         while True:
             try:
-                return self.dispatcher.result(self.dispatcher.start(model, operation, payload, request_id))
+                result = self.dispatcher.result(self.dispatcher.start(model, operation, payload, request_id))
+                return self.counted(result, state)
             except ApiError as exc:
                 if exc.code not in ("worker_lost", "model_unavailable") or time.monotonic() > deadline:
                     raise
@@ -79,18 +88,18 @@ class StepRunner:
                 from tasks.image_inputs import with_images
 
                 payload["messages"] = with_images(payload["messages"], self.dispatcher.settings)
-            result = self.call(model, "chat", payload, request_id)
+            result = self.call(model, "chat", payload, request_id, state)
             return result["choices"][0]["content"], model
         if operation == "embed":
             texts = [given] if isinstance(given, str) else given
-            vectors = self.call(model, "embed", {"input": texts}, request_id)["embeddings"]
+            vectors = self.call(model, "embed", {"input": texts}, request_id, state)["embeddings"]
             return (vectors[0] if isinstance(given, str) else vectors), model
         if operation == "transcribe":
             payload = given if isinstance(given, dict) else {"file": given}
-            return self.call(model, "transcribe", payload, request_id)["text"], model
+            return self.call(model, "transcribe", payload, request_id, state)["text"], model
         payload = given if isinstance(given, dict) else {"prompt": str(given)}
         payload = {"n": 1, "width": 512, "height": 512, **payload}
-        images = self.call(model, "image_gen", payload, request_id)["images"]
+        images = self.call(model, "image_gen", payload, request_id, state)["images"]
         return [image["b64_json"] for image in images], model
 
     def vector_search(self, step: Step, state: dict[str, Any]) -> Any:
@@ -136,7 +145,8 @@ class StepRunner:
                 )
                 for n, p in enumerate(parts, start=1)
             ]
-            summaries = [self.dispatcher.result(call)["choices"][0]["content"].strip() for call in calls]
+            answers = [self.counted(self.dispatcher.result(call), state) for call in calls]
+            summaries = [answer["choices"][0]["content"].strip() for answer in answers]
             text = "\n\n".join(summaries)
             workflow_store.add_trace(
                 state["run_id"],
