@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 from web.schemas.fields import OpenAIPageSchema, OpenSchema, storable_keys
@@ -19,6 +22,15 @@ def _attributes(value: dict) -> None:
                 f"attribute {key!r}: keys of at most 64 characters, values strings of at most 512"
                 " characters, numbers or booleans"
             )
+
+
+def _not_applied(why: str) -> Callable[[Any], None]:
+    """Refuses a field the platform cannot apply (a 400 naming it, never silence)."""
+
+    def refuse(_value: Any) -> None:
+        raise ValidationError(f"Not supported: {why}")
+
+    return refuse
 
 
 METADATA = {
@@ -44,13 +56,17 @@ class VectorStoreCreateSchema(Schema):
         unknown = EXCLUDE
 
     name = fields.String(validate=validate.Length(max=256))
-    description = fields.String(validate=validate.Length(max=512))
+    description = fields.Raw(
+        validate=_not_applied("a store has no description here"), metadata={"description": "Not supported: a 400"}
+    )
     metadata = fields.Dict(**METADATA)
     file_ids = fields.List(
         fields.String(validate=validate.Length(min=1, max=200)), validate=validate.Length(max=MAX_FILES)
     )
     chunking_strategy = fields.Nested(ChunkingStrategySchema)
-    expires_after = fields.Dict(metadata={"description": "Accepted and not applied: stores do not expire here"})
+    expires_after = fields.Raw(
+        validate=_not_applied("stores do not expire here"), metadata={"description": "Not supported: a 400"}
+    )
 
 
 class ListQuerySchema(Schema):
