@@ -17,6 +17,8 @@ REPO = "test-org/tiny"
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """huggingface_hub's own cache lookup, pointed at a folder of this test's and offline (no hub is reachable
+    here): the settings are changed, nothing of huggingface_hub is replaced."""
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return tmp_path / "cache"
