@@ -152,8 +152,18 @@ BASH_INGEST_AFTER = "test_batches.py"
 control worker, which would run the ingest)."""
 
 
+RUN_AFTER_RAG = "test_diagnostics.py"
+"""Its totals hold only once the bash manual's ingest has ended: run after ``tests/test_rag.py``, it never waits."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    config.stash[RAG_COLLECTED] = any(item.path.name == "test_rag.py" for item in items)
+    rag = [n for n, item in enumerate(items) if item.path.name == "test_rag.py"]
+    config.stash[RAG_COLLECTED] = bool(rag)
+    if rag:
+        late = [item for item in items if item.path.name == RUN_AFTER_RAG]
+        kept = [item for item in items if item.path.name != RUN_AFTER_RAG]
+        after = max(n for n, item in enumerate(kept) if item.path.name == "test_rag.py") + 1
+        items[:] = kept[:after] + late + kept[after:]
 
 
 def start_bash_ingest(config: pytest.Config, base_url: str) -> dict:

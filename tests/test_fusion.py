@@ -37,6 +37,9 @@ FACT = (
 )
 QUESTION = "Who founded the Lumen Festival?"
 GREEDY = {"temperature": 0, "max_tokens": 24, "top_k": 3}
+FLOOD_INGEST_SENTENCES = int(os.environ.get("FLOOD_INGEST_SENTENCES", "800"))
+"""The flood test's ingest, in sentences (about 12 a chunk): 800 in the suite; the issue's 2,000 chunks and more by
+hand: ``FLOOD_INGEST_SENTENCES=40000`` made 3,334 chunks."""
 
 
 def orchestrate(base_url: str, workflow: str, given: dict, **extra) -> requests.Response:
@@ -366,11 +369,15 @@ def test_a_flood_of_async_runs_completes_while_deliveries_ingests_and_the_reconc
 
     watcher = threading.Thread(target=watch_the_reconciler, daemon=True)
     watcher.start()
-    sentences = " ".join(f"Sentence {n} says that lanterns burn in harbour number {n}." for n in range(800))
+    sentences = [f"Sentence {n} says that lanterns burn in harbour number {n}." for n in range(FLOOD_INGEST_SENTENCES)]
+    files = [  # each file under the upload limit
+        ("files", (f"harbours-{start}.txt", " ".join(sentences[start : start + 8000]).encode()))
+        for start in range(0, len(sentences), 8000)
+    ]
     ingested = requests.post(
         f"{base_url}/api/rag/ingest",
         data={"collection": f"flood-{uuid.uuid4().hex[:6]}", "async": "true"},
-        files=[("files", ("harbours.txt", sentences.encode()))],
+        files=files,
         timeout=60,
     )
     assert ingested.status_code == 202, ingested.text
@@ -391,7 +398,9 @@ def test_a_flood_of_async_runs_completes_while_deliveries_ingests_and_the_reconc
         job = job_status(jobs_url, job_id)
         assert job["status"] == "completed", job
         assert job["result"]["result"]["output"] == 2 * n + 1
-    assert wait_for_job(jobs_url, ingested.json()["job_id"], timeout=300)["status"] == "completed"
+    ingest = wait_for_job(jobs_url, ingested.json()["job_id"], timeout=300 + FLOOD_INGEST_SENTENCES / 20)
+    assert ingest["status"] == "completed", ingest
+    print(f"flood ingest: {ingest['result']['chunks_created']} chunks")
     wait_until(lambda: "job.completed" in receiver.events("/flood-callback", plain.json()["job_id"]), 60, "callback")
     flooding.set()
     watcher.join(15)
