@@ -327,19 +327,34 @@ class BatchSession:
             ) from None
         return tools, grammar
 
-    def _kv_with(self, candidate: Request) -> int:
-        """The batch's KV cache with ``candidate`` in it: one left-padded tensor, so every row is as long as the
+    def _kv_of(self, requests: list[Request]) -> int:
+        """The batch's KV cache holding ``requests``: one left-padded tensor, so every row is as long as the
         longest (rounded up to mlx-lm's 256-token steps)."""
-        requests = [*self.running, candidate]
+        if not requests:
+            return 0
         rows = sum(r.options.n for r in requests)
         longest = max(len(r.prompt) + r.options.max_tokens for r in requests)
         return rows * (-(-longest // 256) * 256) * self.kv_bytes_per_token
+
+    def _kv_with(self, candidate: Request) -> int:
+        return self._kv_of([*self.running, candidate])
+
+    def paused_bytes(self, besides: Request | None = None) -> int:
+        """What the K/V kept by rows that gave way holds (``besides``'s own left out): it counts in the budget."""
+        return sum(
+            _cache_bytes(sequence.paused)
+            for request in self.pending
+            if request is not besides
+            for sequence in request.sequences
+            if sequence.paused is not None
+        )
 
     def _fits(self, request: Request) -> bool:
         if not self.sequences:
             return True  # a request that fits alone always gets in once the batch drains
         rows = len(request.live) if request.generating else request.options.n
-        return len(self.sequences) + rows <= self.max_sequences and self._kv_with(request) <= self.kv_budget_bytes
+        memory = self._kv_with(request) + self.paused_bytes(besides=request)
+        return len(self.sequences) + rows <= self.max_sequences and memory <= self.kv_budget_bytes
 
     def _prefill_backlog(self) -> int:
         """Rows inserted into the generator and not yet taken into its prefill (mlx-lm keeps them in order)."""
@@ -354,7 +369,7 @@ class BatchSession:
                 victim = self._victim_for(request)
                 if victim is None:
                     return  # waits for room or memory
-                self._give_way(victim)
+                self._give_way(victim, request)
                 continue
             self.pending.pop(0)
             if request.ticket.cancelled() and not request.generating:  # one mid-answer ends at its next step
@@ -379,22 +394,27 @@ class BatchSession:
         ]
         return max(candidates, key=lambda r: (r.priority, r.order), default=None)
 
-    def _give_way(self, request: Request) -> None:
+    def _give_way(self, request: Request, to: Request) -> None:
         """Takes a running request out of the batch with the K/V of each of its sequences, and puts it back in line.
+        Its K/V is kept while it fits the budget beside the batch, the request it gives way ``to`` and the K/V kept
+        already; otherwise it goes on later from the prompt cache or its whole text.
 
         Every row of the generator has one token sampled ahead (the pipeline): it is dropped here and sampled again
         when the row goes on, so a keyed sampler steps back one key for it."""
         live = [s for s in request.sequences if s.uid in self.sequences]
         caches = self._generator().remove([s.uid for s in live], return_prompt_caches=True)
+        self.running.remove(request)
+        room = self.kv_budget_bytes - self._kv_of([*self.running, to]) - self.paused_bytes()
         for sequence in live:
             cache, tokens = caches.get(sequence.uid, (None, None))
             if cache is not None and can_trim_prompt_cache(cache) and list(tokens) == request.prompt + sequence.tokens:
                 mx.eval([layer.state for layer in cache])  # its own row only, not a view of the batch's buffers
-                sequence.paused = cache
+                if _cache_bytes(cache) <= room:  # else it goes on from the prompt cache or its whole text
+                    sequence.paused = cache
+                    room -= _cache_bytes(cache)
             if hasattr(sequence.sampler, "step_back"):
                 sequence.sampler.step_back()
             self._forget(sequence)
-        self.running.remove(request)
         request.preemptions += 1
         self.preemptions += 1
         log.debug("a priority-%d request gave way after %d tokens", request.priority, max(len(s.tokens) for s in live))
@@ -655,6 +675,10 @@ def kv_bytes_per_token(model: Any) -> int:
     head_dim = int(getattr(args, "head_dim", 0) or args.hidden_size // attention_heads)
     floats = [p.dtype.size for _, p in tree_flatten(model.parameters()) if mx.issubdtype(p.dtype, mx.floating)]
     return 2 * len(model.layers) * heads * head_dim * max(floats, default=2)
+
+
+def _cache_bytes(cache: list[Any]) -> int:
+    return sum(part.nbytes for layer in cache for part in layer.state if isinstance(part, mx.array))
 
 
 def _may_give_way(request: Request, priority: int) -> bool:

@@ -275,6 +275,31 @@ def test_a_batch_line_gives_way_to_an_interactive_request_and_goes_on_unchanged(
     assert "".join(event["content"] for event in deltas_of(streamed)) == results[-1]["content"]
 
 
+def test_a_line_whose_kv_would_pass_the_budget_gives_way_without_it_and_goes_on_unchanged(batch):
+    """The K/V a row keeps when it gives way counts in the worker's KV budget: with no room left beside the batch
+    and the request it makes way for, the row keeps none, and later computes its text again to the same answer."""
+    lines = [story(topic) for topic in STORIES]
+    alone = run(batch, *(story(topic) for topic in STORIES))
+    for one in lines:
+        batch.submit(one)
+    while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
+        batch.step()
+    budget = batch.kv_budget_bytes
+    batch.kv_budget_bytes = batch._kv_of(batch.running)  # the full batch exactly: no room for kept K/V
+    try:
+        interactive = ticket("What is the capital of France?", max_tokens=8)
+        batch.submit(interactive)
+        batch.step()
+        assert [r.ticket for r in batch.pending] == [lines[-1]]
+        assert batch.pending[0].sequences[0].paused is None and batch.paused_bytes() == 0
+    finally:
+        batch.kv_budget_bytes = budget
+    while batch.busy:
+        batch.step()
+    assert [one.future.result()["content"] for one in lines] == [r["content"] for r in alone]
+    assert interactive.future.result()["finish_reason"] in ("stop", "length")
+
+
 def test_a_line_that_gave_way_and_is_cancelled_ends_with_what_it_generated(batch):
     flag = Flag()
     lines = [story(topic) for topic in STORIES[:-1]]
