@@ -87,6 +87,12 @@ class Engine:
         batch = getattr(self.handler, "batch", None)
         return self.solo_served + (batch.completed if batch is not None else 0)
 
+    @property
+    def preemptions(self) -> int:
+        """Rows of the batch that gave way to a more urgent request, since the worker started."""
+        batch = getattr(self.handler, "batch", None)
+        return batch.preemptions if batch is not None else 0
+
     def stalled_seconds(self) -> float:
         """How long the engine has had work (running, or waiting for it) without making progress; 0 while idle."""
         return time.monotonic() - self.last_progress if self.active or self.queued else 0.0

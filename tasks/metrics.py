@@ -83,6 +83,13 @@ class PlatformCollector(Collector):
         batch = {m: sum(w.get("batch_size", 0) for w in live.get(m, [])) for m in models}
         yield _per_model("mlx_batch_size", "Sequences in the model's batches now", batch)
         yield _per_model("mlx_workers", "Live worker processes of the model", {m: len(live.get(m, [])) for m in models})
+        preemptions = {m: sum(w.get("preemptions", 0) for w in live.get(m, [])) for m in models}
+        yield _per_model(
+            "mlx_batch_preemptions",
+            "Batch rows that gave way to a more urgent request, over the live workers (restarts from 0 with a worker)",
+            preemptions,
+            CounterMetricFamily,
+        )
         for name, field, help_text in (
             ("mlx_tokens_processed", "total_tokens_processed", "Prompt and generated tokens"),
             ("mlx_tokens_generated", "completion_tokens", "Generated tokens"),

@@ -64,6 +64,7 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "batch_size": engine.batch_active,
         "max_concurrency": runtime.batch_size,
         "batch_peak": engine.batch_peak,
+        "preemptions": engine.preemptions,
         "memory_bytes": engine.memory_bytes,
         "pid": os.getpid(),
         "node": runtime.settings.node,

@@ -30,15 +30,21 @@ def save(
     conversation: list[dict[str, Any]],
     response: dict[str, Any],
     owner: str | None = None,
-) -> None:
-    StoredResponse(
-        response_id=response_id,
-        model=model,
-        conversation=conversation,
-        response=response,
-        created_at=datetime.now(UTC),
-        owner=owner,
-    ).save(force_insert=True)
+) -> bool:
+    """Stores a response once: False when one with this id is stored already (a batch's output file read twice
+    at once stores each line's response once)."""
+    try:
+        StoredResponse(
+            response_id=response_id,
+            model=model,
+            conversation=conversation,
+            response=response,
+            created_at=datetime.now(UTC),
+            owner=owner,
+        ).save(force_insert=True)
+    except me.NotUniqueError:
+        return False
+    return True
 
 
 def get(response_id: str, sees: str | None = None) -> StoredResponse | None:

@@ -410,7 +410,7 @@ def test_the_engine_lets_a_batch_line_give_way_to_an_interactive_request(engine)
     events: list[dict[str, Any]] = []
     gate = Gate("a lighthouse", ready=lambda: len(deltas_of(events)) >= PREEMPT_AFTER_TOKENS + 2)
     engine.checkpoint_hooks.append(gate)
-    given_way = engine.handler.batch.preemptions
+    given_way = engine.preemptions
     try:
         line = submit(engine, "a lighthouse", LINE, events, max_tokens=30)
         assert gate.reached.wait(60)
@@ -420,7 +420,7 @@ def test_the_engine_lets_a_batch_line_give_way_to_an_interactive_request(engine)
     finally:
         engine.checkpoint_hooks.remove(gate)
     assert order == ["interactive", "line"]
-    assert engine.handler.batch.preemptions == given_way + 1
+    assert engine.preemptions == given_way + 1  # what the worker's beat reports, and /metrics counts
     assert line.result()["content"] == alone["content"]
     assert line.result()["usage"]["completion_tokens"] == alone["usage"]["completion_tokens"]
     assert "".join(event["content"] for event in deltas_of(events)) == alone["content"]

@@ -143,6 +143,26 @@ def test_a_batch_across_two_models_with_bad_lines(client, jobs_url, spare_chat, 
     assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
 
 
+def test_responses_lines_answer_as_the_endpoint_and_are_stored_unless_told_not_to(client, control_worker):
+    def line(custom_id: str, **body) -> dict:
+        body = {"model": CHAT_MODEL, "input": "Say hi", "max_output_tokens": 3, **body}
+        return {"custom_id": custom_id, "method": "POST", "url": "/v1/responses", "body": body}
+
+    batch = run_batch(client, [line("kept"), line("not-kept", store=False)], endpoint="/v1/responses")
+    done = wait_batch(client, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 2, done
+    bodies = {entry["custom_id"]: entry["response"]["body"] for entry in file_lines(client, done.output_file_id)}
+    kept, not_kept = bodies["kept"], bodies["not-kept"]
+    assert kept["object"] == "response" and kept["status"] in ("completed", "incomplete") and kept["output"]
+    assert client.responses.retrieve(kept["id"]).output_text == kept["output"][0]["content"][0]["text"]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(not_kept["id"])
+    follow_up = client.responses.create(
+        model=CHAT_MODEL, input="And again?", previous_response_id=kept["id"], max_output_tokens=2
+    )
+    assert follow_up.status in ("completed", "incomplete")
+
+
 def test_a_batch_file_is_checked_as_it_is_uploaded(client):
     good = chat_line("one", CHAT_MODEL)
     with pytest.raises(openai.BadRequestError) as bad_json:

@@ -53,6 +53,7 @@ def test_models_queues_jobs_and_deliveries_are_reported(base_url):
         assert value(samples, "mlx_model_load_time_seconds", model=model) > 0
         assert value(samples, "mlx_workers", model=model) >= 1
         assert ("mlx_queue_depth", (("model", model),)) in samples
+        assert ("mlx_batch_preemptions_total", (("model", model),)) in samples
     assert ("mlx_jobs", (("status", "completed"),)) in samples
     assert ("mlx_webhook_deliveries", (("status", "delivered"),)) in samples
 

@@ -13,13 +13,14 @@ from flask import current_app
 from marshmallow import Schema, ValidationError
 
 from config.errors import ApiError
-from tasks import batch_input, batch_store, file_store
+from tasks import batch_input, batch_store, file_store, response_store
 from tasks.image_inputs import has_images
 from web.chat import ChatShape, images_for
 from web.completions import CompletionShape
 from web.embeddings import embedding_list, embedding_payload
 from web.errors import validation_error
-from web.responses import ResponseShape, conversation_of
+from web.identity import current_caller
+from web.responses import ResponseShape, assistant_turn, conversation_of
 from web.schemas.chat import ChatCompletionRequestSchema, generation_payload
 from web.schemas.completions import CompletionRequestSchema
 from web.schemas.embeddings import EmbeddingRequestSchema
@@ -79,14 +80,27 @@ def _embedding_body(line: batch_store.BatchLine) -> dict[str, Any]:
 
 def _response_payload(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     payload = {"messages": conversation_of(body), **chat_options(body)}
-    return payload, {name: value for name, value in body.items() if name != "input"}
+    shape = {name: value for name, value in body.items() if name != "input"}
+    if body.get("store") is not False:  # kept as the endpoint keeps it, when the output file is first read
+        shape[KEPT] = {"conversation": payload["messages"], "owner": current_caller().owner}
+    return payload, shape
+
+
+KEPT = "_kept"
+"""What storing a line's response needs (its turns and its owner), in the line's shape."""
 
 
 def _response_body(line: batch_store.BatchLine) -> dict[str, Any]:
-    shape = ResponseShape(dict(line.shape))
+    given = dict(line.shape)
+    kept = given.pop(KEPT, None)
+    shape = ResponseShape(given)
     shape.id, shape.created_at, shape.message_id = f"resp_{line.key}", line.created, f"msg_{line.key}"
     shape.request_id = line.request_id
-    return shape.final(line.result)
+    response = shape.final(line.result)
+    if kept is not None:
+        turn = [*kept["conversation"], assistant_turn(line.result["choices"][0])]
+        response_store.save(shape.id, line.model, turn, response, kept["owner"])
+    return response
 
 
 ENDPOINTS = {
