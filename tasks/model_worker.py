@@ -39,6 +39,8 @@ from tasks.redis_relay import RedisRelay
 from tasks.serving import Runtime, install
 
 log = logging.getLogger("tasks.model_worker")
+_PROCESS = psutil.Process()
+"""This worker process: its resident memory goes into every heartbeat (``/v1/models/{id}/stats``, ``/metrics``)."""
 
 
 def _register_from_catalog(settings: Settings, model_id: str) -> registry.ModelRecord | None:
@@ -65,11 +67,13 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "max_concurrency": runtime.batch_size,
         "batch_peak": engine.batch_peak,
         "memory_bytes": engine.memory_bytes,
+        "rss_bytes": _PROCESS.memory_info().rss,
         "pid": os.getpid(),
         "node": runtime.settings.node,
         "stalled_seconds": round(stalled_for, 1),
         "stalled": stalled_for > runtime.settings.engine_stall_seconds,
         "started_at": runtime.started_at,
+        "answered_at": engine.answered_at,
         **runtime.probe.report(),
     }
 
