@@ -57,6 +57,8 @@ def _control(workdir: Path, name: str, queues: str, concurrency: int, beat: bool
             str(concurrency),
             "--hostname",
             f"{name}-idle@%h",
+            "--heartbeat-interval",
+            "10",
             "--loglevel",
             "INFO",
         ],

@@ -17,9 +17,9 @@ INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS)
 LIGHT = "light"
 """A warm-up payload key the API never passes on: the model's cheapest real call instead of a full warm-up."""
 LIGHT_PROBE = (WARMUP, {LIGHT: True})
-"""The health probe of a model whose warm-up costs more than its cheapest real call: a language model's one token
-of "Hello" alone (not a chat through the batch, template and prompt cache: 0.3 s here), a vision model's text-only
-token, Whisper's first decoder step (not a 30 s encoder window)."""
+"""The health probe of a model whose warm-up costs more than its cheapest real call: a language model's one forward
+pass of one token (about 55 ms of CPU here; a chat through the batch took 0.3 s), a vision model's text-only token,
+Whisper's first decoder step (not a 30 s encoder window)."""
 
 
 @dataclass(frozen=True)

@@ -433,7 +433,12 @@ class Supervisor:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Keep one warm worker per loaded model.")
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between two looks at the registry")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between two looks at the registry (each reads MongoDB and Redis)",
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     from config.logs import configure_logging

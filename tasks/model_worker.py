@@ -100,6 +100,10 @@ def fetch_from_hub(model_id: str, recorded: str, node: str) -> Path:
     return folder
 
 
+EVENT_HEARTBEAT_SECONDS = 10
+"""How often the worker's Celery event heartbeat tells Flower it is online (Celery's default, 2 s, costs every worker
+and Flower a wake-up for nothing at rest; the platform's own liveness is the Redis beat of ``models.liveness``)."""
+
 KV_SHARE_OF_AVAILABLE = 0.5
 """The most of the memory available at start a worker's KV cache may take, whatever ``ENGINE_KV_BUDGET_GB`` says."""
 
@@ -260,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--without-gossip",
                 "--without-mingle",
                 "--events",
+                "--heartbeat-interval",
+                str(EVENT_HEARTBEAT_SECONDS),
             ]
         )
     finally:

@@ -25,9 +25,12 @@ from tasks.serving import Runtime, current
 log = logging.getLogger(__name__)
 
 PROBE_REQUEST_ID = "health-probe"
-MAX_AGE_SHARE = 2 / 3
-"""The longest probe interval, as a share of ``HEALTH_PROBE_MAX_AGE_SECONDS``: a worker that answers every probe
-never looks stale, even when one probe expires unanswered behind a long request."""
+INTERVAL_SHARE = 1 / 2
+"""The longest probe interval, as a share of ``HEALTH_PROBE_MAX_AGE_SECONDS``."""
+RETRY_SHARE = 1 / 4
+"""A probe unanswered this long (a share of ``HEALTH_PROBE_MAX_AGE_SECONDS``, at most the interval) expires and is
+sent again: with one probe lost, a healthy worker still answers within the max age (half of it, a quarter, and the
+probe's own time), so it never looks stale."""
 
 
 @shared_task(name="mlxf.probe", ignore_result=True, acks_late=False)
@@ -61,10 +64,15 @@ def probe() -> None:
 
 def probe_interval(settings: Settings, type_name: str) -> float:
     """Seconds a worker of ``type_name`` may go without answering before it is probed: ``HEALTH_PROBE_INTERVAL_SECONDS``
-    times the type's ``probe_every``, at most two thirds of ``HEALTH_PROBE_MAX_AGE_SECONDS``."""
+    times the type's ``probe_every``, at most half of ``HEALTH_PROBE_MAX_AGE_SECONDS``."""
     row = model_type(type_name)
     every = row.probe_every if row is not None else 1.0
-    return min(settings.health_probe_interval_seconds * every, settings.health_probe_max_age_seconds * MAX_AGE_SHARE)
+    return min(settings.health_probe_interval_seconds * every, settings.health_probe_max_age_seconds * INTERVAL_SHARE)
+
+
+def probe_retry(settings: Settings, interval: float) -> float:
+    """Seconds after which an unanswered probe expires and another is sent (see ``RETRY_SHARE``)."""
+    return min(interval, settings.health_probe_max_age_seconds * RETRY_SHARE)
 
 
 def probe_due_in(probed_at: float | None, answered_at: float | None, now: float, interval: float) -> float:
@@ -78,9 +86,10 @@ def probe_due_in(probed_at: float | None, answered_at: float | None, now: float,
 
 def send_probes(runtime: Runtime, stop: threading.Event) -> None:
     """Sends a probe to this worker's own queue at once, then whenever the engine has answered nothing (no request,
-    no probe) for the type's ``probe_interval``; a probe not taken up before the next is due expires (a hung
-    consumer must not find a backlog of them)."""
+    no probe) for the type's ``probe_interval``. A probe not taken up within ``probe_retry`` expires (a hung consumer
+    must not find a backlog of them), and another is sent if nothing answered meanwhile."""
     interval = probe_interval(runtime.settings, runtime.model_type)
+    retry = probe_retry(runtime.settings, interval)
     queue = probe_queue(runtime.hostname)
     while not stop.is_set():
         wait = probe_due_in(runtime.probe.answered_at, runtime.engine.answered_at, time.time(), interval)
@@ -88,7 +97,7 @@ def send_probes(runtime: Runtime, stop: threading.Event) -> None:
             stop.wait(wait)
             continue
         try:
-            probe.apply_async(queue=queue, expires=interval)
+            probe.apply_async(queue=queue, expires=retry)
         except Exception:  # noqa: BLE001 - Redis briefly away: the next probe is sent on time
             log.warning("could not send a health probe", exc_info=True)
-        stop.wait(interval)
+        stop.wait(retry)

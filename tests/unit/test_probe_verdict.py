@@ -5,7 +5,7 @@ from __future__ import annotations
 from config.model_types import LIGHT, WARMUP, model_type
 from config.settings import Settings
 from models.liveness import ANSWERING, BUSY, STARTING, UNRESPONSIVE, probe_verdict, user_requests
-from tasks.probes import probe_due_in, probe_interval
+from tasks.probes import probe_due_in, probe_interval, probe_retry
 
 NOW = 1_000_000.0
 MAX_AGE = 10.0
@@ -58,12 +58,19 @@ def test_a_worker_is_probed_at_once_then_only_after_an_interval_without_answers(
 
 
 def test_each_model_type_probes_at_its_own_interval_within_the_verdicts_max_age():
-    settings = Settings(health_probe_interval_seconds=30, health_probe_max_age_seconds=90)
-    assert probe_interval(settings, "lm") == 30
-    assert probe_interval(settings, "whisper") == 60
-    assert probe_interval(settings, "image-generation") == 60
-    short = Settings(health_probe_interval_seconds=120, health_probe_max_age_seconds=240)
-    assert probe_interval(short, "whisper") == 160, "kept under the max age, or a healthy worker would look stale"
+    settings = Settings(health_probe_interval_seconds=20, health_probe_max_age_seconds=90)
+    assert probe_interval(settings, "lm") == probe_interval(settings, "embeddings") == 20
+    assert probe_interval(settings, "whisper") == probe_interval(settings, "image-generation") == 40
+    capped = Settings(health_probe_interval_seconds=30, health_probe_max_age_seconds=90)
+    assert probe_interval(capped, "whisper") == 45, "kept under the max age, or a healthy worker would look stale"
+
+
+def test_a_healthy_worker_that_loses_one_probe_still_answers_within_the_max_age():
+    for interval, max_age in ((30, 90), (120, 240), (5, 90), (600, 90)):
+        settings = Settings(health_probe_interval_seconds=interval, health_probe_max_age_seconds=max_age)
+        for type_name in ("lm", "whisper", "image-edit"):
+            every = probe_interval(settings, type_name)
+            assert every + probe_retry(settings, every) < max_age, (interval, max_age, type_name)
 
 
 def test_whispers_probe_is_its_cheapest_real_call_not_a_warm_up():
