@@ -21,6 +21,7 @@ from bench import (
     concurrency,
     embeddings,
     health_under_load,
+    idle,
     jobs,
     lifecycle,
     media,
@@ -59,6 +60,7 @@ SECTIONS: dict[str, ModuleType] = {
         redis_latency,
         chaos,
         batch,
+        idle,
     )
 }
 

@@ -14,8 +14,12 @@ WARMUP = "warmup"
 COUNT_TOKENS = "count_tokens"
 """A language model's token count of a conversation (``POST /v1/messages/count_tokens``)."""
 INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS)
-CHAT_PROBE = ("chat", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0})
-"""A language model's health probe: one token, joining the batch beside the requests being served."""
+LIGHT = "light"
+"""A warm-up payload key the API never passes on: the model's cheapest real call instead of a full warm-up."""
+LIGHT_PROBE = (WARMUP, {LIGHT: True})
+"""The health probe of a model whose warm-up costs more than its cheapest real call: a language model's one forward
+pass of one token (about 55 ms of CPU here; a chat through the batch took 0.3 s), a vision model's text-only token,
+Whisper's first decoder step (not a 30 s encoder window)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,11 @@ class ModelType:
     """The module under ``models.handlers`` that loads and runs it (``module`` calls its ``load``,
     ``module:function`` another loader of it); None while the platform cannot serve it."""
     probe: tuple[str, dict] = (WARMUP, {})
-    """The tiny real call a worker makes of its model every ``HEALTH_PROBE_INTERVAL_SECONDS`` (``/health``)."""
+    """The tiny real call a worker makes of its model when it has answered nothing for its probe interval
+    (``/health``)."""
+    probe_every: float = 1.0
+    """The probe interval in ``HEALTH_PROBE_INTERVAL_SECONDS``: more for a type whose cheapest call still costs
+    (``tasks.probes.probe_interval`` keeps it under the verdict's ``HEALTH_PROBE_MAX_AGE_SECONDS``)."""
 
     @property
     def served(self) -> bool:
@@ -46,19 +54,35 @@ MODEL_TYPES: dict[str, ModelType] = {
     row.name: row
     for row in (
         ModelType(
-            "lm", ("chat", "completion", COUNT_TOKENS, WARMUP), ("chat",), ("chat",), handler="lm", probe=CHAT_PROBE
+            "lm", ("chat", "completion", COUNT_TOKENS, WARMUP), ("chat",), ("chat",), handler="lm", probe=LIGHT_PROBE
         ),
-        ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision"), handler="vlm"),
+        ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision"), handler="vlm", probe_every=2),
         ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),
-        ModelType("whisper", ("transcribe", WARMUP), ("transcription",), ("audio",), handler="whisper"),
+        ModelType(
+            "whisper",
+            ("transcribe", WARMUP),
+            ("transcription",),
+            ("audio",),
+            handler="whisper",
+            probe=LIGHT_PROBE,
+            probe_every=2,
+        ),
         ModelType(
             "image-generation",
             ("image_gen", WARMUP),
             ("image_generation",),
             ("image",),
             handler="images:load_generation",
+            probe_every=2,
         ),
-        ModelType("image-edit", ("image_gen", WARMUP), ("image_generation",), ("image",), handler="images:load_edit"),
+        ModelType(
+            "image-edit",
+            ("image_gen", WARMUP),
+            ("image_generation",),
+            ("image",),
+            handler="images:load_edit",
+            probe_every=2,
+        ),
     )
 }
 TYPE_NAMES: tuple[str, ...] = tuple(MODEL_TYPES)

@@ -67,6 +67,9 @@ class Engine:
         """The most requests the batch has held at once."""
         self.checkpoint_hooks: list[CheckpointHook] = []
         self.solo_served = 0
+        self.answered_at: float | None = None
+        """When (wall clock) the engine last answered a request, a health probe's included: a recent answer proves
+        the worker serves, so no probe is needed (``tasks.probes``)."""
         self.last_progress = time.monotonic()
         """When the engine last made progress: took up work, or reached a checkpoint between two tokens."""
         self.on_change: Callable[[], None] = lambda: None
@@ -204,7 +207,7 @@ class Engine:
 
     def _step(self, batch: BatchSession) -> None:
         """One step of the batch; a failure of the step (out of memory, say) ends its requests, not the worker."""
-        running = len(batch.running)
+        running, completed = len(batch.running), batch.completed
         try:
             batch.step()
         except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error; the worker goes on
@@ -213,6 +216,8 @@ class Engine:
                 ApiError(503, f"The model could not go on: {type(exc).__name__}: {exc}", code="inference_failed")
             )
         self.last_progress = time.monotonic()
+        if batch.completed != completed:
+            self.answered_at = time.time()
         if len(batch.running) != self.batch_active:
             self.batch_active = len(batch.running)
             self.batch_peak = max(self.batch_peak, self.batch_active)
@@ -259,6 +264,7 @@ class Engine:
                 (time.perf_counter() - started) * 1000,
                 result.get("finish_reason", "ok"),
             )
+            self.answered_at = time.time()
             work.future.set_result(result)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
             work.future.set_exception(exc)

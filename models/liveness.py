@@ -91,6 +91,27 @@ class Liveness:
         """Reports of the live workers of ``model_id``."""
         return self._live(_workers_key(model_id))
 
+    def workers_by_model(self, model_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Reports of the live workers of each of ``model_ids`` (an empty list for one with none), in two round
+        trips to Redis however many models: a supervisor's tick reads them all at once."""
+        if not model_ids:
+            return {}
+        since = time.time() - self.ttl_seconds
+        pipe = self.client.pipeline(transaction=False)
+        for model_id in model_ids:
+            pipe.zrangebyscore(_workers_key(model_id), since, "+inf")
+        hostnames = {
+            model_id: [h.decode() for h in found] for model_id, found in zip(model_ids, pipe.execute(), strict=True)
+        }
+        everyone = [h for names in hostnames.values() for h in names]
+        reports = (
+            dict(zip(everyone, self.client.mget([_worker_key(h) for h in everyone]), strict=True)) if everyone else {}
+        )
+        return {
+            model_id: [json.loads(reports[h]) for h in names if reports.get(h) is not None]
+            for model_id, names in hostnames.items()
+        }
+
     def _live(self, beats_key: str) -> list[dict[str, Any]]:
         """Reports of the hostnames in the sorted set ``beats_key`` that beat within the TTL and still report."""
         since = time.time() - self.ttl_seconds
@@ -107,7 +128,7 @@ class Liveness:
     def models(self) -> dict[str, list[dict[str, Any]]]:
         """Live workers' reports for every model that has one."""
         model_ids = sorted(m.decode() for m in self.client.smembers(_MODELS_KEY))
-        live = {model_id: self.workers(model_id) for model_id in model_ids}
+        live = self.workers_by_model(model_ids)
         return {model_id: reports for model_id, reports in live.items() if reports}
 
 
@@ -117,6 +138,13 @@ def user_requests(report: dict[str, Any]) -> int:
     return max(0, held - (1 if report.get("probe_in_flight") else 0))
 
 
+def last_answered_at(report: dict[str, Any]) -> float | None:
+    """When a worker (by its heartbeat ``report``) last answered: its health probe, or a request (which proved it
+    as well, so no probe was sent)."""
+    times = [t for t in (report.get("probe_answered_at"), report.get("answered_at")) if t is not None]
+    return max(times, default=None)
+
+
 ANSWERING, BUSY, STARTING, UNRESPONSIVE = "answering", "busy", "starting", "unresponsive"
 SERVING_VERDICTS = frozenset({ANSWERING, BUSY, STARTING})
 
@@ -124,7 +152,7 @@ SERVING_VERDICTS = frozenset({ANSWERING, BUSY, STARTING})
 def probe_verdict(report: dict[str, Any] | None, now: float, max_age_seconds: float) -> str:
     """Whether a worker, by its heartbeat ``report`` (None: it has stopped beating), serves its model.
 
-    ``answering``: its last health probe, a tiny real call through its own queue, answered within
+    ``answering``: its last health probe, a tiny real call through its own queue, or a request answered within
     ``max_age_seconds``. ``busy``: no recent answer, but its engine is serving other requests and making progress
     (a probe may wait behind a full batch). ``starting``: loaded less than ``max_age_seconds`` ago, its first probe
     not answered yet. ``unresponsive`` otherwise (a stalled engine included): the process may be up, yet nothing
@@ -132,7 +160,7 @@ def probe_verdict(report: dict[str, Any] | None, now: float, max_age_seconds: fl
     """
     if report is None or report.get("stalled"):
         return UNRESPONSIVE
-    answered_at = report.get("probe_answered_at")
+    answered_at = last_answered_at(report)
     if answered_at is not None and now - answered_at <= max_age_seconds:
         return ANSWERING
     if report.get("active") and not report.get("stalled"):

@@ -92,12 +92,22 @@ class NodeBeats:
         needs is done), so that two placements never count the same free room."""
         return self.client.lock(_PLACEMENT_LOCK, timeout=PLACEMENT_LOCK_SECONDS, thread_local=False)
 
+    def beat_and_live(self, node: Node) -> dict[str, Node]:
+        """``beat`` then ``live`` in two round trips to Redis (a supervisor's every tick)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(_NODES_KEY, {node.name: time.time()})
+        pipe.set(_node_key(node.name), json.dumps(asdict(node)), px=int(self.ttl_seconds * 1000))
+        return self._live(pipe)
+
     def live(self) -> dict[str, Node]:
         """The nodes that beat within the TTL, by name."""
-        self.client.zremrangebyscore(_NODES_KEY, "-inf", time.time() - 24 * 3600)
-        names = [
-            name.decode() for name in self.client.zrangebyscore(_NODES_KEY, time.time() - self.ttl_seconds, "+inf")
-        ]
+        return self._live(self.client.pipeline(transaction=False))
+
+    def _live(self, pipe: redis.client.Pipeline) -> dict[str, Node]:
+        """The live nodes, read with the commands already on ``pipe`` (and a second round trip for their reports)."""
+        pipe.zremrangebyscore(_NODES_KEY, "-inf", time.time() - 24 * 3600)
+        pipe.zrangebyscore(_NODES_KEY, time.time() - self.ttl_seconds, "+inf")
+        names = [name.decode() for name in pipe.execute()[-1]]
         if not names:
             return {}
         reports = self.client.mget([_node_key(name) for name in names])

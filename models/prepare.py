@@ -128,11 +128,11 @@ def _prepare(spec: ModelSpec, settings: Settings, target: Path, progress) -> Pat
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Prepare the catalog's models into the data directory.")
-    parser.add_argument("model_ids", nargs="*", help="models to prepare (default: every autostart model)")
+    parser.add_argument("model_ids", nargs="*", help="models to prepare (default: the autostart and on-demand ones)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     catalog = load_catalog(settings)
-    wanted = args.model_ids or [spec.model_id for spec in catalog.values() if spec.autostart]
+    wanted = args.model_ids or [spec.model_id for spec in catalog.values() if spec.autostart or spec.on_demand]
     unknown = [m for m in wanted if m not in catalog]
     if unknown:
         print(f"unknown model ids: {', '.join(unknown)}", file=sys.stderr)

@@ -242,12 +242,17 @@ class Supervisor:
         elif time.monotonic() - child.stop_sent_at > GRACEFUL_STOP_SECONDS:
             child.process.kill()
 
-    def failing_workers(self, records: dict[str, registry.ModelRecord]) -> dict[Slot, str]:
+    def failing_workers(
+        self, records: dict[str, registry.ModelRecord], live: Mapping[str, list[dict]] | None = None
+    ) -> dict[Slot, str]:
         """The workers of loaded models (children of this supervisor) that must be restarted, and why: the engine
         reports no progress, or the worker has been unresponsive (its health probes unanswered while it is not busy,
-        or its heartbeat silent while its process runs) for ``HEALTH_PROBE_RESTART_SECONDS``."""
+        or its heartbeat silent while its process runs) for ``HEALTH_PROBE_RESTART_SECONDS``. ``live``: the workers'
+        reports by model, read once for the tick (read here when not given)."""
         if self.liveness is None:
             return {}
+        if live is None:
+            live = self.liveness.workers_by_model(sorted({child.model_id for child in self.children.values()}))
         failing = {}
         now, wall = time.monotonic(), time.time()
         for slot, child in self.children.items():
@@ -255,7 +260,7 @@ class Supervisor:
             if record is None or record.status != "loaded" or child.stop_sent_at is not None:
                 child.unresponsive_since = None
                 continue
-            reports = self.liveness.workers(child.model_id)
+            reports = live.get(child.model_id, [])
             report = next(
                 (r for r in reports if r.get("pid") == child.process.pid and r.get("node") == self.name), None
             )
@@ -277,8 +282,7 @@ class Supervisor:
         """Tells the other processes this node is alive; the live nodes (this one included)."""
         if self.nodes is None or self.node is None:
             return {}
-        self.nodes.beat(self.node)
-        return self.nodes.live()
+        return self.nodes.beat_and_live(self.node)
 
     def tick(self) -> None:
         live_nodes = self.beat()
@@ -288,17 +292,19 @@ class Supervisor:
         for child in list(self.children.values()):
             if child.process.poll() is not None:
                 self._reap(child, records.get(child.model_id))
+        # Every model's live workers in two round trips, for the whole tick (not two per model and step).
+        live = self.liveness.workers_by_model(sorted(records)) if self.liveness is not None else {}
         actions = plan(
             list(records.values()),
             {slot: child.stop_sent_at is not None for slot, child in self.children.items()},
-            self.failing_workers(records),
+            self.failing_workers(records, live),
             datetime.now(UTC),
             self.settings.model_loading_deadline_seconds,
             self.name,
         )
         for action in actions:
             self.apply(action)
-        self.unload_idle(records)
+        self.unload_idle(records, live)
 
     def place_missing(self, records: dict[str, registry.ModelRecord], live: dict[str, Node]) -> None:
         """Places the replicas that have no running node: those of a node that vanished, and those no node had room
@@ -363,8 +369,11 @@ class Supervisor:
                 log.warning("%s: %d replica(s) wait for a node with room", model_id, count)
             self.unplaced[model_id] = count
 
-    def unload_idle(self, records: dict[str, registry.ModelRecord]) -> None:
-        """Unloads the on-demand models (catalog ``"on_demand": true``) no request has used for their idle time."""
+    def unload_idle(
+        self, records: dict[str, registry.ModelRecord], live: Mapping[str, list[dict]] | None = None
+    ) -> None:
+        """Unloads the on-demand models (catalog ``"on_demand": true``) no request has used for their idle time;
+        ``live``: the workers' reports by model, read once for the tick."""
         if self.stats is None or self.liveness is None:
             return
         if self.on_demand is None:
@@ -382,7 +391,8 @@ class Supervisor:
                 continue  # a supervisor that hosts it decides
             loaded_at = record.loaded_at.replace(tzinfo=UTC).timestamp() if record.loaded_at else now
             idle_for = now - max(self.stats.last_used(model_id) or 0.0, loaded_at)
-            busy = any(user_requests(w) for w in self.liveness.workers(model_id))
+            workers = live[model_id] if live is not None and model_id in live else self.liveness.workers(model_id)
+            busy = any(user_requests(w) for w in workers)
             if idle_for > limit and not busy and registry.request_unload(model_id, force=False):
                 log.info("unloading the on-demand model %s: no request for %.0fs", model_id, idle_for)
 
@@ -423,7 +433,12 @@ class Supervisor:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Keep one warm worker per loaded model.")
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between two looks at the registry")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between two looks at the registry (each reads MongoDB and Redis)",
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     from config.logs import configure_logging

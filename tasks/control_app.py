@@ -22,14 +22,11 @@ from tasks.fusion import tasks as fusion_tasks  # noqa: F401 - registers the fus
 
 settings = Settings.from_env()
 app = create_celery(settings)
+# One task per period: it reconciles jobs and deliveries, then sweeps RAG records (two tasks cost the beat, the
+# worker, Redis and Flower twice the messages at rest).
 app.conf.beat_schedule = {
-    "reconcile-jobs-and-deliveries": {
+    "reconcile-jobs-deliveries-and-rag-records": {
         "task": "mlxf.reconcile",
-        "schedule": settings.job_reconcile_seconds,
-        "options": {"queue": "control", "expires": settings.job_reconcile_seconds * 2},
-    },
-    "sweep-rag-records": {
-        "task": rag_queue.SWEEP,
         "schedule": settings.job_reconcile_seconds,
         "options": {"queue": "control", "expires": settings.job_reconcile_seconds * 2},
     },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 
 from celery import current_app, shared_task
@@ -9,9 +10,11 @@ from celery import current_app, shared_task
 from config.redis_client import connect_redis
 from config.settings import Settings
 from models.liveness import Liveness
-from tasks import webhooks
+from tasks import rag_tasks, webhooks
 from tasks.job_events import FAN_OUT_TASK
 from tasks.reconciler import DELIVER_TASK, Reconciler
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -42,4 +45,11 @@ def deliver(self, delivery_id: str, number: int) -> None:
 
 @shared_task(name="mlxf.reconcile", ignore_result=True)
 def reconcile() -> dict[str, int] | None:
-    return _reconciler().run()
+    """The control worker's periodic pass (its beat): jobs and deliveries, then the RAG records' sweep."""
+    try:
+        return _reconciler().run()
+    finally:
+        try:
+            rag_tasks.sweep()
+        except Exception:  # noqa: BLE001 - MongoDB or the store briefly away: the next pass sweeps
+            log.warning("the RAG sweep failed", exc_info=True)

@@ -23,6 +23,7 @@ from config.errors import ApiError
 from config.model_types import operations_of
 from config.settings import Settings
 from models import registry
+from models.catalog import load_catalog
 from models.liveness import Liveness
 from tasks import broker
 from tasks.celery_app import model_queue
@@ -96,11 +97,20 @@ class Dispatcher:
 
     def pick_model(self, operation: str, param: str, model_type: str | None = None) -> str:
         """The first model (by id) with a running worker that serves ``operation`` (and is a ``model_type`` model,
-        when given): the "auto-select" default."""
+        when given): the "auto-select" default; failing that, where this process loads models on demand, the first
+        such on-demand catalog model (the request then loads it)."""
         for model_id, reports in sorted(self.liveness.models().items()):
             served_type = reports[0].get("model_type", "")
             if operation in operations_of(served_type) and model_type in (None, served_type):
                 return model_id
+        if self.on_demand is not None:
+            for model_id, spec in sorted(load_catalog(self.settings).items()):
+                if (
+                    spec.on_demand
+                    and operation in operations_of(spec.model_type)
+                    and model_type in (None, spec.model_type)
+                ):
+                    return model_id
         kind = f"{model_type} model" if model_type else "running model"
         raise ApiError(
             503, f"No {kind} can serve {operation} requests; load one", code="model_unavailable", param=param

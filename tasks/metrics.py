@@ -75,6 +75,17 @@ class PlatformCollector(Collector):
         yield _histogram("mlx_time_to_first_token_seconds", "Time to the first generated token", counters, "ttft")
         memory = {m: max((w.get("memory_bytes", 0) for w in live.get(m, [])), default=0) / 1e9 for m in models}
         yield _per_model("mlx_vram_usage_gb", "Memory the model's worker holds, in GB", memory)
+        resident = GaugeMetricFamily(
+            "mlx_worker_resident_memory_bytes",
+            "Resident memory (RSS) of each model worker process at its last heartbeat",
+            labels=["model", "node", "pid"],
+        )
+        for model in models:
+            for worker in live.get(model, []):
+                if worker.get("rss_bytes") is not None:
+                    labels = [model, worker.get("node", ""), str(worker.get("pid", ""))]
+                    resident.add_metric(labels, worker["rss_bytes"])
+        yield resident
         yield _per_model(
             "mlx_queue_depth", "Requests waiting in the model's broker queue", {m: self.queue_depth(m) for m in models}
         )

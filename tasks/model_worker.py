@@ -39,6 +39,8 @@ from tasks.redis_relay import RedisRelay
 from tasks.serving import Runtime, install
 
 log = logging.getLogger("tasks.model_worker")
+_PROCESS = psutil.Process()
+"""This worker process: its resident memory goes into every heartbeat (``/v1/models/{id}/stats``, ``/metrics``)."""
 
 
 def _register_from_catalog(settings: Settings, model_id: str) -> registry.ModelRecord | None:
@@ -66,11 +68,13 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "batch_peak": engine.batch_peak,
         "preemptions": engine.preemptions,
         "memory_bytes": engine.memory_bytes,
+        "rss_bytes": _PROCESS.memory_info().rss,
         "pid": os.getpid(),
         "node": runtime.settings.node,
         "stalled_seconds": round(stalled_for, 1),
         "stalled": stalled_for > runtime.settings.engine_stall_seconds,
         "started_at": runtime.started_at,
+        "answered_at": engine.answered_at,
         **runtime.probe.report(),
     }
 
@@ -96,6 +100,10 @@ def fetch_from_hub(model_id: str, recorded: str, node: str) -> Path:
     registry.record_downloaded(model_id, node, folder)
     return folder
 
+
+EVENT_HEARTBEAT_SECONDS = 10
+"""How often the worker's Celery event heartbeat tells Flower it is online (Celery's default, 2 s, costs every worker
+and Flower a wake-up for nothing at rest; the platform's own liveness is the Redis beat of ``models.liveness``)."""
 
 KV_SHARE_OF_AVAILABLE = 0.5
 """The most of the memory available at start a worker's KV cache may take, whatever ``ENGINE_KV_BUDGET_GB`` says."""
@@ -257,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--without-gossip",
                 "--without-mingle",
                 "--events",
+                "--heartbeat-interval",
+                str(EVENT_HEARTBEAT_SECONDS),
             ]
         )
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 from celery import current_app, shared_task
 
 from config.errors import ApiError
+from config.heap import release_free_memory
 from config.logs import request_id_var
 from config.redis_client import connect_redis
 from config.settings import Settings
@@ -113,12 +114,15 @@ def ingest_request(request: dict[str, Any]) -> IngestRequest:
 
 @shared_task(name=INGEST, bind=True, ignore_result=True, acks_late=False)
 def ingest(self, request: dict[str, Any]) -> None:
-    _answer(
-        self,
-        lambda channel, working: service().ingest(
-            ingest_request(request), request_id_var.get(), channel.publish, working
-        ),
-    )
+    try:
+        _answer(
+            self,
+            lambda channel, working: service().ingest(
+                ingest_request(request), request_id_var.get(), channel.publish, working
+            ),
+        )
+    finally:
+        release_free_memory()  # what extraction, chunking and the store's writes freed, back to the system
 
 
 @shared_task(name=RETRIEVE, bind=True, ignore_result=True, acks_late=False)
@@ -179,7 +183,10 @@ def run_control_job(self, operation: str, payload: dict[str, Any], priority: str
             if operation == "rag_query":
                 result = rag.answer(payload, request_id_var.get(), cancel.cancelled)
             elif operation == "rag_ingest":
-                result = _ingest_job(job_id, payload, working, cancel.cancelled)
+                try:
+                    result = _ingest_job(job_id, payload, working, cancel.cancelled)
+                finally:
+                    release_free_memory()
             else:
                 raise ApiError(400, f"the control worker cannot run {operation!r} jobs", code="unsupported_operation")
     except RequestCancelled:

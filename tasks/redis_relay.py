@@ -10,6 +10,7 @@ carries is dropped or reordered.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -35,6 +36,10 @@ MAX_BACKOFF_SECONDS = 2.0
 WARN_EVERY_SECONDS = 10.0
 
 
+def _stop_writer(_pipe: Pipeline) -> None:
+    """Put on the write queue by ``stop``: the writer ends when it takes it."""
+
+
 class RedisRelay:
     def __init__(self, client: redis.Redis, capacity: int = CAPACITY, poll_seconds: float = POLL_SECONDS) -> None:
         self.client = client
@@ -44,6 +49,8 @@ class RedisRelay:
         self._set_flags: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._watching = threading.Event()
+        """Set while keys are watched: with none, the flag poller sleeps instead of waking every poll."""
         self._threads = [
             threading.Thread(target=self._write_forever, name="redis-writer", daemon=True),
             threading.Thread(target=self._poll_forever, name="redis-flags", daemon=True),
@@ -63,6 +70,9 @@ class RedisRelay:
         while self._writes.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stopping.set()
+        self._watching.set()
+        with contextlib.suppress(queue.Full):  # a full queue keeps the writer busy: it sees ``_stopping`` itself
+            self._writes.put_nowait((_stop_writer, None))
         for thread in self._threads:
             thread.join(timeout=1)
 
@@ -77,6 +87,7 @@ class RedisRelay:
         """``is_set(key)`` follows whether ``key`` exists in Redis from the next poll on."""
         with self._lock:
             self._watched[key] += 1
+            self._watching.set()
 
     def unwatch(self, key: str) -> None:
         with self._lock:
@@ -84,6 +95,8 @@ class RedisRelay:
             if self._watched[key] <= 0:
                 del self._watched[key]
                 self._set_flags.discard(key)
+            if not self._watched:
+                self._watching.clear()
 
     def is_set(self, key: str) -> bool:
         """Whether the watched ``key`` existed at the last poll that answered (once seen, it stays set)."""
@@ -94,10 +107,10 @@ class RedisRelay:
         backoff = POLL_SECONDS
         while not self._stopping.is_set():
             if not batch:
-                try:
-                    batch.append(self._writes.get(timeout=0.2))
-                except queue.Empty:
-                    continue
+                batch.append(self._writes.get())  # at rest it sleeps here; ``stop`` wakes it with ``_stop_writer``
+                if batch[-1][0] is _stop_writer:
+                    self._writes.task_done()
+                    return
                 while len(batch) < WRITES_PER_PIPELINE:
                     try:
                         batch.append(self._writes.get_nowait())
@@ -122,6 +135,7 @@ class RedisRelay:
     def _poll_forever(self) -> None:
         backoff = self.poll_seconds
         while not self._stopping.wait(backoff):
+            self._watching.wait()  # nothing watched: no poll (a worker at rest wakes for nothing)
             with self._lock:
                 keys = [key for key in self._watched if key not in self._set_flags]
             if not keys:

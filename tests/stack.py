@@ -231,10 +231,13 @@ def _stop_at_once(services: Sequence[Service], timeout: float) -> None:
 
 
 def catalog_with_on_demand(workdir: Path, model_ids: Sequence[str], folder: Path, idle_seconds: float) -> Path:
-    """``config/models.json`` plus an on-demand chat model for each of ``model_ids``, served from ``folder``
+    """``config/models.json`` with every model started and kept warm (the shipped catalog loads the media models on
+    demand), plus an on-demand chat model for each of ``model_ids``, served from ``folder``
     (unloaded after ``idle_seconds`` without a request), written in ``workdir`` for the processes'
     ``MODELS_FILE``."""
     catalog = json.loads((ROOT / "config" / "models.json").read_text())
+    for entry in catalog["models"]:  # one warm model of each type, as the tests and benchmarks expect
+        entry["autostart"], entry["on_demand"] = True, False
     catalog["models"] += [
         {
             "id": model_id,

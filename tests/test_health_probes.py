@@ -14,7 +14,7 @@ import signal
 import redis
 import requests
 
-from tests.conftest import DEFAULT_MODELS, worker_is_live, worker_pid
+from tests.conftest import DEFAULT_MODELS, EMBEDDING_MODEL, worker_is_live, worker_pid
 from tests.stack import Service, process_exists, wait_until
 
 
@@ -68,3 +68,15 @@ def test_a_hung_worker_shows_unhealthy_and_is_restarted(
     assert supervisor.log().count(restarted) == restarts_before + 1
     wait_until(lambda: verdict(base_url, probed) == "answering", 60, "the restarted worker to answer")
     assert model_status(base_url, probed) == "loaded"
+
+
+def test_a_request_answered_stands_for_a_probe(base_url: str, client):
+    """A model that answered a real request within its probe interval is not probed: the answer proved it."""
+    client.embeddings.create(model=EMBEDDING_MODEL, input=["proof of life"])
+    wait_until(
+        lambda: (health_entry(base_url, EMBEDDING_MODEL)[1]["probe"] or {}).get("answered_by") == "request",
+        10,
+        "the answered request to count as the model's last answer",
+    )
+    probe = health_entry(base_url, EMBEDDING_MODEL)[1]["probe"]
+    assert probe["verdict"] == "answering" and probe["age_seconds"] < 10, probe

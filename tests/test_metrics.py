@@ -3,10 +3,11 @@ by what the test's own requests did."""
 
 from __future__ import annotations
 
+import psutil
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, ask
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, ask, worker_pid
 
 
 def scrape(base_url: str) -> dict[tuple[str, tuple], float]:
@@ -76,3 +77,14 @@ def test_a_cached_prefix_counts_as_a_prompt_cache_hit(base_url, client):
         - value(before, "mlx_prompt_cached_tokens_total", model=CHAT_MODEL)
         == cached
     )
+
+
+def test_each_workers_resident_memory_is_in_stats_and_metrics(base_url, redis_client):
+    pid = worker_pid(redis_client, EMBEDDING_MODEL)
+    stats = requests.get(f"{base_url}/v1/models/{EMBEDDING_MODEL}/stats", timeout=10).json()
+    worker = next(w for w in stats["workers"] if w["pid"] == pid)
+    resident = psutil.Process(pid).memory_info().rss
+    assert 0.5 * resident < worker["resident_memory_bytes"] < 2 * resident, (worker, resident)
+    samples = scrape(base_url)
+    labels = {"model": EMBEDDING_MODEL, "node": worker["node"], "pid": str(pid)}
+    assert 0.5 * resident < value(samples, "mlx_worker_resident_memory_bytes", **labels) < 2 * resident

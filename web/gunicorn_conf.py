@@ -15,6 +15,10 @@ threads = _settings.web_threads
 timeout = 120
 graceful_timeout = 10
 keepalive = 5
+# A request line past gunicorn's limit (4094 bytes by default) is refused by gunicorn itself, in plain text outside
+# the OpenAI envelope (schemathesis found one: 4,560 bytes of query string); unlimited here means up to 1 MB for its
+# parser, and the app answers a 400 naming the field like any other bad query.
+limit_request_line = 0
 accesslog = "-"
 
 

@@ -13,7 +13,7 @@ from flask.views import MethodView
 from pymongo.errors import PyMongoError
 
 from models import registry
-from models.liveness import probe_verdict
+from models.liveness import last_answered_at, probe_verdict
 from web.api import Blueprint, dispatcher
 from web.models import live_status, serving_workers, worker_nodes
 from web.schemas.operations import HealthSchema, QueueStatsSchema
@@ -41,11 +41,13 @@ def probe_summary(workers: list[dict[str, Any]], now: float) -> dict[str, Any] |
     if not workers:
         return None
     max_age = current_app.extensions["settings"].health_probe_max_age_seconds
-    freshest = max(workers, key=lambda w: w.get("probe_answered_at") or 0.0)
-    answered_at = freshest.get("probe_answered_at")
+    freshest = max(workers, key=lambda w: last_answered_at(w) or 0.0)
+    answered_at = last_answered_at(freshest)
+    probed_at = freshest.get("probe_answered_at")
     return {
         "verdict": probe_verdict(freshest, now, max_age),
         "age_seconds": round(now - answered_at, 1) if answered_at else None,
+        "answered_by": None if answered_at is None else "probe" if answered_at == probed_at else "request",
         "ms": freshest.get("probe_ms"),
         "error": freshest.get("probe_error"),
     }

@@ -198,10 +198,15 @@ class ModelStatistics(MethodView):
     @blp.response(200, ModelStatsSchema)
     def get(self, model_id: str):
         record = find_record(model_id)
+        workers = live_workers(model_id)
         return {
             "model_id": model_id,
             **stats().summary(model_id),
-            "vram_usage_gb": memory_gb(record, live_workers(model_id)),
+            "vram_usage_gb": memory_gb(record, workers),
+            "workers": [
+                {"node": w.get("node", ""), "pid": w.get("pid", 0), "resident_memory_bytes": w.get("rss_bytes")}
+                for w in sorted(workers, key=lambda w: (w.get("node", ""), w.get("pid", 0)))
+            ],
             "request_id": g.request_id,
         }
 

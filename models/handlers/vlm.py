@@ -19,6 +19,7 @@ from mlx_vlm import stream_generate
 from PIL import Image
 
 from config.errors import ApiError
+from config.model_types import LIGHT
 from models.handlers.base import Cancelled, Emit
 from models.image_io import decode_image, encode_png
 from models.stops import StopScanner
@@ -129,6 +130,9 @@ class VisionHandler:
         }
 
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
+        if operation == "warmup" and payload.get(LIGHT):  # the health probe: the language model's one token
+            light = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
+            return {"prompt_tokens": self.chat(light, emit, cancelled)["usage"]["prompt_tokens"]}
         if operation == "warmup":
             return {"prompt_tokens": self.warmup()}
         return self.chat(payload, emit, cancelled)

@@ -118,6 +118,14 @@ class ModelInfoSchema(Schema):
     request_id = fields.String()
 
 
+class WorkerMemorySchema(Schema):
+    node = fields.String()
+    pid = fields.Integer()
+    resident_memory_bytes = fields.Integer(
+        allow_none=True, metadata={"description": "The worker process's resident memory (RSS) at its last heartbeat"}
+    )
+
+
 class ModelStatsSchema(Schema):
     model_id = fields.String()
     request_count = fields.Integer()
@@ -131,6 +139,10 @@ class ModelStatsSchema(Schema):
     last_error_message = fields.String(allow_none=True)
     last_used = fields.String(allow_none=True)
     vram_usage_gb = fields.Float()
+    workers = fields.List(
+        fields.Nested(WorkerMemorySchema),
+        metadata={"description": "The model's live worker processes and the memory each holds"},
+    )
     request_id = fields.String()
 
 

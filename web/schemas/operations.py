@@ -13,8 +13,14 @@ from web.schemas.fields import OpenSchema
 
 class ProbeSchema(OpenSchema):
     verdict = fields.String(metadata={"description": "answering, busy, starting or unresponsive"})
-    age_seconds = fields.Float(allow_none=True)
-    ms = fields.Float(allow_none=True)
+    age_seconds = fields.Float(
+        allow_none=True, metadata={"description": "Since the worker last answered: its probe, or a request"}
+    )
+    answered_by = fields.String(
+        allow_none=True,
+        metadata={"description": "probe, or request: a request answered within the probe interval replaces a probe"},
+    )
+    ms = fields.Float(allow_none=True, metadata={"description": "How long the last health probe took"})
     error = fields.String(allow_none=True)
 
 
