@@ -13,7 +13,11 @@ WARMUP = "warmup"
 """The operation every served type answers: run the model once (``POST /v1/models/{id}/warmup``)."""
 COUNT_TOKENS = "count_tokens"
 """A language model's token count of a conversation (``POST /v1/messages/count_tokens``)."""
-INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS)
+TOKENIZE = "tokenize"
+"""A language model's tokens of a prompt or a conversation (``POST /tokenize``)."""
+DETOKENIZE = "detokenize"
+"""A language model's text of token ids (``POST /detokenize``)."""
+INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS, TOKENIZE, DETOKENIZE)
 CHAT_PROBE = ("chat", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0})
 """A language model's health probe: one token, joining the batch beside the requests being served."""
 
@@ -46,7 +50,12 @@ MODEL_TYPES: dict[str, ModelType] = {
     row.name: row
     for row in (
         ModelType(
-            "lm", ("chat", "completion", COUNT_TOKENS, WARMUP), ("chat",), ("chat",), handler="lm", probe=CHAT_PROBE
+            "lm",
+            ("chat", "completion", COUNT_TOKENS, TOKENIZE, DETOKENIZE, WARMUP),
+            ("chat",),
+            ("chat",),
+            handler="lm",
+            probe=CHAT_PROBE,
         ),
         ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision"), handler="vlm"),
         ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),

@@ -37,6 +37,7 @@ from web import (
     models,
     rag,
     responses,
+    tokenize,
     vector_stores,
     webhooks,
 )
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         messages.blp,
         responses.blp,
         embeddings.blp,
+        tokenize.blp,
         audio.blp,
         images.blp,
         models.blp,

@@ -16,6 +16,8 @@ ROUTE_SCOPES: dict[str, dict[str, str]] = {
     "messages.Messages": {"POST": "inference"},
     "messages.CountTokens": {"POST": "inference"},
     "embeddings.Embeddings": {"POST": "inference"},
+    "tokenize.Tokenize": {"POST": "inference"},
+    "tokenize.Detokenize": {"POST": "inference"},
     "audio.Transcriptions": {"POST": "inference"},
     "images.ImageGenerations": {"POST": "inference"},
     "images.ImageEdits": {"POST": "inference"},

@@ -12,7 +12,7 @@ from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
 from config.errors import ApiError
-from config.model_types import COUNT_TOKENS, WARMUP
+from config.model_types import COUNT_TOKENS, DETOKENIZE, TOKENIZE, WARMUP
 from models.batch import BatchSession, Ticket
 from models.handlers.base import Cancelled, Emit, ServingLimits
 from models.prompt_cache import PromptCache
@@ -62,7 +62,9 @@ class LanguageModelHandler:
         messages = template_messages(payload["messages"], offered, tool_format)
         extra = {"tools": offered} if offered and tool_format.rendered_by_template else {}
         extra.update(self.template_kwargs(payload))
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=payload.get("add_generation_prompt", True), tokenize=False, **extra
+        )
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def template_kwargs(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -94,9 +96,41 @@ class LanguageModelHandler:
             pass
         return {"prompt_tokens": len(prompt)}
 
+    def tokenize(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The tokens of a conversation as a chat request reads it (through the chat template), or of a prompt as
+        a completion reads it (with the tokenizer's special tokens unless ``add_special_tokens`` is false)."""
+        if "messages" in payload:
+            tokens = self.prompt_for("chat", payload)
+        else:
+            tokens = self.tokenizer.encode(
+                payload["prompt"], add_special_tokens=payload.get("add_special_tokens", True)
+            )
+        answer: dict[str, Any] = {"tokens": tokens, "count": len(tokens), "max_model_len": self.context_length}
+        if payload.get("return_token_strs"):
+            answer["token_strs"] = self.tokenizer.convert_ids_to_tokens(tokens)
+        return answer
+
+    def detokenize(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The text of token ids; an id outside the vocabulary is a 400 naming it."""
+        tokens = payload["tokens"]
+        vocabulary = len(self.tokenizer._tokenizer)
+        outside = next((i for i, token in enumerate(tokens) if not 0 <= token < vocabulary), None)
+        if outside is not None:
+            raise ApiError(
+                400,
+                f"tokens[{outside}] is {tokens[outside]}, outside this model's vocabulary of {vocabulary} tokens",
+                code="invalid_value",
+                param="tokens",
+            )
+        return {"prompt": self.tokenizer.decode(tokens)}
+
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
         if operation == COUNT_TOKENS:
             return {"input_tokens": len(self.prompt_for("chat", payload))}
+        if operation == TOKENIZE:
+            return self.tokenize(payload)
+        if operation == DETOKENIZE:
+            return self.detokenize(payload)
         if operation != WARMUP:
             raise ValueError(f"{operation!r} runs in the batch, not alone")
         return self.prefill(payload.get("prompt", ""), payload.get("max_length"))
