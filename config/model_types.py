@@ -17,7 +17,10 @@ TOKENIZE = "tokenize"
 """A language model's tokens of a prompt or a conversation (``POST /tokenize``)."""
 DETOKENIZE = "detokenize"
 """A language model's text of token ids (``POST /detokenize``)."""
-INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS, TOKENIZE, DETOKENIZE)
+RERANK = "rerank"
+"""Relevance scores of (query, passage) pairs (``POST /v1/rerank``, ``/v1/score``, RAG's ``rerank``): a cross-encoder's,
+or a language model's probability of answering "yes" to whether the passage answers the question."""
+INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS, TOKENIZE, DETOKENIZE, RERANK)
 CHAT_PROBE = ("chat", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0})
 """A language model's health probe: one token, joining the batch beside the requests being served."""
 
@@ -51,7 +54,7 @@ MODEL_TYPES: dict[str, ModelType] = {
     for row in (
         ModelType(
             "lm",
-            ("chat", "completion", COUNT_TOKENS, TOKENIZE, DETOKENIZE, WARMUP),
+            ("chat", "completion", COUNT_TOKENS, TOKENIZE, DETOKENIZE, RERANK, WARMUP),
             ("chat",),
             ("chat",),
             handler="lm",
@@ -59,6 +62,7 @@ MODEL_TYPES: dict[str, ModelType] = {
         ),
         ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision"), handler="vlm"),
         ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),
+        ModelType("rerank", (RERANK, WARMUP), ("rerank",), ("rerank",), handler="rerank"),
         ModelType("whisper", ("transcribe", WARMUP), ("transcription",), ("audio",), handler="whisper"),
         ModelType(
             "image-generation",
@@ -80,6 +84,7 @@ CAPABILITIES: tuple[str, ...] = (
     "tool_calling",
     "long_context",
     "transcription",
+    "rerank",
 )
 """Every capability the API names; ``long_context`` and ``tool_calling`` depend on the model, not only its type."""
 
