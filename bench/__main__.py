@@ -86,6 +86,10 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         "--reranker-path",
         help="rag_quality: a folder with nanoranker installed, appended to sys.path ($MLXF_BENCH_RERANKER_PATH)",
     )
+    parser.add_argument(
+        "--rerankers", help="rag_quality: the platform's rerankers to measure, comma-separated: chat,cross-encoder"
+    )
+    parser.add_argument("--candidates", type=int, help="rag_quality: hybrid candidates each reranker sees (20)")
     parser.add_argument("--chunks", type=int, help="rag_scale: chunks in the collection (default 100000)")
     parser.add_argument("--queries", type=int, help="rag_scale: how many query vectors (default 500)")
     parser.add_argument("--minutes", type=float, help="chaos: how long faults come (default 10)")
@@ -114,6 +118,10 @@ def parse_options(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         options.rag_questions = args.questions
     if args.reranker_path:
         options.rag_reranker_path = args.reranker_path
+    if args.rerankers is not None:
+        options.rag_rerankers = [name for name in args.rerankers.split(",") if name]
+    if args.candidates:
+        options.rag_rerank_candidates = args.candidates
     if args.chunks:
         options.rag_scale_chunks = args.chunks
     if args.queries:

@@ -18,12 +18,14 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+RERANK_MODEL = "mlx-fusion/ms-marco-MiniLM-L6-random"
 WHISPER_MODEL = "openai/whisper-tiny.en"
 VISION_MODEL = "mlx-fusion/smolvlm-tiny-random"
 IMAGE_MODEL = "mlx-fusion/flux2-klein-tiny-random"
 DEFAULT_MODELS = (
     CHAT_MODEL,
     EMBEDDING_MODEL,
+    RERANK_MODEL,
     WHISPER_MODEL,
     VISION_MODEL,
     IMAGE_MODEL,
@@ -32,6 +34,7 @@ DEFAULT_MODELS = (
 """The catalog's autostart models: the supervisor starts each, so each is prepared and waited for."""
 CHAT_MODEL_DIR = DATA_DIR / "models" / "HuggingFaceTB--SmolLM2-135M-Instruct"
 EMBEDDING_MODEL_DIR = DATA_DIR / "models" / "sentence-transformers--all-MiniLM-L6-v2"
+RERANK_MODEL_DIR = DATA_DIR / "models" / "mlx-fusion--ms-marco-MiniLM-L6-random"
 WHISPER_MODEL_DIR = DATA_DIR / "models" / "openai--whisper-tiny.en"
 VISION_MODEL_DIR = DATA_DIR / "models" / "mlx-fusion--smolvlm-tiny-random"
 IMAGE_MODEL_DIR = DATA_DIR / "models" / "mlx-fusion--flux2-klein-tiny-random"

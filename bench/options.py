@@ -35,6 +35,9 @@ class Options:
     rag_answers: int = 20
     """rag_quality: questions the chat model answers from their sources, for the faithfulness proxies."""
     rag_rerank_candidates: int = 20
+    rag_rerankers: list[str] = field(default_factory=lambda: ["chat", "cross-encoder"])
+    """rag_quality: the platform's rerankers to measure beside nanoranker: ``chat`` (the chat model's P(yes),
+    about 1 s a question per 10 candidates here) and ``cross-encoder`` (the catalog's random-weight one)."""
     rag_reranker_path: str = field(default_factory=lambda: os.environ.get("MLXF_BENCH_RERANKER_PATH", ""))
     """rag_quality: a folder appended to sys.path to import nanoranker from (a test install; not a dependency)."""
     rag_scale_chunks: int = 100_000

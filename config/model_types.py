@@ -13,7 +13,14 @@ WARMUP = "warmup"
 """The operation every served type answers: run the model once (``POST /v1/models/{id}/warmup``)."""
 COUNT_TOKENS = "count_tokens"
 """A language model's token count of a conversation (``POST /v1/messages/count_tokens``)."""
-INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS)
+TOKENIZE = "tokenize"
+"""A language model's tokens of a prompt or a conversation (``POST /tokenize``)."""
+DETOKENIZE = "detokenize"
+"""A language model's text of token ids (``POST /detokenize``)."""
+RERANK = "rerank"
+"""Relevance scores of (query, passage) pairs (``POST /v1/rerank``, ``/v1/score``, RAG's ``rerank``): a cross-encoder's,
+or a language model's probability of answering "yes" to whether the passage answers the question."""
+INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS, TOKENIZE, DETOKENIZE, RERANK)
 LIGHT = "light"
 """A warm-up payload key the API never passes on: the model's cheapest real call instead of a full warm-up."""
 LIGHT_PROBE = (WARMUP, {LIGHT: True})
@@ -54,10 +61,16 @@ MODEL_TYPES: dict[str, ModelType] = {
     row.name: row
     for row in (
         ModelType(
-            "lm", ("chat", "completion", COUNT_TOKENS, WARMUP), ("chat",), ("chat",), handler="lm", probe=LIGHT_PROBE
+            "lm",
+            ("chat", "completion", COUNT_TOKENS, TOKENIZE, DETOKENIZE, RERANK, WARMUP),
+            ("chat",),
+            ("chat",),
+            handler="lm",
+            probe=LIGHT_PROBE,
         ),
         ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision"), handler="vlm", probe_every=2),
         ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),
+        ModelType("rerank", (RERANK, WARMUP), ("rerank",), ("rerank",), handler="rerank"),
         ModelType(
             "whisper",
             ("transcribe", WARMUP),
@@ -95,6 +108,7 @@ CAPABILITIES: tuple[str, ...] = (
     "tool_calling",
     "long_context",
     "transcription",
+    "rerank",
 )
 """Every capability the API names; ``long_context`` and ``tool_calling`` depend on the model, not only its type."""
 

@@ -37,7 +37,7 @@ def source_file(spec: ModelSpec) -> Path:
         if not matches:
             raise FileNotFoundError(f"no GGUF file in the package {source['package']!r}")
         return matches[0]
-    if source["kind"] in ("hf-package", "ct2-whisper-package"):
+    if source["kind"] in ("hf-package", "ct2-whisper-package", "random-cross-encoder"):
         return package_dir(source["package"]) / source.get("subdir", "model")
     raise ValueError(f"source kind {source['kind']!r} is not prepared ahead of time")
 
@@ -107,6 +107,10 @@ def _prepare(spec: ModelSpec, settings: Settings, target: Path, progress) -> Pat
         from models.tiny_flux import build_tiny_flux2
 
         build_tiny_flux2(source, staging, progress=lambda step: progress(f"[prepare] {spec.model_id}: {step}"))
+    elif spec.source["kind"] == "random-cross-encoder":
+        from models.random_cross_encoder import build_random_ms_marco
+
+        build_random_ms_marco(source, staging, progress=lambda step: progress(f"[prepare] {spec.model_id}: {step}"))
     elif spec.source["kind"] == "ct2-whisper-package":
         from models.ct2_whisper import convert_ct2_whisper
 

@@ -36,7 +36,7 @@ def messages(query: str, sources: Sequence[Mapping[str, Any]]) -> list[dict[str,
     ]
 
 
-def query_metadata(request: Mapping[str, Any], embedding_model: str) -> dict[str, Any]:
+def query_metadata(request: Mapping[str, Any], embedding_model: str, rerank_model: str | None = None) -> dict[str, Any]:
     """The ``metadata`` of a RAG answer: what the query asked for and which models served it."""
     retrieval = request["retrieval"]
     return {
@@ -46,5 +46,6 @@ def query_metadata(request: Mapping[str, Any], embedding_model: str) -> dict[str
         "embedding_model": embedding_model,
         "retrieval_mode": retrieval["mode"],
         "rerank": retrieval["rerank"],
+        "rerank_model": rerank_model,
         "similarity_threshold": retrieval["similarity_threshold"],
     }

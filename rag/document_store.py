@@ -49,6 +49,8 @@ class RagCollection(me.Document):
     """The API key that created it (see ``config.ownership``): only it (or an admin) adds and deletes."""
     shared = me.BooleanField(default=False)
     """Readable (listed, shown, queried) by every key; still written only by its owner."""
+    rerank_model = me.StringField()
+    """The model that reranks a query with ``rerank: true`` that names none (a rerank or a chat model)."""
 
     def readable_by(self, sees: str | None) -> bool:
         return self.shared or visible(self.owner, sees)
@@ -130,6 +132,7 @@ def open_collection(
     owner: str | None = None,
     sees: str | None = None,
     shared: bool = False,
+    rerank_model: str | None = None,
 ) -> RagCollection:
     """The ready collection ``name``, created with these settings (for ``owner``) when it does not exist.
 
@@ -149,6 +152,7 @@ def open_collection(
         set_on_insert__updated_at=moment,
         set_on_insert__owner=owner,
         set_on_insert__shared=shared,
+        set_on_insert__rerank_model=rerank_model,
     )
     collection = RagCollection.objects(name=name).first()
     if collection is not None and not collection.writable_by(sees):
@@ -266,6 +270,10 @@ def collections(sees: str | None = None) -> list[RagCollection]:
     if sees is not None:
         query = query.filter(me.Q(owner=sees) | me.Q(shared=True))
     return list(query.order_by("name"))
+
+
+def set_rerank_model(name: str, model_id: str) -> None:
+    RagCollection.objects(name=name).update_one(set__rerank_model=model_id, set__updated_at=now())
 
 
 def set_shared(name: str, shared: bool) -> None:

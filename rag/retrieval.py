@@ -60,6 +60,7 @@ def retrieve(
     filters: Mapping[str, Scalar] | None = None,
     mode: str = "vector",
     rerank: Rerank | None = None,
+    rerank_candidates: int | None = None,
     keep: Callable[[list[Hit]], list[Hit]] | None = None,
 ) -> list[Ranked]:
     """The ``top_k`` best chunks for ``query`` (embedded as ``vector``), best first.
@@ -67,11 +68,14 @@ def retrieve(
     ``keep`` filters candidates before the cut (the service keeps chunks of ready documents only); when it
     leaves too few, more candidates are fetched (four times as many each round) until enough are kept, the
     collection has no more, or ``MAX_CANDIDATES`` were looked at. Chunks below ``threshold`` cosine similarity
-    are dropped in every mode.
+    are dropped in every mode. With ``rerank``, the first ``rerank_candidates`` of the mode's ranking (at least
+    ``top_k``; by default ``candidates_for(top_k)``) are reordered by the reranker's scores.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
-    needed = candidates_for(top_k) if (mode == "hybrid" or rerank is not None) else top_k
+    needed = candidates_for(top_k) if mode == "hybrid" else top_k
+    if rerank is not None:
+        needed = max(needed, top_k, rerank_candidates or candidates_for(top_k))
     wanted = needed
     while True:
         hits = store.search(collection, vector, top_k=wanted, threshold=threshold, filters=filters)
@@ -87,6 +91,7 @@ def retrieve(
         wanted = min(4 * wanted, MAX_CANDIDATES)
     if rerank is None:
         return [Ranked(hit) for hit in hits[:top_k]]
+    hits = hits[: max(top_k, rerank_candidates or candidates_for(top_k))]
     scores = rerank(query, [hit.text for hit in hits]) if hits else []
     ranked = sorted(
         (Ranked(hit, float(score)) for hit, score in zip(hits, scores, strict=True)),

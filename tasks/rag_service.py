@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from config.errors import ApiError
+from config.model_types import RERANK
 from config.settings import Settings
 from models import hub, registry
 from models.handlers.base import RequestCancelled
@@ -24,7 +25,7 @@ from rag.answer import messages, query_metadata
 from rag.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, validate_chunking
 from rag.extract import ExtractionError
 from rag.ingest import Prepared, chunk_records, max_chunk_tokens, prepare
-from rag.retrieval import retrieve
+from rag.retrieval import Rerank, retrieve
 from rag.store import make_store
 from rag.vectors import CollectionNotFound, Hit, VectorStore
 from tasks.dispatch import Dispatcher
@@ -52,6 +53,7 @@ class IngestRequest:
     """The key the ingest is for; ``sees``: what that key may write (see ``config.ownership``)."""
     sees: str | None = None
     shared: bool = False
+    rerank_model: str | None = None
 
 
 @dataclass
@@ -223,6 +225,7 @@ class RagService:
                 request.owner,
                 request.sees,
                 request.shared,
+                request.rerank_model,
             )
         except ValueError as exc:
             raise ApiError(400, str(exc), code="invalid_value", param="collection") from None
@@ -287,18 +290,53 @@ class RagService:
                 code="invalid_value",
                 param="embedding_model",
             )
+        reranker = self.reranker(query, collection) if query.get("rerank") else None
         call = self.dispatcher.start(model, "embed", {"input": [query["query"]]}, request_id)
         vector = self.dispatcher.result(call)["embeddings"][0]
-        sources = self.search(name, query["query"], vector, query)
+        rerank = self.rerank_with(reranker, request_id) if reranker else None
+        sources = self.search(name, query["query"], vector, query, rerank)
         return {
             "sources": sources,
             "embedding_model": model,
+            "rerank_model": reranker,
             "retrieval_latency_ms": round((time.perf_counter() - started) * 1000, 1),
         }
 
-    def search(self, name: str, text: str, vector: list[float], options: dict[str, Any]) -> list[dict[str, Any]]:
+    def reranker(self, query: dict[str, Any], collection: document_store.RagCollection) -> str:
+        """The query's ``rerank_model``, else the collection's, else the first loaded ``rerank`` model; a 400
+        naming what to load when there is none (a 404 or 400 for a named model that is unknown or cannot)."""
+        named = query.get("rerank_model")
+        if named or collection.rerank_model:
+            model_id = named or collection.rerank_model
+            self.dispatcher.require_model(model_id, RERANK, param="rerank_model" if named else "collection")
+            return model_id
+        try:
+            return self.dispatcher.pick_model(RERANK, "rerank", model_type="rerank")
+        except ApiError:
+            raise ApiError(
+                400,
+                "rerank: true needs a reranker, and no rerank model is loaded: load one (POST /v1/models/load with "
+                "model_type 'rerank' and a cross-encoder such as bge-reranker or ms-marco MiniLM), or name a chat "
+                "model in rerank_model (or as the collection's rerank_model at ingest)",
+                code="model_unavailable",
+                param="rerank",
+            ) from None
+
+    def rerank_with(self, model_id: str, request_id: str) -> Rerank:
+        """``model_id``'s relevance scores of passages for a query, on its own queue."""
+
+        def rerank(query: str, passages: list[str]) -> list[float]:
+            call = self.dispatcher.start(model_id, RERANK, {"pairs": [[query, p] for p in passages]}, request_id)
+            return self.dispatcher.result(call)["scores"]
+
+        return rerank
+
+    def search(
+        self, name: str, text: str, vector: list[float], options: dict[str, Any], rerank: Rerank | None = None
+    ) -> list[dict[str, Any]]:
         """The sources of collection ``name`` nearest ``vector`` (and ``text``, in hybrid mode), ready ones only;
-        ``options``: ``top_k``, ``similarity_threshold``, ``filters``, ``mode``."""
+        ``options``: ``top_k``, ``similarity_threshold``, ``filters``, ``mode``, ``rerank_candidates`` (with
+        ``rerank``, which reorders them)."""
         try:
             ranked = retrieve(
                 self.store,
@@ -309,13 +347,15 @@ class RagService:
                 threshold=options.get("similarity_threshold"),
                 filters=options.get("filters"),
                 mode=options.get("mode", "vector"),
+                rerank=rerank,
+                rerank_candidates=options.get("rerank_candidates"),
                 keep=_ready_only,
             )
         except CollectionNotFound:
             ranked = []
         except ValueError as exc:
             raise ApiError(400, str(exc), code="invalid_value", param="filters") from None
-        return [source(item.hit) for item in ranked]
+        return [source(item.hit, item.rerank_score) for item in ranked]
 
     def answer(self, request: dict[str, Any], request_id: str, cancelled: Cancelled = never) -> dict[str, Any]:
         """Retrieval, then the chat model's answer from the sources: a RAG query as a job (or a non-streamed
@@ -346,7 +386,7 @@ class RagService:
             "total_latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "finish_reason": choice["finish_reason"],
             "usage": result["usage"],
-            "metadata": query_metadata(request, retrieved["embedding_model"]),
+            "metadata": query_metadata(request, retrieved["embedding_model"], retrieved.get("rerank_model")),
         }
         if request["include_sources"]:
             body["sources"] = retrieved["sources"]
@@ -408,10 +448,12 @@ def _ready_only(hits: list[Hit]) -> list[Hit]:
     return [hit for hit in hits if hit.document_id in ready]
 
 
-def source(hit: Hit) -> dict[str, Any]:
+def source(hit: Hit, rerank_score: float | None = None) -> dict[str, Any]:
+    reranked = {"rerank_score": round(rerank_score, 6)} if rerank_score is not None else {}
     return {
         "chunk_id": hit.chunk_id,
         "text": hit.text,
         "score": round(hit.score, 4),
+        **reranked,
         "metadata": {**hit.metadata, "file": hit.file, "page": hit.page, "document_id": hit.document_id},
     }

@@ -109,6 +109,7 @@ def ingest_request(request: dict[str, Any]) -> IngestRequest:
         owner=request.get("owner"),
         sees=request.get("sees"),
         shared=bool(request.get("shared")),
+        rerank_model=request.get("rerank_model"),
     )
 
 

@@ -26,11 +26,12 @@ from tests.used_keys import leaks
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+RERANK_MODEL = "mlx-fusion/ms-marco-MiniLM-L6-random"
 WHISPER_MODEL = "openai/whisper-tiny.en"
 VISION_MODEL = "mlx-fusion/smolvlm-tiny-random"
 IMAGE_MODEL = "mlx-fusion/flux2-klein-tiny-random"
 EDIT_MODEL = "mlx-fusion/flux2-klein-edit-tiny-random"
-DEFAULT_MODELS = (CHAT_MODEL, EMBEDDING_MODEL, WHISPER_MODEL, VISION_MODEL, IMAGE_MODEL, EDIT_MODEL)
+DEFAULT_MODELS = (CHAT_MODEL, EMBEDDING_MODEL, RERANK_MODEL, WHISPER_MODEL, VISION_MODEL, IMAGE_MODEL, EDIT_MODEL)
 """The catalog's autostart models: one of each type that runs here."""
 CHAT_MODEL_DIR = ROOT / ".data" / "models" / "HuggingFaceTB--SmolLM2-135M-Instruct"
 DOCUMENTS = ROOT / ".data" / "documents"

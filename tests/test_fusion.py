@@ -89,11 +89,28 @@ def test_rag_with_rerank_answers_with_sources_and_a_trace(base_url, festival):
     assert run["created_at"].endswith("Z") and run["completed_at"].endswith("Z")
 
 
+def test_rag_with_rerank_reranks_with_the_model_named(base_url, festival):
+    given = {"query": QUESTION, "collection": festival}
+    run = orchestrate(base_url, "rag_with_rerank", given, config=GREEDY, models={"rerank": CHAT_MODEL}).json()
+    assert run["status"] == "completed", run
+    trace = {entry["step"]: entry for entry in run["execution_trace"]}
+    assert trace["rerank"]["status"] == "completed" and trace["rerank"]["model"] == CHAT_MODEL
+    sources = run["result"]["sources"]
+    scores = [source["rerank_score"] for source in sources]
+    assert 0 < len(sources) <= GREEDY["top_k"] and scores == sorted(scores, reverse=True)
+    direct = requests.post(
+        f"{base_url}/v1/score",
+        json={"model": CHAT_MODEL, "text_1": QUESTION, "text_2": [source["text"] for source in sources]},
+        timeout=60,
+    ).json()
+    assert [item["score"] for item in direct["data"]] == pytest.approx(scores, abs=1e-4)
+
+
 def test_a_composed_rag_workflow_answers_as_the_predefined_one(base_url, festival):
     predefined = requests.get(f"{base_url}/api/fusion/workflows/rag_with_rerank", timeout=10).json()
     system = next(s for s in predefined["steps"] if s["step_id"] == "generate_answer")["input"]["messages"][0][
         "content"
-    ]
+    ].replace("steps.rerank.output", "steps.retrieve_docs.output")  # no rerank step here: none is named there
     steps = [
         {
             "step_id": "embed_query",
@@ -212,7 +229,11 @@ def test_input_and_definitions_are_checked(base_url, control_worker):
     )
     assert unknown_model.status_code == 400 and unknown_model.json()["error"]["param"] == "steps[0].model_id"
     rerank = orchestrate(base_url, "rag_with_rerank", {"query": "q", "collection": "c"}, models={"rerank": "r"})
-    assert rerank.status_code == 400 and rerank.json()["error"]["param"] == "models.rerank"
+    assert rerank.status_code == 404 and rerank.json()["error"]["param"] == "models.rerank"
+    embedder = orchestrate(
+        base_url, "rag_with_rerank", {"query": "q", "collection": "c"}, models={"rerank": EMBEDDING_MODEL}
+    )
+    assert embedder.status_code == 400 and embedder.json()["error"]["param"] == "models.rerank"
     absent = orchestrate(
         base_url, "rag_with_rerank", {"query": "q", "collection": "c"}, models={"generation": "no/such-model"}
     )

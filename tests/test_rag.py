@@ -68,6 +68,7 @@ def test_a_question_answered_on_one_page_retrieves_that_page_first_and_cites_it(
         "embedding_model": EMBEDDING_MODEL,
         "retrieval_mode": "vector",
         "rerank": False,
+        "rerank_model": None,
         "similarity_threshold": 0.2,
     }
 
@@ -284,7 +285,11 @@ def test_queries_are_validated(rag_url, bash_manual):
         ({"query": "x", "model_id": "no-such-model"}, "model_id"),
         ({"query": "x", "model_id": EMBEDDING_MODEL}, "model_id"),
         ({"query": "x", "embedding_model": CHAT_MODEL}, "embedding_model"),
-        ({"query": "x", "rerank": True}, "rerank"),
+        ({"query": "x", "rerank_model": CHAT_MODEL}, "rerank_model"),
+        ({"query": "x", "rerank_candidates": 10}, "rerank_candidates"),
+        ({"query": "x", "rerank": True, "rerank_candidates": 0}, "rerank_candidates"),
+        ({"query": "x", "rerank": True, "rerank_model": EMBEDDING_MODEL}, "rerank_model"),
+        ({"query": "x", "rerank": True, "rerank_model": "no-such-model"}, "rerank_model"),
     ]
     for body, param in cases:
         response = requests.post(f"{rag_url}/query", json={"collection": collection, **body}, timeout=60)

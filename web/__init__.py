@@ -36,7 +36,9 @@ from web import (
     metrics,
     models,
     rag,
+    rerank,
     responses,
+    tokenize,
     vector_stores,
     webhooks,
 )
@@ -100,6 +102,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         messages.blp,
         responses.blp,
         embeddings.blp,
+        tokenize.blp,
+        rerank.blp,
         audio.blp,
         images.blp,
         models.blp,

@@ -15,6 +15,7 @@ from jsonschema.validators import validator_for
 
 from config.clock import iso
 from config.errors import ApiError
+from config.model_types import RERANK
 from models import registry
 from tasks.fusion import canvas, workflow_store
 from tasks.fusion.definitions import PREDEFINED, DefinitionError, Workflow, check, for_run, from_request
@@ -70,12 +71,7 @@ def check_models(workflow: Workflow, models: dict[str, Any]) -> str:
     model the workflow calls (the job's model)."""
     first = None
     if models.get("rerank"):
-        raise ApiError(
-            400,
-            "Reranking is not available: no reranking model can be installed here",
-            code="unsupported_operation",
-            param="models.rerank",
-        )
+        dispatcher().require_model(str(models["rerank"]), RERANK, param="models.rerank")
     for step in workflow.steps:
         if step.type not in OPERATION_OF_STEP:
             continue

@@ -16,6 +16,7 @@ from flask.views import MethodView
 from werkzeug.datastructures import FileStorage
 
 from config.errors import ApiError
+from config.model_types import RERANK
 from config.settings import Settings
 from rag import document_store
 from rag.answer import messages, query_metadata
@@ -96,8 +97,12 @@ class Ingest(MethodView):
             if existing.readable_by(sees):
                 raise document_store.collection_read_only(form["collection"])
             raise document_store.collection_name_taken(form["collection"])
+        if "rerank_model" in form:
+            dispatcher().require_model(form["rerank_model"], RERANK, param="rerank_model")
         if existing is not None and "shared" in form:
             document_store.set_shared(existing.name, form["shared"])
+        if existing is not None and "rerank_model" in form:
+            document_store.set_rerank_model(existing.name, form["rerank_model"])
         model = form.get("embedding_model") or (existing.embedding_model if existing else None)
         model = model or dispatcher().pick_model("embed", "embedding_model")
         dispatcher().require_model(model, "embed", param="embedding_model")
@@ -115,6 +120,7 @@ class Ingest(MethodView):
             "owner": current_caller().owner,
             "sees": sees,
             "shared": form.get("shared", False),
+            "rerank_model": form.get("rerank_model"),
         }
         if form["async_"]:
             return self._as_job(model, ingest, staged, form)
@@ -168,7 +174,7 @@ class Query(MethodView):
             "request_id": g.request_id,
             **({"sources": retrieved["sources"]} if body["include_sources"] else {}),
             "retrieval_latency_ms": retrieved["retrieval_latency_ms"],
-            "metadata": query_metadata(query, retrieved["embedding_model"]),
+            "metadata": query_metadata(query, retrieved["embedding_model"], retrieved.get("rerank_model")),
         }
         # Not ``opened``: the sources go out as soon as retrieval is done, before the answer's first token (an
         # error of the generation then comes as the stream's error event, not as the HTTP status).
@@ -253,6 +259,7 @@ class Collection(MethodView):
         return {
             **_summary(collection),
             "embedding_model": collection.embedding_model,
+            "rerank_model": collection.rerank_model,
             "chunk_size": collection.chunk_size,
             "overlap": collection.overlap,
             "documents": [document.public() for document in document_store.ready_documents(name)],

@@ -16,6 +16,10 @@ ROUTE_SCOPES: dict[str, dict[str, str]] = {
     "messages.Messages": {"POST": "inference"},
     "messages.CountTokens": {"POST": "inference"},
     "embeddings.Embeddings": {"POST": "inference"},
+    "tokenize.Tokenize": {"POST": "inference"},
+    "tokenize.Detokenize": {"POST": "inference"},
+    "rerank.Rerank": {"POST": "inference"},
+    "rerank.Score": {"POST": "inference"},
     "audio.Transcriptions": {"POST": "inference"},
     "images.ImageGenerations": {"POST": "inference"},
     "images.ImageEdits": {"POST": "inference"},
@@ -72,7 +76,7 @@ ROUTE_SCOPES: dict[str, dict[str, str]] = {
 }
 
 BLUEPRINT_SCOPES = {"batches": "batches", "files": "batches", "rerank": "inference", "admin": "admin"}
-"""The scope of a route of these blueprints not in the table (rerank is still to come)."""
+"""The scope of a route of these blueprints not in the table."""
 
 PUBLIC_ENDPOINTS = frozenset(
     {

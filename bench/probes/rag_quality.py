@@ -48,6 +48,34 @@ def load_reranker(path: str) -> tuple[Callable[[str, list[str]], list[float]] | 
     return rerank, info
 
 
+def load_platform_rerankers(spec: dict[str, Any]) -> dict[str, tuple[Callable[[str, list[str]], list[float]], dict]]:
+    """The platform's own rerankers, as ``POST /v1/rerank`` runs them: the chat model pointwise
+    (``rerank_chat``) and the catalog's cross-encoder (``rerank_cross``, random weights), each a
+    ``rag.retrieval.Rerank``."""
+    from models.handlers import load_handler
+    from models.handlers.base import ServingLimits
+
+    found: dict[str, tuple[Callable[[str, list[str]], list[float]], dict]] = {}
+    wanted = spec.get("rerankers") or []
+    if "chat" in wanted and spec.get("chat_model_dir"):
+        chat = load_handler("lm", Path(spec["chat_model_dir"]), 2048, ServingLimits())
+
+        def by_chat(query: str, passages: list[str]) -> list[float]:
+            return chat.relevance([(query, passage) for passage in passages])[0]
+
+        found["rerank_chat"] = (by_chat, {"model_dir": spec["chat_model_dir"], "skipped": None})
+    if "cross-encoder" in wanted and spec.get("cross_encoder_dir"):
+        if not Path(spec["cross_encoder_dir"]).exists():
+            return found
+        cross = load_handler("rerank", Path(spec["cross_encoder_dir"]))
+
+        def by_cross(query: str, passages: list[str]) -> list[float]:
+            return cross.score([(query, passage) for passage in passages])[0]
+
+        found["rerank_cross"] = (by_cross, {"model_dir": spec["cross_encoder_dir"], "skipped": None})
+    return found
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """``{"pdf", "filename", "model_dir", "questions_path", "ids", "top_k", "rerank_candidates",
     "reranker_path"}``: ingest timings, chunks per page, and per question what each mode ranked and its times."""
@@ -87,14 +115,18 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     reranker, reranker_info = load_reranker(spec.get("reranker_path") or "")
     if reranker is None:
         progress.say(f"rerank mode skipped: {reranker_info['skipped']}")
+    rerankers = {"rerank": (reranker, reranker_info)} if reranker is not None else {}
+    rerankers.update(load_platform_rerankers(spec))
     rerank_ms: list[float] = []
 
-    def timed_rerank(query: str, passages: list[str]) -> list[float]:
-        assert reranker is not None
-        began = time.perf_counter()
-        scores = reranker(query, passages)
-        rerank_ms.append((time.perf_counter() - began) * 1000)
-        return scores
+    def timed(rerank: Callable[[str, list[str]], list[float]]) -> Callable[[str, list[str]], list[float]]:
+        def timed_rerank(query: str, passages: list[str]) -> list[float]:
+            began = time.perf_counter()
+            scores = rerank(query, passages)
+            rerank_ms.append((time.perf_counter() - began) * 1000)
+            return scores
+
+        return timed_rerank
 
     with tempfile.TemporaryDirectory(prefix="mlxf-bench-rag-") as folder:
         store = LanceDBStore(folder)
@@ -113,15 +145,23 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
         def ask(question: str, vector: list[float], mode: str) -> tuple[list[Hit], float]:
             began = time.perf_counter()
-            if mode == "rerank":
+            if mode in rerankers:
                 ranked = retrieve(
-                    store, COLLECTION, question, vector, top_k=top_k, mode="hybrid", rerank=timed_rerank, keep=keep_pool
+                    store,
+                    COLLECTION,
+                    question,
+                    vector,
+                    top_k=top_k,
+                    mode="hybrid",
+                    rerank=timed(rerankers[mode][0]),
+                    rerank_candidates=pool_size,
+                    keep=keep_pool,
                 )
             else:
                 ranked = retrieve(store, COLLECTION, question, vector, top_k=top_k, mode=mode)
             return [item.hit for item in ranked], (time.perf_counter() - began) * 1000
 
-        modes = ["vector", "hybrid", *(["rerank"] if reranker is not None else [])]
+        modes = ["vector", "hybrid", *rerankers]
         warm_vector = handler.embed(["How do I warm up?"])[0][0]
         text_hits = len(store.search_text(COLLECTION, "history expansion", top_k=top_k))
         for mode in modes:
@@ -137,11 +177,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             for mode in modes:
                 hits, ms = ask(row["question"], vector, mode)
                 entry["modes"][mode] = {"ms": ms, "hits": [[hit.page, hit.chunk_index, hit.file] for hit in hits]}
-                if mode == "rerank":
+                if mode in rerankers:
                     entry["pool"] = [[hit.page, hit.chunk_index, hit.file] for hit in pool]
-                    entry["rerank_ms"] = rerank_ms[-1]
+                    entry.setdefault("rerank_ms", {})[mode] = rerank_ms[-1]
             results.append(entry)
-            if number % 50 == 0 or number == len(questions):
+            if number % 50 == 0 or number == len(questions) or (len(rerankers) > 1 and number % 10 == 0):
                 progress.say(f"asked {number}/{len(questions)} questions")
 
         answers = _answers(spec, questions, handler, store, vector_of=lambda text: handler.embed([text])[0][0])
@@ -162,6 +202,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "text_search_probe_hits": text_hits,
         "modes": modes,
         "reranker": reranker_info,
+        "rerankers": {mode: info for mode, (_rerank, info) in rerankers.items()},
         "questions": results,
         "answers": answers,
     }

@@ -8,16 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 from mlx_lm import load as load_lm
 from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
 from config.errors import ApiError
-from config.model_types import COUNT_TOKENS, LIGHT, WARMUP
+from config.model_types import COUNT_TOKENS, DETOKENIZE, LIGHT, RERANK, TOKENIZE, WARMUP
 from models.batch import BatchSession, Ticket
-from models.handlers.base import Cancelled, Emit, ServingLimits
+from models.handlers.base import PROGRESS, Cancelled, Emit, RequestCancelled, ServingLimits
 from models.prompt_cache import PromptCache
 from models.tool_calls import template_messages
+
+RELEVANCE_QUESTION = (
+    "Question: {query}\n\nPassage: {passage}\n\nDoes this passage answer the question? Answer yes or no."
+)
+"""The pointwise rerank prompt: a passage's relevance is the model's probability of answering "yes" to it."""
+RERANK_BATCH = 4
+"""Pairs scored in one forward pass (every position's logits are computed: a wide batch costs memory)."""
 
 
 class LanguageModelHandler:
@@ -63,7 +71,9 @@ class LanguageModelHandler:
         messages = template_messages(payload["messages"], offered, tool_format)
         extra = {"tools": offered} if offered and tool_format.rendered_by_template else {}
         extra.update(self.template_kwargs(payload))
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=payload.get("add_generation_prompt", True), tokenize=False, **extra
+        )
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def template_kwargs(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -105,9 +115,85 @@ class LanguageModelHandler:
             raise RuntimeError("the model gave non-finite logits")
         return {"prompt_tokens": 1}
 
+    def tokenize(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The tokens of a conversation as a chat request reads it (through the chat template), or of a prompt as
+        a completion reads it (with the tokenizer's special tokens unless ``add_special_tokens`` is false)."""
+        if "messages" in payload:
+            tokens = self.prompt_for("chat", payload)
+        else:
+            tokens = self.tokenizer.encode(
+                payload["prompt"], add_special_tokens=payload.get("add_special_tokens", True)
+            )
+        answer: dict[str, Any] = {"tokens": tokens, "count": len(tokens), "max_model_len": self.context_length}
+        if payload.get("return_token_strs"):
+            answer["token_strs"] = self.tokenizer.convert_ids_to_tokens(tokens)
+        return answer
+
+    def detokenize(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The text of token ids; an id outside the vocabulary is a 400 naming it."""
+        tokens = payload["tokens"]
+        vocabulary = len(self.tokenizer._tokenizer)
+        outside = next((i for i, token in enumerate(tokens) if not 0 <= token < vocabulary), None)
+        if outside is not None:
+            raise ApiError(
+                400,
+                f"tokens[{outside}] is {tokens[outside]}, outside this model's vocabulary of {vocabulary} tokens",
+                code="invalid_value",
+                param="tokens",
+            )
+        return {"prompt": self.tokenizer.decode(tokens)}
+
+    def answer_ids(self, *words: str) -> list[int]:
+        """The single-token spellings of ``words`` that can open the assistant's answer."""
+        spellings = {form for word in words for form in (word, word.capitalize(), " " + word, " " + word.capitalize())}
+        ids = {tuple(self.tokenizer.encode(form, add_special_tokens=False)) for form in spellings}
+        return sorted(only for only, *rest in ids if not rest)
+
+    def relevance(
+        self, pairs: list[tuple[str, str]], emit: Emit | None = None, cancelled: Cancelled | None = None
+    ) -> tuple[list[float], int]:
+        """For each (query, passage), P(yes) / (P(yes) + P(no)) of the model's first answer token to
+        ``RELEVANCE_QUESTION``, and the prompt tokens read. Rows are right-padded: the model is causal, so a
+        row's last real position never sees the padding."""
+        yes, no = self.answer_ids("yes"), self.answer_ids("no")
+        prompts = [
+            self.prompt_for(
+                "chat", {"messages": [{"role": "user", "content": RELEVANCE_QUESTION.format(query=q, passage=p)}]}
+            )[-self.context_length :]
+            for q, p in pairs
+        ]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        scores = [0.0] * len(prompts)
+        for start in range(0, len(order), RERANK_BATCH):
+            if cancelled is not None and cancelled():
+                raise RequestCancelled("cancelled between rerank batches")
+            if emit is not None:
+                emit(PROGRESS)
+            indices = order[start : start + RERANK_BATCH]
+            width = max(len(prompts[i]) for i in indices)
+            ids = np.zeros((len(indices), width), dtype=np.int32)
+            for row, i in enumerate(indices):
+                ids[row, : len(prompts[i])] = prompts[i]
+            logits = self.model(mx.array(ids))
+            last = mx.array([len(prompts[i]) - 1 for i in indices])
+            final = mx.take_along_axis(logits, last[:, None, None], axis=1)[:, 0, :].astype(mx.float32)
+            probabilities = mx.softmax(final, axis=-1)
+            p_yes = probabilities[:, yes].sum(axis=-1)
+            p_no = probabilities[:, no].sum(axis=-1)
+            for i, value in zip(indices, (p_yes / mx.maximum(p_yes + p_no, 1e-12)).tolist(), strict=True):
+                scores[i] = value
+        return scores, sum(len(prompt) for prompt in prompts)
+
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
+        if operation == RERANK:
+            scores, tokens = self.relevance([(q, p) for q, p in payload["pairs"]], emit, cancelled)
+            return {"scores": scores, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         if operation == COUNT_TOKENS:
             return {"input_tokens": len(self.prompt_for("chat", payload))}
+        if operation == TOKENIZE:
+            return self.tokenize(payload)
+        if operation == DETOKENIZE:
+            return self.detokenize(payload)
         if operation != WARMUP:
             raise ValueError(f"{operation!r} runs in the batch, not alone")
         if payload.get(LIGHT):

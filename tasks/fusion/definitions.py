@@ -180,12 +180,13 @@ def from_request(body: dict[str, Any]) -> Workflow:
     )
 
 
-RAG_SYSTEM = INSTRUCTIONS + "\n\nSources:\n\n{{ steps.retrieve_docs.output | numbered_sources }}"
+RAG_SYSTEM = INSTRUCTIONS + "\n\nSources:\n\n{{ steps.rerank.output | numbered_sources }}"
 
 RAG_WITH_RERANK = Workflow(
     workflow_id="rag_with_rerank",
     name="RAG with Reranking",
-    description="Retrieve documents, rerank by relevance (when a rerank model is given), and generate an answer",
+    description="Retrieve documents, rerank by relevance (when models.rerank names a rerank model or a chat model: "
+    "the first config.rerank_candidates, default 30, then config.top_k are kept), and generate an answer",
     required_models=("embeddings", "lm"),
     optional_models=("rerank",),
     input_schema={
@@ -211,9 +212,17 @@ RAG_WITH_RERANK = Workflow(
             "vector_search",
             collection="{{ input.collection }}",
             query_embedding="{{ steps.embed_query.output }}",
+            top_k="{{ (config.rerank_candidates | default(30)) if models.rerank is defined and models.rerank"
+            " else (config.top_k | default(5)) }}",
+        ),
+        Step(
+            "rerank",
+            "rerank",
+            role="rerank",
+            input="{{ steps.retrieve_docs.output }}",
+            query="{{ input.query }}",
             top_k="{{ config.top_k | default(5) }}",
         ),
-        Step("rerank", "rerank", role="rerank", input="{{ steps.retrieve_docs.output }}"),
         Step(
             "generate_answer",
             "model_call",
@@ -228,7 +237,7 @@ RAG_WITH_RERANK = Workflow(
             },
         ),
     ),
-    result={"answer": "generate_answer", "sources": "retrieve_docs"},
+    result={"answer": "generate_answer", "sources": "rerank"},
 )
 
 MULTIMODAL_ANALYSIS = Workflow(

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from config.errors import ApiError
+from config.model_types import RERANK
 from rag.answer import numbered_sources
 from rag.chunking import chunk_document
 from rag.extract import extract
@@ -177,6 +178,8 @@ class StepRunner:
                 output = render(step.input, state, f"{step.step_id}.input")
             elif step.type == "summarize":
                 output, entry["model"] = self.summarize(step, state, request_id)
+            elif step.chosen_model(state["models"]):
+                output, entry["model"] = self.rerank(step, state, request_id)
             else:
                 return self._skip_rerank(step, state, entry)
         except Exception as exc:  # noqa: BLE001 - every failure is the step's, recorded in the trace
@@ -191,16 +194,33 @@ class StepRunner:
         workflow_store.add_trace(state["run_id"], entry)
         return output
 
+    def rerank(self, step: Step, state: dict[str, Any], request_id: str) -> tuple[Any, str]:
+        """The sources of the step's input, reordered by the reranker's relevance to the step's query (each with
+        its ``rerank_score``), the first ``top_k`` of them."""
+        model = str(step.chosen_model(state["models"]))
+        sources = render(step.input, state, f"{step.step_id}.input") or []
+        query = str(render(step.query, state, f"{step.step_id}.query"))
+        top_k = int(render(step.top_k, state, f"{step.step_id}.top_k"))
+        if not sources:
+            return [], model
+        pairs = [[query, str(item["text"])] for item in sources]
+        scores = self.call(model, RERANK, {"pairs": pairs}, request_id, state)["scores"]
+        order = sorted(range(len(sources)), key=lambda i: -scores[i])[: max(1, top_k)]
+        return [{**sources[i], "rerank_score": round(scores[i], 6)} for i in order], model
+
     @staticmethod
     def _skip_rerank(step: Step, state: dict[str, Any], entry: dict[str, Any]) -> Any:
+        """Without a reranker named (none measured here improves the order), the retrieved order is kept."""
         entry.update(
             status="skipped",
-            reason="no rerank model: reranking models cannot be installed here, so the retrieved order is kept",
+            reason="no rerank model named: models.rerank (a rerank model or a chat model) reranks; the retrieved "
+            "order is kept",
             duration_ms=0.0,
-            output_size=0,
         )
+        output = render(step.input, state, f"{step.step_id}.input")
+        entry["output_size"] = output_size(output)
         workflow_store.add_trace(state["run_id"], entry)
-        return None
+        return output
 
 
 def _ms(started: float) -> float:

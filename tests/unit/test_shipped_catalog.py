@@ -25,7 +25,7 @@ def test_make_run_keeps_the_chat_and_embedding_models_warm_and_the_media_models_
     warm = {spec.model_type for spec in catalog.values() if spec.autostart}
     on_demand = {spec.model_type for spec in catalog.values() if spec.on_demand}
     assert warm == {"lm", "embeddings"}
-    assert on_demand == {"whisper", "multimodal", "image-generation", "image-edit"}
+    assert on_demand == {"whisper", "multimodal", "image-generation", "image-edit", "rerank"}
     assert not any(spec.autostart and spec.on_demand for spec in catalog.values())
 
 

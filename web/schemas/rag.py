@@ -12,11 +12,8 @@ from rag.vectors import COLLECTION_NAME
 from web.schemas.chat import SamplingSchema, generation_payload
 
 MAX_TOP_K = 50
-RERANK_UNAVAILABLE = (
-    "Reranking is not available: no reranking model can be installed on this platform (no cross-encoder ships"
-    " its weights on PyPI; the one packaged reranker ranked worse than vector search). Use retrieval_mode"
-    " 'hybrid', which fuses vector and full-text ranks, or leave rerank false."
-)
+MAX_RERANK_CANDIDATES = 200
+DEFAULT_RERANK_CANDIDATES = 30
 
 
 def collection_field(**kwargs: Any) -> fields.String:
@@ -60,6 +57,13 @@ class IngestFormSchema(Schema):
             "description": "the collection is readable by every API key (still written only by its owner); "
             "set when it is created, or changed by its owner on a later ingest"
         }
+    )
+    rerank_model = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={
+            "description": "the collection's reranker (a rerank model or a chat model) for queries with rerank: "
+            "true that name none; set when it is created, or changed by its owner on a later ingest"
+        },
     )
 
     @validates_schema
@@ -106,7 +110,23 @@ class RagQuerySchema(Schema):
     embedding_model = fields.String(validate=validate.Length(min=1))
     include_sources = fields.Boolean(load_default=True)
     similarity_threshold = fields.Float(load_default=0.7, validate=validate.Range(min=-1, max=1))
-    rerank = fields.Boolean(load_default=False, metadata={"description": "Must be false: " + RERANK_UNAVAILABLE})
+    rerank = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Rerank the first rerank_candidates of the retrieval with rerank_model, else the "
+            "collection's reranker, else the first loaded rerank model (a 400 naming what to load when none is)"
+        },
+    )
+    rerank_model = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "With rerank: a rerank model (cross-encoder) or a chat model (pointwise)"},
+    )
+    rerank_candidates = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_RERANK_CANDIDATES),
+        metadata={
+            "description": f"With rerank: how many retrieved chunks are reranked (default {DEFAULT_RERANK_CANDIDATES})"
+        },
+    )
     retrieval_mode = fields.String(
         load_default="vector",
         validate=validate.OneOf(MODES),
@@ -121,9 +141,10 @@ class RagQuerySchema(Schema):
     generation_config = fields.Nested(GenerationConfigSchema, load_default=dict)
 
     @validates_schema
-    def _no_rerank(self, data: dict[str, Any], **_kwargs: Any) -> None:
-        if data.get("rerank"):
-            raise ValidationError(RERANK_UNAVAILABLE, "rerank")
+    def _rerank_settings_need_rerank(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        for name in ("rerank_model", "rerank_candidates"):
+            if name in data and not data.get("rerank"):
+                raise ValidationError(f"{name} applies only with rerank: true.", name)
 
     @validates_schema
     def _scalar_filters(self, data: dict[str, Any], **_kwargs: Any) -> None:
@@ -136,6 +157,7 @@ class SourceSchema(Schema):
     chunk_id = fields.String()
     text = fields.String()
     score = fields.Float(metadata={"description": "Cosine similarity of the chunk to the query"})
+    rerank_score = fields.Float(metadata={"description": "With rerank: the reranker's relevance score (the order)"})
     metadata = fields.Dict()
 
 
@@ -176,6 +198,7 @@ class DocumentSummarySchema(Schema):
 
 class CollectionSchema(CollectionSummarySchema):
     embedding_model = fields.String()
+    rerank_model = fields.String(allow_none=True, metadata={"description": "The collection's reranker, if set"})
     chunk_size = fields.Integer()
     overlap = fields.Integer()
     documents = fields.List(fields.Nested(DocumentSummarySchema))
@@ -210,6 +233,8 @@ def rag_query_input(loaded: dict[str, Any], model_id: str) -> dict[str, Any]:
             "filters": loaded.get("filters"),
             "mode": loaded["retrieval_mode"],
             "rerank": loaded["rerank"],
+            "rerank_model": loaded.get("rerank_model"),
+            "rerank_candidates": loaded.get("rerank_candidates") or DEFAULT_RERANK_CANDIDATES,
             "embedding_model": loaded.get("embedding_model"),
         },
         "model_id": model_id,
