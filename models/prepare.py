@@ -7,6 +7,7 @@ run with the same source and format does nothing.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import json
 import shutil
@@ -55,7 +56,7 @@ def fingerprint(spec: ModelSpec, source: Path, weights: str) -> dict[str, object
     stat = source.stat()
     return {
         "recipe": spec.source,
-        "source": str(source),
+        "source": str(source.resolve()),  # one path however the virtualenv is reached (a link to it, say)
         "size": stat.st_size,
         "mtime": int(stat.st_mtime),
         "weights": weights,
@@ -68,10 +69,18 @@ def is_prepared(target: Path, expected: dict[str, object]) -> bool:
 
 
 def prepare(spec: ModelSpec, settings: Settings, progress=print) -> Path:
-    """Makes the served folder of ``spec`` if it is missing or stale; returns its path."""
+    """Makes the served folder of ``spec`` if it is missing or stale; returns its path. Processes preparing the
+    same folder at once take turns (a lock file beside it): the second finds it ready."""
     target = served_path(settings, spec)
     if spec.source["kind"] == "local-dir":
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare(spec, settings, target, progress)
+
+
+def _prepare(spec: ModelSpec, settings: Settings, target: Path, progress) -> Path:
     source = source_file(spec)
     weights = weights_format(spec, settings)
     expected = fingerprint(spec, source, weights)
