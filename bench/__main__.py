@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import (
+    agent,
     batch,
     chaos,
     concurrency,
@@ -48,6 +49,7 @@ SECTIONS: dict[str, ModuleType] = {
         overhead,
         concurrency,
         prefix,
+        agent,
         lifecycle,
         jobs,
         embeddings,
