@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import (
+    agent,
     batch,
     chaos,
     concurrency,
@@ -49,6 +50,7 @@ SECTIONS: dict[str, ModuleType] = {
         overhead,
         concurrency,
         prefix,
+        agent,
         lifecycle,
         jobs,
         embeddings,

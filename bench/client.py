@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import openai
 from tokenizers import Tokenizer
@@ -65,8 +66,10 @@ def stream_chat(
     counter: TokenCounter,
     include_usage: bool = True,
     request_id: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> RequestTiming:
-    """A greedy streamed completion: time to the first text chunk, to the last, and generated tokens."""
+    """A greedy streamed completion: time to the first text chunk, to the last, and generated tokens; ``extra``
+    goes into the request as it is (e.g. ``tools``)."""
     started = time.perf_counter()
     chunks: list[float] = []
     text, usage = "", None
@@ -79,6 +82,7 @@ def stream_chat(
             stream=True,
             extra_headers=_request_id_header(request_id),
             **({"stream_options": {"include_usage": True}} if include_usage else {}),
+            **(extra or {}),
         )
         for chunk in stream:
             if chunk.usage is not None:

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     prompt_cache_entries: int = 16
     """Prompts whose KV cache a worker keeps for reuse (least recently used dropped first); 0 turns it off."""
     prompt_cache_gb: float = 1.0
+    prompt_cache_disk_gb: float = 10.0
+    """The prompt cache's disk tier: what the folder (all models' caches together) may hold, least recently used
+    deleted first; 0 turns the tier off."""
+    prompt_cache_disk_min_tokens: int = 1024
+    """Prompts (with their answer) at least this long are also written to the disk tier."""
+    prompt_cache_disk_dir: Path | None = None
+    """The disk tier's folder, shared by the replicas on one node; unset means the data dir's ``prompt-cache``."""
     prefill_step_size: int = 512
     """Prompt tokens computed per batch step: a long prompt joins in chunks instead of stalling the others."""
     worker_plugins: str = ""
@@ -285,6 +292,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def prompt_cache_folder(self) -> Path:
+        return self.prompt_cache_disk_dir or self.data_dir / "prompt-cache"
 
     @property
     def allowed_model_roots(self) -> list[Path]:

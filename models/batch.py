@@ -35,6 +35,7 @@ from config.logs import request_id_var
 from models.constrained import JSON_OPTIONS, GrammarError, Grammars, ThinkGate, grammar_for
 from models.handlers.base import PROGRESS, Emit, RequestCancelled
 from models.prompt_cache import PromptCache
+from models.prompt_disk import DiskHit
 from models.reasoning import ThinkSplitter, markers_of
 from models.sampling import SamplingOptions, options_from, processors_for, samplers_for, token_logprobs
 from models.stops import StopScanner
@@ -118,6 +119,10 @@ class Request:
     """Tokens of its longest sequence when it last joined the batch."""
     preemptions: int = 0
     """How many times it gave way."""
+    from_disk: DiskHit | None = None
+    """The disk tier's cache of its prompt's longest prefix, read while it was prepared, if longer than memory's."""
+    cache_tier: str | None = None
+    """Where its cached prefix came from (``memory``, ``disk``), for the metrics."""
 
     @property
     def priority(self) -> int:
@@ -204,7 +209,9 @@ class BatchSession:
         run it on their own threads: a big schema compiling never pauses the batch's streams."""
         try:
             with self._preparing:
-                return self._prepare(ticket)
+                request = self._prepare(ticket)
+            request.from_disk = self.prompt_cache.load_from_disk(request.prompt)  # off the engine thread
+            return request
         except ApiError as exc:
             ticket.future.set_exception(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. a chat template refusing the messages: this request's error
@@ -460,8 +467,9 @@ class BatchSession:
             self._resume(request)
             return
         options, prompt, ticket = request.options, request.prompt, request.ticket
-        hit = self.prompt_cache.fetch(prompt)
-        request.cached_tokens = hit.cached_tokens
+        hit = self.prompt_cache.fetch(prompt, request.from_disk)
+        request.from_disk = None
+        request.cached_tokens, request.cache_tier = hit.cached_tokens, hit.tier
         caches = [hit.cache if index == 0 else copy.deepcopy(hit.cache) for index in range(options.n)]
         samplers = samplers_for(options)
         processors = [
@@ -634,6 +642,7 @@ class BatchSession:
                 "total_tokens": len(request.prompt) + completion_tokens,
                 "prompt_tokens_details": {"cached_tokens": request.cached_tokens},
             },
+            "cache_tier": request.cache_tier,
         }
         token = request_id_var.set(request.ticket.request_id)
         try:

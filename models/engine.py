@@ -157,6 +157,9 @@ class Engine:
         while self._take_work(batch):
             if batch is not None and batch.busy:
                 self._step(batch)
+        close = getattr(self.handler, "close", None)
+        if close is not None:
+            close()
 
     def _take_work(self, batch: BatchSession | None) -> bool:
         """Takes waiting work while the batch has room, or a row that can give way to it (blocking only when idle);

@@ -16,6 +16,8 @@ import redis
 LATENCY_WINDOW = 1000
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Upper bounds (seconds) of the request-latency and time-to-first-token histograms of ``/metrics``."""
+CACHE_TIERS = ("memory", "disk")
+"""The prompt cache's tiers, counted apart in ``/metrics``."""
 ERRORS_KEY = "mlxf:recent-errors"
 ERROR_WINDOW = 1000
 """The most recent request errors of every model kept for ``/internal/diagnostics``."""
@@ -49,9 +51,11 @@ class ModelStats:
         error: str | None = None,
         usage: dict[str, Any] | None = None,
         first_token_ms: float | None = None,
+        cache_tier: str | None = None,
     ) -> None:
-        """One finished request: its latency, tokens (and, from ``usage``, generated and cached prompt tokens) and
-        time to its first token, as counters and histogram buckets that ``/metrics`` reads."""
+        """One finished request: its latency, tokens (and, from ``usage``, generated and cached prompt tokens, by
+        the prompt cache's tier that held them) and time to its first token, as counters and histogram buckets that
+        ``/metrics`` reads."""
         now = time.time()
         key = _key(model_id)
         pipe = self.client.pipeline(transaction=False)
@@ -70,6 +74,9 @@ class ModelStats:
             if cached:
                 pipe.hincrby(key, "prompt_cache_hits", 1)
                 pipe.hincrby(key, "cached_tokens", cached)
+                if cache_tier in CACHE_TIERS:
+                    pipe.hincrby(key, f"prompt_cache_hits_{cache_tier}", 1)
+                    pipe.hincrby(key, f"cached_tokens_{cache_tier}", cached)
         else:
             pipe.hincrby(_key(model_id), "error_count", 1)
             pipe.hset(_key(model_id), mapping={"last_error": now, "last_error_message": error[:500]})

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from models import registry
 from models.liveness import Liveness
-from models.stats import LATENCY_BUCKETS, ModelStats
+from models.stats import CACHE_TIERS, LATENCY_BUCKETS, ModelStats
 from tasks import job_store, webhooks
 from tasks.job_states import STATUSES
 
@@ -110,6 +110,15 @@ class PlatformCollector(Collector):
         ):
             values = {m: c.get(field, 0.0) for m, c in counters.items()}
             yield _per_model(name, help_text, values, CounterMetricFamily)
+        for name, field, help_text in (
+            ("mlx_prompt_cache_tier_hits", "prompt_cache_hits", "Prompt-cache hits by the tier that held the prefix"),
+            ("mlx_prompt_cache_tier_tokens", "cached_tokens", "Prompt tokens taken from each prompt-cache tier"),
+        ):
+            family = CounterMetricFamily(name, help_text, labels=["model", "tier"])
+            for model, counted in sorted(counters.items()):
+                for tier in CACHE_TIERS:
+                    family.add_metric([model, tier], counted.get(f"{field}_{tier}", 0.0))
+            yield family
         jobs = GaugeMetricFamily("mlx_jobs", "MCP jobs by status", labels=["status"])
         counted = Counter(job_store.Job.objects.scalar("status"))
         for status in STATUSES:

@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         prompt_cache_entries=settings.prompt_cache_entries,
         prompt_cache_bytes=int(settings.prompt_cache_gb * 1e9),
         prefill_step_size=settings.prefill_step_size,
+        prompt_cache_disk_folder=settings.prompt_cache_folder / slug(model_id),
+        prompt_cache_disk_bytes=int(settings.prompt_cache_disk_gb * 1e9),
+        prompt_cache_disk_min_tokens=settings.prompt_cache_disk_min_tokens,
     )
     engine = Engine(lambda: load_handler(model_type, path, record.context_length, limits), warmup=settings.mlx_warmup)
     try:

@@ -173,7 +173,14 @@ def _run_interactive(
         _record(runtime, started, 0, error.message)
         return {"type": "error", "error": error.to_dict()}
     usage = result.get("usage", {})
-    _record(runtime, started, usage.get("total_tokens", 0), usage=usage, first_token_ms=first_token.ms)
+    _record(
+        runtime,
+        started,
+        usage.get("total_tokens", 0),
+        usage=usage,
+        first_token_ms=first_token.ms,
+        cache_tier=result.pop("cache_tier", None),
+    )
     return {"type": "done", "result": result}
 
 
@@ -225,7 +232,7 @@ def serve_job(
             with runtime.lock:
                 runtime.leases.pop(job_id, None)
     usage = result.get("usage", {})
-    _record(runtime, started, usage.get("total_tokens", 0), usage=usage)
+    _record(runtime, started, usage.get("total_tokens", 0), usage=usage, cache_tier=result.pop("cache_tier", None))
     return result
 
 
@@ -236,10 +243,11 @@ def _record(
     error: str | None = None,
     usage: dict[str, Any] | None = None,
     first_token_ms: float | None = None,
+    cache_tier: str | None = None,
 ) -> None:
     try:
         ModelStats(runtime.redis).record(
-            runtime.model_id, (time.perf_counter() - started) * 1000, tokens, error, usage, first_token_ms
+            runtime.model_id, (time.perf_counter() - started) * 1000, tokens, error, usage, first_token_ms, cache_tier
         )
     except redis.RedisError:
         log.warning("could not record request statistics", exc_info=True)

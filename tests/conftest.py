@@ -83,6 +83,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         # Tests hold a generation between tokens with a Redis key (see ``hold``), never by betting on its length.
         "WORKER_PLUGINS": "tests.holds",
         "VECTOR_DIR": str(workdir / "vectors"),
+        # The prompt cache's disk tier in the session's folder: never a run before's files, never the data dir's.
+        "PROMPT_CACHE_DISK_DIR": str(workdir / "prompt-cache"),
+        "PROMPT_CACHE_DISK_GB": "2",
         "RAG_MAX_FILE_BYTES": "2000000",
         # Vision tests fetch image URLs from a server on loopback; other private addresses stay refused.
         "IMAGE_URL_ALLOWED_NETWORKS": "127.0.0.0/8",

@@ -72,6 +72,11 @@ def test_a_cached_prefix_counts_as_a_prompt_cache_hit(base_url, client):
         value(after, "mlx_prompt_cache_hits_total", model=CHAT_MODEL)
         == value(before, "mlx_prompt_cache_hits_total", model=CHAT_MODEL) + 1
     )
+    memory = {"model": CHAT_MODEL, "tier": "memory"}
+    assert (
+        value(after, "mlx_prompt_cache_tier_hits_total", **memory)
+        == value(before, "mlx_prompt_cache_tier_hits_total", **memory) + 1
+    )
     assert (
         value(after, "mlx_prompt_cached_tokens_total", model=CHAT_MODEL)
         - value(before, "mlx_prompt_cached_tokens_total", model=CHAT_MODEL)

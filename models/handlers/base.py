@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 Emit = Callable[[dict[str, Any]], None]
@@ -24,6 +25,11 @@ class ServingLimits:
     prompt_cache_entries: int = 16
     prompt_cache_bytes: int = 10**9
     prefill_step_size: int = 512
+    prompt_cache_disk_folder: Path | None = None
+    """This model's folder in the disk tier (None: no disk tier); the weights' fingerprint is added below it."""
+    prompt_cache_disk_bytes: int = 0
+    """What the whole disk tier (the folder above the model's) may hold."""
+    prompt_cache_disk_min_tokens: int = 1024
 
 
 class RequestCancelled(Exception):

@@ -18,6 +18,7 @@ from config.model_types import COUNT_TOKENS, DETOKENIZE, LIGHT, RERANK, TOKENIZE
 from models.batch import BatchSession, Ticket
 from models.handlers.base import PROGRESS, Cancelled, Emit, RequestCancelled, ServingLimits
 from models.prompt_cache import PromptCache
+from models.prompt_disk import FINGERPRINTS, DiskPromptCache, weights_fingerprint
 from models.tool_calls import template_messages
 
 RELEVANCE_QUESTION = (
@@ -31,7 +32,14 @@ RERANK_BATCH = 4
 class LanguageModelHandler:
     """Chat and completions run in the handler's batch (``models.batch``); the warm-up runs alone."""
 
-    def __init__(self, model: Any, tokenizer: Any, context_length: int, limits: ServingLimits) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        context_length: int,
+        limits: ServingLimits,
+        disk: DiskPromptCache | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.context_length = context_length
@@ -42,7 +50,7 @@ class LanguageModelHandler:
             context_length,
             max_sequences=limits.max_sequences,
             kv_budget_bytes=limits.kv_budget_bytes,
-            prompt_cache=PromptCache(limits.prompt_cache_entries, limits.prompt_cache_bytes),
+            prompt_cache=PromptCache(limits.prompt_cache_entries, limits.prompt_cache_bytes, disk),
             prefill_step_size=limits.prefill_step_size,
         )
 
@@ -61,6 +69,10 @@ class LanguageModelHandler:
         while self.batch.busy:
             self.batch.step()
         ticket.future.result()
+
+    def close(self) -> None:
+        """Lets the prompt cache's disk writes in flight finish (a process exiting under one aborts)."""
+        self.batch.prompt_cache.flush()
 
     def prompt_for(self, operation: str, payload: dict[str, Any]) -> list[int]:
         """The prompt tokens of a chat (through the chat template) or a completion (the text as it is)."""
@@ -205,4 +217,14 @@ def load(path: Path, context_length: int | None = None, limits: ServingLimits | 
     model, tokenizer = load_lm(str(path))
     config = json.loads((path / "config.json").read_text())
     native = int(config.get("max_position_embeddings", 0)) or 4096
-    return LanguageModelHandler(model, tokenizer, min(context_length or native, native), limits or ServingLimits())
+    limits = limits or ServingLimits()
+    disk = None
+    if limits.prompt_cache_disk_folder is not None and limits.prompt_cache_disk_bytes > 0:
+        folder = limits.prompt_cache_disk_folder
+        disk = DiskPromptCache(
+            folder.parent,
+            f"{folder.name}/{weights_fingerprint(path, folder.parent / FINGERPRINTS)}",
+            limits.prompt_cache_disk_min_tokens,
+            limits.prompt_cache_disk_bytes,
+        )
+    return LanguageModelHandler(model, tokenizer, min(context_length or native, native), limits, disk)
