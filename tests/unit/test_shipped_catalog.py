@@ -31,6 +31,7 @@ def test_make_run_keeps_the_chat_and_embedding_models_warm_and_the_media_models_
 
 def test_a_request_naming_no_model_picks_an_on_demand_one_of_its_type_when_none_is_warm():
     dispatcher = Dispatcher(SHIPPED, None, None, NoWorkers())  # type: ignore[arg-type]
+    # A stand-in for starting the model's worker (no service runs here): tests/test_on_demand.py starts one for real.
     dispatcher.on_demand = lambda _model_id, _deadline: True
     assert dispatcher.pick_model("transcribe", "model") == "openai/whisper-tiny.en"
     assert dispatcher.pick_model("image_gen", "model", "image-edit") == "mlx-fusion/flux2-klein-edit-tiny-random"
