@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +34,20 @@ class ServingLimits:
 
 class RequestCancelled(Exception):
     """The request was cancelled while it waited for the engine; it never ran."""
+
+
+def length_batches(
+    lengths: list[int], size: int, what: str, emit: Emit | None = None, cancelled: Cancelled | None = None
+) -> Iterator[list[int]]:
+    """The indices of the inputs whose ``lengths`` are given, in batches of ``size``, shortest first (the least
+    padding); before each batch, progress is emitted, and a cancelled request stops (``RequestCancelled``)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    for start in range(0, len(order), size):
+        if cancelled is not None and cancelled():
+            raise RequestCancelled(f"cancelled between {what} batches")
+        if emit is not None:
+            emit(PROGRESS)
+        yield order[start : start + size]
 
 
 class ModelHandler(Protocol):

@@ -18,7 +18,7 @@ import numpy as np
 from mlx_embeddings.utils import load as load_embedding_model
 
 from config.errors import ApiError
-from models.handlers.base import PROGRESS, Cancelled, Emit, RequestCancelled
+from models.handlers.base import Cancelled, Emit, length_batches
 
 MAX_BATCH = 32
 
@@ -62,15 +62,9 @@ class EmbeddingsHandler:
         self, inputs: list[str] | list[list[int]], emit: Emit | None = None, cancelled: Cancelled | None = None
     ) -> tuple[list[list[float]], int]:
         """Vectors (in input order) and token count of ``inputs``; stops between batches once ``cancelled``."""
-        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
         vectors: list[Any] = [None] * len(inputs)
         tokens = 0
-        for start in range(0, len(order), MAX_BATCH):
-            if cancelled is not None and cancelled():
-                raise RequestCancelled("cancelled between embedding batches")
-            if emit is not None:
-                emit(PROGRESS)
-            indices = order[start : start + MAX_BATCH]
+        for indices in length_batches([len(one) for one in inputs], MAX_BATCH, "embedding", emit, cancelled):
             input_ids, attention_mask = self._inputs([inputs[i] for i in indices])
             output = self.model(input_ids, attention_mask=attention_mask)
             mx.eval(output.text_embeds)

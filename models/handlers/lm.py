@@ -16,7 +16,7 @@ from mlx_lm.sample_utils import make_sampler
 from config.errors import ApiError
 from config.model_types import COUNT_TOKENS, DETOKENIZE, LIGHT, RERANK, TOKENIZE, WARMUP
 from models.batch import BatchSession, Ticket
-from models.handlers.base import PROGRESS, Cancelled, Emit, RequestCancelled, ServingLimits
+from models.handlers.base import Cancelled, Emit, ServingLimits, length_batches
 from models.prompt_cache import PromptCache
 from models.prompt_disk import FINGERPRINTS, DiskPromptCache, weights_fingerprint
 from models.tool_calls import template_messages
@@ -174,14 +174,8 @@ class LanguageModelHandler:
             )[-self.context_length :]
             for q, p in pairs
         ]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         scores = [0.0] * len(prompts)
-        for start in range(0, len(order), RERANK_BATCH):
-            if cancelled is not None and cancelled():
-                raise RequestCancelled("cancelled between rerank batches")
-            if emit is not None:
-                emit(PROGRESS)
-            indices = order[start : start + RERANK_BATCH]
+        for indices in length_batches([len(p) for p in prompts], RERANK_BATCH, "rerank", emit, cancelled):
             width = max(len(prompts[i]) for i in indices)
             ids = np.zeros((len(indices), width), dtype=np.int32)
             for row, i in enumerate(indices):

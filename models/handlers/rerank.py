@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 from config.errors import ApiError
 from config.model_types import RERANK, WARMUP
 from models import cross_encoder
-from models.handlers.base import PROGRESS, Cancelled, Emit, RequestCancelled
+from models.handlers.base import Cancelled, Emit, length_batches
 
 MAX_BATCH = 16
 
@@ -49,15 +49,10 @@ class RerankHandler:
     ) -> tuple[list[float], int]:
         """Each pair's relevance (in the order given) and the tokens read; stops between batches once
         ``cancelled``."""
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         scores: list[float] = [0.0] * len(pairs)
         tokens = 0
-        for start in range(0, len(order), MAX_BATCH):
-            if cancelled is not None and cancelled():
-                raise RequestCancelled("cancelled between rerank batches")
-            if emit is not None:
-                emit(PROGRESS)
-            indices = order[start : start + MAX_BATCH]
+        lengths = [len(query) + len(passage) for query, passage in pairs]
+        for indices in length_batches(lengths, MAX_BATCH, "rerank", emit, cancelled):
             ids, types, mask = self._batch([pairs[i] for i in indices])
             relevance = cross_encoder.relevance(self.model(ids, types, mask))
             for i, value in zip(indices, relevance.tolist(), strict=True):
