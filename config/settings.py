@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     """The disk tier's folder, shared by the replicas on one node; unset means the data dir's ``prompt-cache``."""
     prefill_step_size: int = 512
     """Prompt tokens computed per batch step: a long prompt joins in chunks instead of stalling the others."""
+    background_rows_beside_interactive: int = 4
+    """Rows that background work (batch lines, ``low`` jobs) keeps in a model's batch while an interactive request
+    or a more urgent job runs or waits there; the rest give way, K/V kept, and go on once it is done."""
     worker_plugins: str = ""
     """Modules, comma-separated, that each model worker imports at start and whose ``install(runtime)`` it calls:
     a plug-in may add engine checkpoint hooks (the test session holds generations with ``tests.holds``)."""
