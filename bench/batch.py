@@ -151,7 +151,8 @@ def start_chat_worker(stack: Stack, client: redis.Redis, background_rows: int | 
 
 
 def beside_a_batch(base_url: str, label: str, background_rows: int, options: Options, offset: int) -> Beside:
-    """A batch of ``batch_ttft_lines`` lines, and the interactive clients once its first line is done."""
+    """A batch of ``batch_ttft_lines`` lines, and the interactive clients once its first line is done; the batch
+    is cancelled once they are done (its running lines finish), so its tok/s is the batch's beside them."""
     client = make_client(base_url)
     clients, per_client = options.interactive_clients, options.interactive_requests
     progress.say(f"a batch of {options.batch_ttft_lines} lines and {clients} interactive clients beside it ({label})")
@@ -160,6 +161,8 @@ def beside_a_batch(base_url: str, label: str, background_rows: int, options: Opt
     follower.start()
     wait_until(lambda: run.progress and run.progress[-1][1] >= 1, 900, "the batch's first line")
     timings = streaming_clients(base_url, clients, clients * per_client, options.batch_tokens, offset + 10**6)
+    if run.progress[-1][1] < run.lines:
+        client.batches.cancel(batch_id)  # what the batch does once the clients are gone is not measured here
     follower.join()
     return Beside(label, background_rows, run, timings)
 
