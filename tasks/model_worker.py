@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import redis
 
+from config import mongo
 from config.errors import ApiError
 from config.logs import configure_logging
 from config.redis_client import connect_redis
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     reexec_with_openblas(settings.openblas_library)
     configure_logging(settings.log_level)
 
-    registry.connect(settings)
+    mongo.connect(settings)
     record = registry.get_record(args.model_id) or _register_from_catalog(settings, args.model_id)
     if record is None:
         log.error("model %r is neither registered nor in the catalog", args.model_id)
