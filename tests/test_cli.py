@@ -91,7 +91,7 @@ def read_until(terminal: int, marker: bytes, timeout: float = 60) -> bytes:
     return seen
 
 
-def test_jobs_a_job_watched_and_a_cancel_refused(mlxf, jobs_url):
+def test_jobs_watched_listed_and_cancelled(mlxf, jobs_url, hold):
     job_input = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
     job_id = submit_job(jobs_url, CHAT_MODEL, "chat", job_input).json()["job_id"]
     watched = mlxf("job", job_id, "--watch")
@@ -101,6 +101,15 @@ def test_jobs_a_job_watched_and_a_cancel_refused(mlxf, jobs_url):
     assert job_id in {job["job_id"] for job in listed["jobs"]}
     refused = mlxf("cancel", job_id)
     assert refused.exit_code == 1 and "409" in refused.output, refused.output
+
+    held = hold("cli-cancel")  # never released: only the cancel ends this job
+    running = submit_job(jobs_url, CHAT_MODEL, "chat", {**job_input, "max_tokens": 64}, request_id=held.request_id)
+    running_id = running.json()["job_id"]
+    held.wait_held()
+    cancelled = mlxf("cancel", running_id)
+    assert cancelled.exit_code == 0 and f"{running_id}: cancelled" in cancelled.output, cancelled.output
+    ended = mlxf("job", running_id, "--watch")
+    assert ended.exit_code == 1 and f"{running_id}  chat  {CHAT_MODEL}  cancelled" in ended.output, ended.output
 
 
 def test_rag_ingest_with_progress_then_query(mlxf, tmp_path):

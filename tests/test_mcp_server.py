@@ -14,7 +14,7 @@ import httpx2
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, submit_job
 from tests.used_keys import remember
 
 TOOLS = {
@@ -90,7 +90,7 @@ def test_tools_and_resources_are_listed_and_read(mcp_url):
     run(mcp_url, scenario)
 
 
-def test_every_tool_with_progress_for_long_work(mcp_url):
+def test_every_tool_with_progress_for_long_work(mcp_url, jobs_url, hold):
     collection = f"mcp-{uuid.uuid4().hex[:8]}"
     question = "Who founded the Lumen Festival?"
 
@@ -165,6 +165,12 @@ def test_every_tool_with_progress_for_long_work(mcp_url):
         assert structured(await session.call_tool("get_job", {"job_id": submitted["job_id"]}))["status"] == "completed"
         refused = error_text(await session.call_tool("cancel_job", {"job_id": submitted["job_id"]}))
         assert "HTTP 409" in refused, refused
+
+        held = hold("mcp-cancel")  # never released: only the cancel ends this job
+        running = submit_job(jobs_url, CHAT_MODEL, "chat", {**job_input, "max_tokens": 64}, request_id=held.request_id)
+        await anyio.to_thread.run_sync(held.wait_held)
+        cancelled = structured(await session.call_tool("cancel_job", {"job_id": running.json()["job_id"]}))
+        assert cancelled["status"] == "cancelled", cancelled
 
     run(mcp_url, scenario)
 
