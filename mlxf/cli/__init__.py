@@ -49,6 +49,7 @@ for command in (
     batch.batch,
 ):
     cli.add_command(command)
+cli.add_command(chat.chat, name="run")  # as ``ollama run MODEL``
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from mcp.server.mcpserver import MCPServer
 
 from mlxf.mcp_server.resources import register_resources
@@ -18,9 +19,10 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(api_url: str) -> MCPServer:
+def build_server(api_url: str, http: httpx.Client | None = None) -> MCPServer:
+    """The MCP server whose tools and resources call the API at ``api_url`` (through ``http``, if given)."""
     server = MCPServer("mlx-fusion", instructions=INSTRUCTIONS, version="0.1.0")
-    upstream = Upstream(api_url)
+    upstream = Upstream(api_url, http)
     register_tools(server, upstream)
     register_resources(server, upstream)
     return server

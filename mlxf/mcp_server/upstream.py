@@ -36,11 +36,12 @@ class BearerPassThrough:
 
 
 class Upstream:
-    """The platform's API at ``base_url``; ``platform()`` is a client with the current caller's key."""
+    """The platform's API at ``base_url``; ``platform()`` is a client with the current caller's key. ``http``: the
+    ``httpx.Client`` every call goes through (default: one with a 600 s read timeout, a job's longest wait)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, http: httpx.Client | None = None) -> None:
         self.base_url = base_url
-        self.http = httpx.Client(timeout=httpx.Timeout(600, connect=10))
+        self.http = http or httpx.Client(timeout=httpx.Timeout(600, connect=10))
 
     def platform(self) -> Platform:
         return Platform(self.base_url, caller_key.get(), http=self.http)
