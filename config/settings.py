@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     server_host: str = "127.0.0.1"
     """Where the API listens: loopback unless told; another address needs API keys or ``ALLOW_UNAUTHENTICATED``."""
     server_port: int = 8000
+    mcp_host: str = "127.0.0.1"
+    """Where the MCP server (``python -m mlxf.mcp_server``) listens: loopback unless told; another address only when
+    the API asks for keys, or with ``ALLOW_UNAUTHENTICATED``."""
+    mcp_port: int = 8001
+    mcp_api_url: str = ""
+    """The API the MCP server calls with each caller's key; empty: this machine's (``SERVER_HOST``, ``SERVER_PORT``)."""
     max_concurrency: int = 1
     context_length: int = 32768
     mlx_warmup: bool = True
@@ -293,6 +299,14 @@ class Settings(BaseSettings):
     @property
     def node(self) -> str:
         return self.node_name or socket.gethostname()
+
+    @property
+    def api_url(self) -> str:
+        """``MCP_API_URL``, else the API of this machine (its loopback address when it listens on every address)."""
+        if self.mcp_api_url:
+            return self.mcp_api_url.rstrip("/")
+        host = "127.0.0.1" if self.server_host in ("0.0.0.0", "", "::") else self.server_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.server_port}"
 
     @property
     def models_dir(self) -> Path:

@@ -262,6 +262,13 @@ def base_url(stack: Stack, supervisor) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def mcp_url(stack: Stack, base_url: str, control_worker: Service) -> str:
+    """The MCP server of the session (as the Procfile's ``mcp`` process runs it), calling the session's API."""
+    _service, url = stack.start_mcp(base_url)
+    return url
+
+
 SPARE_CHAT_MODEL = "test/spare-chat"
 SPARE_CHAT_CONTEXT = 1024
 
