@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_cache_bytes=int(settings.prompt_cache_gb * 1e9),
         prefill_step_size=settings.prefill_step_size,
         background_rows_beside_interactive=settings.background_rows_beside_interactive,
+        draft_tokens=settings.speculative_draft_tokens,
         prompt_cache_disk_folder=settings.prompt_cache_folder / slug(model_id),
         prompt_cache_disk_bytes=int(settings.prompt_cache_disk_gb * 1e9),
         prompt_cache_disk_min_tokens=settings.prompt_cache_disk_min_tokens,
