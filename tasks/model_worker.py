@@ -68,6 +68,8 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "max_concurrency": runtime.batch_size,
         "batch_peak": engine.batch_peak,
         "preemptions": engine.preemptions,
+        "draft_tokens": engine.draft_tokens[0],
+        "draft_tokens_accepted": engine.draft_tokens[1],
         "memory_bytes": engine.memory_bytes,
         "rss_bytes": _PROCESS.memory_info().rss,
         "pid": os.getpid(),
