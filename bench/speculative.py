@@ -7,7 +7,11 @@ the share of draft tokens kept per task."""
 
 from __future__ import annotations
 
+import time
 import traceback
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import progress
 from bench.client import TokenCounter, make_client, stream_chat
@@ -27,8 +31,22 @@ DRAFT_TOKENS = 4
 """The platform's default ``SPECULATIVE_DRAFT_TOKENS``."""
 
 
-def _http(context: BenchContext, max_tokens: int, runs: int) -> dict[str, dict[tuple[str, int], float]]:
-    """Aggregate tok/s per server, task and number of streams (single stream: ``runs`` requests one after another)."""
+def _draft_tokens(base_url: str, model: str) -> tuple[float, float]:
+    """The platform's draft tokens checked and kept for ``model`` so far (``/metrics``, from the workers' beats)."""
+    time.sleep(1.5)  # one heartbeat after the last request
+    found = {"mlx_speculative_draft_tokens": 0.0, "mlx_speculative_accepted_tokens": 0.0}
+    for family in text_string_to_metric_families(requests.get(f"{base_url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name.removesuffix("_total") in found and sample.labels.get("model") == model:
+                found[sample.name.removesuffix("_total")] = sample.value
+    return found["mlx_speculative_draft_tokens"], found["mlx_speculative_accepted_tokens"]
+
+
+def _http(
+    context: BenchContext, max_tokens: int, runs: int, kept: dict[tuple[str, int], tuple[float, float]]
+) -> dict[str, dict[tuple[str, int], float]]:
+    """Aggregate tok/s per server, task and number of streams (single stream: ``runs`` requests one after another);
+    the platform's draft tokens checked and kept per task go into ``kept``."""
     measured: dict[str, dict[tuple[str, int], float]] = {}
     counter = TokenCounter()
     for server in SERVERS:
@@ -40,6 +58,7 @@ def _http(context: BenchContext, max_tokens: int, runs: int) -> dict[str, dict[t
                 cells: dict[tuple[str, int], float] = {}
                 for task, (_extractive, build) in TASKS.items():
                     for streams in STREAMS:
+                        before = _draft_tokens(target.base_url, target.model) if server == "platform" else (0, 0)
                         with progress.ticking(f"{label}: {task}, {streams} stream(s)"):
                             rounds = runs if streams == 1 else 1
                             tag = f"{server}-{task[:4]}-{streams}"
@@ -54,6 +73,9 @@ def _http(context: BenchContext, max_tokens: int, runs: int) -> dict[str, dict[t
                         if summary.errors:
                             raise RuntimeError(next(t.error for t in timings if not t.ok))
                         cells[(task, streams)] = summary.aggregate_tps
+                        if server == "platform":
+                            after = _draft_tokens(target.base_url, target.model)
+                            kept[(task, streams)] = (after[0] - before[0], after[1] - before[1])
                         progress.say(f"{label}: {task}, {streams} stream(s): {summary.aggregate_tps:.1f} tok/s")
                 measured[server] = cells
         except Skip as exc:
@@ -77,7 +99,16 @@ def run(context: BenchContext) -> SectionResult:
     engine_table = Table(
         f"the platform's batch engine in one process, greedy, {max_tokens} max tokens, the same requests "
         f"without drafting and with it (SPECULATIVE_DRAFT_TOKENS={DRAFT_TOKENS})",
-        ["task", "streams", "no drafting tok/s", "drafting tok/s", "speed-up", "draft tokens kept", "checked steps"],
+        [
+            "task",
+            "streams",
+            "no drafting tok/s",
+            "drafting tok/s",
+            "speed-up",
+            "speed-up per CPU second",
+            "draft tokens kept",
+            "checked steps",
+        ],
     )
     for row in engine["rows"]:
         kept = row["accepted"] / row["drafted"] if row["drafted"] else None
@@ -89,22 +120,26 @@ def run(context: BenchContext) -> SectionResult:
                 row["plain_tps"],
                 row["drafting_tps"],
                 f"{row['drafting_tps'] / row['plain_tps']:.2f}x",
+                f"{row['drafting_tokens_per_cpu_s'] / row['plain_tokens_per_cpu_s']:.2f}x",
                 "–" if kept is None else f"{kept:.0%} of {row['drafted']}",
                 row["checked_steps"],
             ]
         )
-    measured = _http(context, max_tokens, runs)
+    kept: dict[tuple[str, int], tuple[float, float]] = {}
+    measured = _http(context, max_tokens, runs, kept)
     versus = Table(
         f"over HTTP, greedy, {max_tokens} max tokens, aggregate tok/s (1 stream: {runs} requests in turn; "
         "8 streams: 8 at once); every request unique",
-        ["task", "streams", "mlx_lm.server tok/s", "platform tok/s", "platform / mlx_lm.server"],
+        ["task", "streams", "mlx_lm.server tok/s", "platform tok/s", "platform / mlx_lm.server", "draft tokens kept"],
     )
     for task in TASKS:
         for streams in STREAMS:
             theirs = measured.get("mlx-lm", {}).get((task, streams))
             ours = measured.get("platform", {}).get((task, streams))
             ratio = f"{ours / theirs:.2f}x" if ours and theirs else "–"
-            versus.rows.append([task, streams, theirs or "–", ours or "–", ratio])
+            drafted, accepted = kept.get((task, streams), (0, 0))
+            share = f"{accepted / drafted:.0%} of {drafted:.0f}" if drafted else "–"
+            versus.rows.append([task, streams, theirs or "–", ours or "–", ratio, share])
     result.tables.extend([versus, engine_table])
     http = {
         server: {f"{task} | {streams}": tps for (task, streams), tps in cells.items()}

@@ -28,7 +28,7 @@ from mlx_lm.sample_utils import greedy_sampler
 NGRAM_SIZES = (4, 3, 2)
 """The n-grams a row looks up in its own text, longest first: the tokens that followed their latest occurrence
 are the draft."""
-PRIOR_ACCEPTANCE = 0.5
+PRIOR_ACCEPTANCE = 0.3
 """A new row's estimate of how often a draft token is right, before it has seen any."""
 ACCEPTANCE_MEMORY = 0.9
 """Weight of the old estimate at each draft token seen: about the last ten tokens count."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from bench import progress
@@ -21,7 +22,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     most = max(spec["streams"])
     limits = ServingLimits(max_sequences=most, prompt_cache_entries=0, draft_tokens=spec["draft_tokens"])
-    handler = load_handler("lm", spec["path"], 4096, limits)
+    handler = load_handler("lm", Path(spec["path"]), 4096, limits)
     drafting = handler.batch
     plain = BatchSession(
         handler.model,
@@ -35,7 +36,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     )
     counter = iter(range(10**6))
 
-    def measure(batch: BatchSession, build: Any, streams: int) -> tuple[int, float]:
+    def measure(batch: BatchSession, build: Any, streams: int) -> tuple[int, float, float]:
         tickets = [
             Ticket(
                 "chat",
@@ -48,28 +49,30 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             )
             for _ in range(streams)
         ]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for ticket in tickets:
             batch.submit(ticket)
         while batch.busy:
             batch.step()
-        seconds = time.perf_counter() - started
-        return sum(t.future.result()["usage"]["completion_tokens"] for t in tickets), seconds
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+        return sum(t.future.result()["usage"]["completion_tokens"] for t in tickets), seconds, cpu_seconds
 
     for batch in (plain, drafting):
         measure(batch, TASKS["free text (a story)"][1], 1)  # warm-up
     rows = []
     for task, (_extractive, build) in TASKS.items():
         for streams in spec["streams"]:
-            plain_tokens, plain_seconds = measure(plain, build, streams)
+            plain_tokens, plain_seconds, plain_cpu = measure(plain, build, streams)
             stats = drafting._generator().draft_stats
             drafted, accepted, steps = stats.drafted, stats.accepted, stats.steps
-            tokens, seconds = measure(drafting, build, streams)
+            tokens, seconds, cpu = measure(drafting, build, streams)
             row = {
                 "task": task,
                 "streams": streams,
                 "plain_tps": plain_tokens / plain_seconds,
                 "drafting_tps": tokens / seconds,
+                "plain_tokens_per_cpu_s": plain_tokens / plain_cpu,
+                "drafting_tokens_per_cpu_s": tokens / cpu,
                 "drafted": stats.drafted - drafted,
                 "accepted": stats.accepted - accepted,
                 "checked_steps": stats.steps - steps,
