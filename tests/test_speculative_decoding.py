@@ -93,9 +93,30 @@ def test_greedy_rows_that_draft_answer_as_they_do_without_drafting(sessions):
     drafting, plain = sessions
     stats = checking(drafting)
     expected = run(plain, *requests())
+    before = (stats.accepted, stats.drafted)
     assert run(drafting, *requests()) == expected
-    assert stats.accepted > 0  # drafts were checked, and some were kept
-    assert stats.accepted < stats.drafted  # and some refused
+    assert stats.accepted > before[0]  # drafts were checked, and some were kept
+    assert stats.accepted - before[0] < stats.drafted - before[1]  # and some refused
+
+
+def test_a_drafting_row_ends_on_its_stop_sequence_with_the_logprobs_of_its_tokens(sessions):
+    """A stop sequence met while the row drafts ends the answer where it ends without drafting (the tokens kept
+    after it in the same step are dropped); each token carries the log-probability the model gave it."""
+    drafting, plain = sessions
+    stats = checking(drafting)
+    before = stats.accepted
+    options = dict(stop=["library"], logprobs=True, top_logprobs=2)
+    answers = []
+    for batch in (plain, drafting):
+        one = ticket(QUOTE, **options)
+        run(batch, one)
+        answers.append(one.future.result())
+    expected, got = answers
+    assert got["content"] == expected["content"] and got["finish_reason"] == expected["finish_reason"] == "stop"
+    expected_entries, entries = (a["choices"][0]["logprobs"]["content"] for a in answers)
+    assert [e["token"] for e in entries] == [e["token"] for e in expected_entries]
+    assert [e["logprob"] for e in entries] == pytest.approx([e["logprob"] for e in expected_entries], abs=1e-3)
+    assert stats.accepted > before
 
 
 def test_seeded_rows_that_draft_sample_what_they_sample_without_drafting(sessions):
