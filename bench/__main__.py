@@ -33,6 +33,7 @@ from bench import (
     rag_scale,
     reconciler,
     redis_latency,
+    speculative,
     weights,
 )
 from bench.context import BenchContext
@@ -50,6 +51,7 @@ SECTIONS: dict[str, ModuleType] = {
         overhead,
         concurrency,
         prefix,
+        speculative,
         agent,
         lifecycle,
         jobs,

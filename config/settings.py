@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     background_rows_beside_interactive: int = 4
     """Rows that background work (batch lines, ``low`` jobs) keeps in a model's batch while an interactive request
     or a more urgent job runs or waits there; the rest give way, K/V kept, and go on once it is done."""
+    speculative_draft_tokens: int = 4
+    """Speculative decoding inside the batch: the most tokens a row drafts from its own prompt and answer and has
+    checked in one step (rows whose drafts keep failing stop drafting); 0 turns it off."""
     worker_plugins: str = ""
     """Modules, comma-separated, that each model worker imports at start and whose ``install(runtime)`` it calls:
     a plug-in may add engine checkpoint hooks (the test session holds generations with ``tests.holds``)."""

@@ -39,6 +39,7 @@ from models.prompt_cache import PromptCache
 from models.prompt_disk import DiskHit
 from models.reasoning import ThinkSplitter, markers_of
 from models.sampling import SamplingOptions, options_from, processors_for, samplers_for, token_logprobs
+from models.speculative import DraftingBatchGenerator
 from models.stops import StopScanner
 from models.tool_calls import LLAMA3, ToolCallScanner, ToolUse, format_for, tool_use
 
@@ -160,6 +161,7 @@ class BatchSession:
         prefill_step_size: int = 512,
         preempt_after_tokens: int = PREEMPT_AFTER_TOKENS,
         background_rows_beside_interactive: int = BACKGROUND_ROWS_BESIDE_INTERACTIVE,
+        draft_tokens: int = 0,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -171,6 +173,8 @@ class BatchSession:
         self.prefill_step_size = prefill_step_size
         self.preempt_after_tokens = max(1, preempt_after_tokens)
         self.background_rows_beside_interactive = max(0, background_rows_beside_interactive)
+        self.draft_tokens = draft_tokens
+        """The most tokens a row drafts per step (``models.speculative``); 0: no drafting."""
         self.vocabulary_size = int(getattr(model, "vocab_size", 0) or len(tokenizer.vocab))
         self.kv_bytes_per_token = kv_bytes_per_token(model)
         self.stop_tokens = StopSequences([[token] for token in tokenizer.eos_token_ids])
@@ -282,13 +286,16 @@ class BatchSession:
 
     def _generator(self) -> BatchGenerator:
         if self.generator is None:
-            self.generator = BatchGenerator(
-                self.model,
+            options: dict[str, Any] = dict(
                 completion_batch_size=self.max_sequences,
                 prefill_batch_size=min(PREFILL_BATCH, self.max_sequences),
                 prefill_step_size=self.prefill_step_size,
                 stop_tokens=[[token] for token in self.tokenizer.eos_token_ids],
             )
+            if self.draft_tokens > 0:
+                self.generator = DraftingBatchGenerator(self.model, draft_tokens=self.draft_tokens, **options)
+            else:
+                self.generator = BatchGenerator(self.model, **options)
         return self.generator
 
     def _prepare(self, ticket: Ticket) -> Request:

@@ -96,6 +96,13 @@ class Engine:
         batch = getattr(self.handler, "batch", None)
         return batch.preemptions if batch is not None else 0
 
+    @property
+    def draft_tokens(self) -> tuple[int, int]:
+        """Draft tokens the batch checked, and those it kept (speculative decoding), since its generator started."""
+        generator = getattr(getattr(self.handler, "batch", None), "generator", None)
+        stats = getattr(generator, "draft_stats", None)
+        return (stats.drafted, stats.accepted) if stats is not None else (0, 0)
+
     def stalled_seconds(self) -> float:
         """How long the engine has had work (running, or waiting for it) without making progress; 0 while idle."""
         return time.monotonic() - self.last_progress if self.active or self.queued else 0.0

@@ -100,8 +100,11 @@ def options_from(payload: dict[str, Any], vocabulary_size: int) -> SamplingOptio
 
 
 class KeyedSampler:
-    """Samples one row with a random key of its own, split at every step: a seeded request gives the same tokens
-    whatever else shares the batch (the global random state is never touched)."""
+    """Samples one row with a random key of its own, split at every token: a seeded request gives the same tokens
+    whatever else shares the batch (the global random state is never touched).
+
+    A token is the argmax of the logits plus Gumbel noise drawn with that token's key (the Gumbel-max form of
+    sampling), so a speculative step can draw the noise of several tokens ahead and find the same tokens."""
 
     def __init__(self, options: SamplingOptions, seed: int) -> None:
         self.key = mx.random.key(seed % (1 << 64))
@@ -116,11 +119,29 @@ class KeyedSampler:
             self.filters.append(lambda x: apply_top_k(x, options.top_k))
 
     def __call__(self, logprobs: mx.array) -> mx.array:
-        self.previous_key = self.key
-        self.key, step_key = mx.random.split(self.key)
+        noise = self.noise_ahead(1, logprobs.shape[-1])
+        self.take(1)
+        return mx.argmax(self.logits_of(logprobs) + noise, axis=-1)
+
+    def noise_ahead(self, count: int, vocabulary: int) -> mx.array:
+        """The Gumbel noise of the next ``count`` tokens, shape ``(count, vocabulary)``, without taking it."""
+        noise, key = [], self.key
+        for _ in range(count):
+            key, token_key = mx.random.split(key)
+            noise.append(mx.random.gumbel(shape=(vocabulary,), key=token_key))
+        return mx.stack(noise)
+
+    def take(self, count: int) -> None:
+        """Moves past the keys of ``count`` tokens."""
+        for _ in range(count):
+            self.previous_key = self.key
+            self.key = mx.random.split(self.key)[0]
+
+    def logits_of(self, logprobs: mx.array) -> mx.array:
+        """The logits this sampler draws from: top-p, min-p and top-k applied, then the temperature."""
         for apply in self.filters:
             logprobs = apply(logprobs)
-        return mx.random.categorical(logprobs * self.inverse_temperature, key=step_key)
+        return logprobs * self.inverse_temperature
 
     def step_back(self) -> None:
         """Forgets the last sample's key: the row's token sampled ahead was dropped and will be sampled again."""

@@ -102,6 +102,14 @@ class PlatformCollector(Collector):
             CounterMetricFamily,
         )
         for name, field, help_text in (
+            ("mlx_speculative_draft_tokens", "draft_tokens", "Draft tokens checked by speculative decoding"),
+            ("mlx_speculative_accepted_tokens", "draft_tokens_accepted", "Draft tokens speculative decoding kept"),
+        ):
+            drafts = {m: sum(w.get(field, 0) for w in live.get(m, [])) for m in models}
+            yield _per_model(
+                name, f"{help_text}, over the live workers (restarts from 0 with a worker)", drafts, CounterMetricFamily
+            )
+        for name, field, help_text in (
             ("mlx_tokens_processed", "total_tokens_processed", "Prompt and generated tokens"),
             ("mlx_tokens_generated", "completion_tokens", "Generated tokens"),
             ("mlx_prompt_cache_hits", "prompt_cache_hits", "Requests that started from a cached prompt prefix"),

@@ -7,7 +7,18 @@ import json
 import sys
 from pathlib import Path
 
-PROBES = ("info", "prepare", "generate", "chat", "lifecycle", "embed", "media", "rag_quality", "rag_scale")
+PROBES = (
+    "info",
+    "prepare",
+    "generate",
+    "chat",
+    "lifecycle",
+    "embed",
+    "media",
+    "rag_quality",
+    "rag_scale",
+    "speculative",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,8 @@ class ServingLimits:
     prompt_cache_bytes: int = 10**9
     prefill_step_size: int = 512
     background_rows_beside_interactive: int = 4
+    draft_tokens: int = 4
+    """The most tokens a language model's row drafts per step (speculative decoding); 0: none."""
     prompt_cache_disk_folder: Path | None = None
     """This model's folder in the disk tier (None: no disk tier); the weights' fingerprint is added below it."""
     prompt_cache_disk_bytes: int = 0

@@ -53,6 +53,7 @@ class LanguageModelHandler:
             prompt_cache=PromptCache(limits.prompt_cache_entries, limits.prompt_cache_bytes, disk),
             prefill_step_size=limits.prefill_step_size,
             background_rows_beside_interactive=limits.background_rows_beside_interactive,
+            draft_tokens=limits.draft_tokens,
         )
 
     def warmup(self) -> None:
