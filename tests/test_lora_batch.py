@@ -60,15 +60,15 @@ def answers(handler: LanguageModelHandler, *tickets: Ticket) -> list[str]:
 
 
 def alone_with(folder: Path, *texts: str) -> list[str]:
-    """The greedy answers of the chat model with only this adapter, loaded by mlx-lm itself, one request at a time."""
+    """The greedy answers of the chat model with only this adapter, loaded by mlx-lm itself (its own LoRA layers,
+    the one adapter for every row)."""
     model, tokenizer = load_lm(str(CHAT_MODEL_DIR), adapter_path=str(folder))
     oracle = LanguageModelHandler(model, tokenizer, 2048, LIMITS)
-    return [answers(oracle, ticket(text))[0] for text in texts]
+    return answers(oracle, *(ticket(text) for text in texts))
 
 
 def test_rows_with_different_adapters_and_none_share_one_batch(handler, folders):
-    base = answers(handler, ticket(QUESTION))[0]
-    other_base = answers(handler, ticket(OTHER))[0]
+    base, other_base = answers(handler, ticket(QUESTION), ticket(OTHER))
     together = answers(
         handler,
         ticket(QUESTION, "upper"),
