@@ -67,7 +67,7 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "max_concurrency": runtime.batch_size,
         "batch_peak": engine.batch_peak,
         "preemptions": engine.preemptions,
-        "memory_bytes": engine.memory_bytes,
+        "memory_bytes": engine.memory_bytes + getattr(getattr(engine.handler, "adapters", None), "nbytes", 0),
         "rss_bytes": _PROCESS.memory_info().rss,
         "pid": os.getpid(),
         "node": runtime.settings.node,
