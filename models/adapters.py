@@ -96,6 +96,22 @@ class _Stack:
     """(slots, rank, output dims)."""
     scale: mx.array
     """(slots,)."""
+    a_wide: mx.array
+    """(input dims, slots x rank): every slot's A side by side, for ``DENSE_SLOTS`` slots or fewer."""
+    b_tall: mx.array
+    """(slots x rank, output dims): every slot's B stacked."""
+    columns: mx.array
+    """(slots x rank,): the slot of each column of ``a_wide``."""
+
+    @property
+    def count(self) -> int:
+        return self.a.shape[0]
+
+
+DENSE_SLOTS = 8
+"""Up to this many slots, a layer computes every slot's ``x @ A`` in one matrix product and keeps each row's own
+columns (two dense products instead of a gather and a product per row: faster for a few small adapters); beyond,
+it gathers each row's A and B."""
 
 
 def _dims(linear: nn.Module) -> tuple[int, int]:
@@ -147,23 +163,31 @@ class MultiLoRALinear(nn.Module):
             a_stack[slot, :, : a.shape[1]] = a
             b_stack[slot, : b.shape[0], :] = b
             scales[slot] = scale
-        self._stack = _Stack(a_stack, b_stack, mx.array(scales, dtype=mx.float32))
-        mx.eval(self._stack.a, self._stack.b, self._stack.scale)
+        a_wide = a_stack.transpose(1, 0, 2).reshape(input_dims, count * rank)
+        b_tall = b_stack.reshape(count * rank, output_dims)
+        columns = mx.arange(count * rank) // rank
+        self._stack = _Stack(a_stack, b_stack, mx.array(scales, dtype=mx.float32), a_wide, b_tall, columns)
+        mx.eval(a_stack, b_stack, self._stack.scale, a_wide, b_tall, columns)
 
     def __call__(self, x: mx.array) -> mx.array:
         y = self.linear(x)
         slots, stack = self._routing.slots, self._stack
         if slots is None or stack is None:
             return y
-        slots = mx.where(slots < stack.a.shape[0], slots, BASE_SLOT)  # a slot this layer does not carry: no delta
-        return y + lora_delta(x, stack.a, stack.b, stack.scale, slots)
+        slots = mx.where(slots < stack.count, slots, BASE_SLOT)  # a slot this layer does not carry: no delta
+        return y + lora_delta(x, stack, slots)
 
 
-def lora_delta(x: mx.array, a: mx.array, b: mx.array, scales: mx.array, slots: mx.array) -> mx.array:
-    """The per-row delta ``MultiLoRALinear`` adds, on stacked ``a`` (slots, in, r), ``b`` (slots, r, out) and
-    ``scales`` (slots,), for rows ``x`` (rows, tokens, in) whose slots are ``slots`` (rows,)."""
-    z = (x @ a[slots]) @ b[slots]
-    return (scales[slots].reshape((-1,) + (1,) * (z.ndim - 1)) * z).astype(x.dtype)
+def lora_delta(x: mx.array, stack: _Stack, slots: mx.array) -> mx.array:
+    """The delta ``MultiLoRALinear`` adds to rows ``x`` (rows, tokens, in) whose slots are ``slots`` (rows,):
+    ``scale * (x @ A) @ B`` of each row's own slot, as mlx-lm's ``LoRALinear`` computes it for one adapter."""
+    if stack.count <= DENSE_SLOTS:
+        own = (stack.columns[None, :] == slots[:, None]).astype(x.dtype)  # (rows, slots x rank): 1 on its columns
+        shape = (own.shape[0],) + (1,) * (x.ndim - 2) + (own.shape[1],)
+        z = ((x @ stack.a_wide) * own.reshape(shape)) @ stack.b_tall
+    else:
+        z = (x @ stack.a[slots]) @ stack.b[slots]
+    return (stack.scale[slots].reshape((-1,) + (1,) * (z.ndim - 1)) * z).astype(x.dtype)
 
 
 class AdapterTag:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+import pytest
 from mlx_lm.tuner.lora import LoRALinear
 
+from models import adapters
 from models.adapters import AdapterTag, MultiLoRALinear, Routing
 
 IN, OUT = 24, 40
@@ -21,7 +23,9 @@ def _lora(base: nn.Linear, rank: int, scale: float, seed: int) -> LoRALinear:
     return layer
 
 
-def test_each_row_gets_its_own_adapter_and_base_rows_stay_base():
+@pytest.mark.parametrize("dense_slots", [adapters.DENSE_SLOTS, 0], ids=["one-product", "gathered"])
+def test_each_row_gets_its_own_adapter_and_base_rows_stay_base(monkeypatch, dense_slots):
+    monkeypatch.setattr(adapters, "DENSE_SLOTS", dense_slots)
     mx.random.seed(3)
     base = nn.Linear(IN, OUT, bias=True)
     first, second = _lora(base, 4, 2.0, 1), _lora(base, 8, 0.5, 2)  # two ranks: the stack pads the smaller one
