@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-PROBES = ("info", "prepare", "generate", "chat", "lifecycle", "embed", "media", "rag_quality", "rag_scale")
+PROBES = ("adapters", "info", "prepare", "generate", "chat", "lifecycle", "embed", "media", "rag_quality", "rag_scale")
 
 
 def main(argv: list[str]) -> int:
