@@ -11,7 +11,7 @@ STAMPS := .setup-stamps
 MLX_BACKEND ?= $(if $(shell command -v nvidia-smi),cuda,cpu)
 PACKAGES_STAMP := $(STAMPS)/packages-$(MLX_BACKEND)-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
-PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control work models flower
+PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control work models mcp flower
 
 .PHONY: help setup system-packages python-packages models adapters documents run node test test-fast bench lint clean
 
@@ -102,7 +102,7 @@ else
 endif
 
 run: setup
-	@echo "[run] starting: $(PROCESSES) (API on http://localhost:8000, Flower on http://localhost:5555)"
+	@echo "[run] starting: $(PROCESSES) (API on http://localhost:8000, MCP on http://localhost:8001/mcp, Flower on http://localhost:5555)"
 	@# The local stack may call webhooks on this machine; elsewhere private addresses stay refused.
 	@# A worker batches up to 32 requests (the benchmark's choice here; the contract's default is 1).
 	@# STACK_BIND=0.0.0.0 lets other machines' nodes reach Redis and MongoDB; REDIS_PASSWORD then guards Redis.
@@ -126,7 +126,7 @@ OPENBLAS := $(firstword $(wildcard /usr/lib/*/openblas-pthread/libopenblas.so.0)
 test: setup
 	@echo "[test] layer contracts (import-linter, pyproject.toml)"
 	$(BIN)/lint-imports
-	LD_PRELOAD="$(OPENBLAS)" $(BIN)/python -m pytest
+	LD_PRELOAD="$(OPENBLAS)" $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # Under a minute: tests/unit reads the prepared tokenizers and documents from set-up, starts no service.
 test-fast: setup

@@ -3,10 +3,10 @@
 On a stack of its own (Redis, the Mongo-wire server, the web, a control worker and one chat worker batching 32):
 the same ``--lines`` greedy chat requests of 64 tokens sent by 32 concurrent streaming clients, then as one batch
 (wall time and generated tok/s side by side); then 8 interactive streaming clients alone, and again while a batch
-of ``--batch-lines`` lines runs on the same model (time to first token p50/p95), twice: with the worker's default
-Celery pool (MAX_CONCURRENCY + 1 threads; batch lines hold none of them, they are followed on threads of their
-own) and with a wider pool; with a chart of the batch's lines completed over time and each interactive request's
-TTFT on the same time axis.
+of ``--batch-lines`` lines runs on the same model (time to first token p50/p95), twice: with the batch's lines
+keeping every row they hold while interactive requests run (``BACKGROUND_ROWS_BESIDE_INTERACTIVE`` = the batch
+size: a line gives way only when the batch is full), and with the default (4 rows); with a chart of the batch's
+lines completed over time and each interactive request's TTFT on the same time axis.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from bench.options import Options
 from bench.report import SectionResult, Table
 from bench.stack import STACK_ENV
 from bench.stats import percentile
+from config.settings import Settings
 from models.liveness import Liveness
-from tasks.batches import EXTRA_IN_FLIGHT
 from tests.stack import PYTHON, Service, Stack, wait_until
 
 NAME = "batch"
@@ -131,25 +131,28 @@ def _ttft_row(label: str, timings: list[RequestTiming]) -> list[object]:
 
 @dataclass
 class Beside:
-    """The interactive clients while a batch runs, with the worker's pool at ``threads`` Celery threads."""
+    """The interactive clients while a batch runs, the worker keeping ``background_rows`` rows of lines beside
+    them."""
 
     label: str
-    threads: int
+    background_rows: int
     batch: BatchRun
     timings: list[RequestTiming]
 
 
-def start_chat_worker(stack: Stack, client: redis.Redis, threads: int | None) -> Service:
-    """The chat worker, with ``threads`` Celery pool threads (None: its default, MAX_CONCURRENCY + 1)."""
-    extra = ["--concurrency", str(threads)] if threads else []
-    name = f"batch-chat-worker-{threads or 'default'}"
-    worker = stack.start(name, [PYTHON, "-m", "tasks.model_worker", "--model-id", CHAT_MODEL, *extra])
+def start_chat_worker(stack: Stack, client: redis.Redis, background_rows: int | None) -> Service:
+    """The chat worker; ``background_rows``: its ``BACKGROUND_ROWS_BESIDE_INTERACTIVE`` (None: the default)."""
+    extra = {"BACKGROUND_ROWS_BESIDE_INTERACTIVE": str(background_rows)} if background_rows is not None else {}
+    name = f"batch-chat-worker-{background_rows if background_rows is not None else 'default'}"
+    argv = [PYTHON, "-m", "tasks.model_worker", "--model-id", CHAT_MODEL]
+    worker = stack.start(name, argv, extra)
     wait_until(lambda: Liveness(client, 10).workers(CHAT_MODEL), 300, "the chat worker", worker.process)
     return worker
 
 
-def beside_a_batch(base_url: str, label: str, threads: int, options: Options, offset: int) -> Beside:
-    """A batch of ``batch_ttft_lines`` lines, and the interactive clients once its first line is done."""
+def beside_a_batch(base_url: str, label: str, background_rows: int, options: Options, offset: int) -> Beside:
+    """A batch of ``batch_ttft_lines`` lines, and the interactive clients once its first line is done; the batch
+    is cancelled once they are done (its running lines finish), so its tok/s is the batch's beside them."""
     client = make_client(base_url)
     clients, per_client = options.interactive_clients, options.interactive_requests
     progress.say(f"a batch of {options.batch_ttft_lines} lines and {clients} interactive clients beside it ({label})")
@@ -158,16 +161,18 @@ def beside_a_batch(base_url: str, label: str, threads: int, options: Options, of
     follower.start()
     wait_until(lambda: run.progress and run.progress[-1][1] >= 1, 900, "the batch's first line")
     timings = streaming_clients(base_url, clients, clients * per_client, options.batch_tokens, offset + 10**6)
+    if run.progress[-1][1] < run.lines:
+        client.batches.cancel(batch_id)  # what the batch does once the clients are gone is not measured here
     follower.join()
-    return Beside(label, threads, run, timings)
+    return Beside(label, background_rows, run, timings)
 
 
 def run(context: BenchContext) -> SectionResult:
     options = context.options
     lines, batch_lines, max_tokens = options.batch_lines, options.batch_ttft_lines, options.batch_tokens
     interactive, per_client = options.interactive_clients, options.interactive_requests
-    default_threads = int(STACK_ENV["MAX_CONCURRENCY"]) + 1
-    wide_threads = default_threads + EXTRA_IN_FLIGHT + interactive
+    batch_size = int(STACK_ENV["MAX_CONCURRENCY"])
+    default_rows = Settings().background_rows_beside_interactive
     result = SectionResult(NAME, TITLE)
     workdir = LOGS_DIR / f"{NAME}-{int(time.time())}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -197,11 +202,13 @@ def run(context: BenchContext) -> SectionResult:
         progress.say(f"{interactive} interactive streaming clients alone, {per_client} requests each")
         quiet = streaming_clients(base_url, interactive, interactive * per_client, max_tokens, 2 * 10**6)
 
-        besides.append(beside_a_batch(base_url, f"pool {default_threads} threads", default_threads, options, 3 * 10**6))
-        worker.stop()
-        wait_until(lambda: not Liveness(client_redis, 10).workers(CHAT_MODEL), 60, "the worker to leave")
-        start_chat_worker(stack, client_redis, wide_threads)
-        besides.append(beside_a_batch(base_url, f"pool {wide_threads} threads", wide_threads, options, 5 * 10**6))
+        for rows, offset in ((batch_size, 3 * 10**6), (default_rows, 5 * 10**6)):
+            worker.stop()
+            wait_until(lambda: not Liveness(client_redis, 10).workers(CHAT_MODEL), 60, "the worker to leave")
+            worker = start_chat_worker(stack, client_redis, rows)
+            streaming_clients(base_url, 8, 8, 8, 10**7 + offset)  # warms the new worker's batch shapes
+            label = f"keeping {rows} rows of lines beside interactive requests"
+            besides.append(beside_a_batch(base_url, label, rows, options, offset))
     finally:
         stack.stop_all()
 
@@ -223,7 +230,7 @@ def run(context: BenchContext) -> SectionResult:
     quiet_row = _ttft_row("alone", quiet)
     rows = [quiet_row]
     for beside in besides:
-        row = _ttft_row(f"beside a {batch_lines}-line batch, worker {beside.label}", beside.timings)
+        row = _ttft_row(f"beside a {batch_lines}-line batch {beside.label}", beside.timings)
         ratio = row[4] / quiet_row[4] if row[4] and quiet_row[4] else None
         rows.append(row + [ratio, beside.batch.wall_s, tps(beside.batch.tokens, beside.batch.wall_s)])
         result.notes.append(
@@ -250,7 +257,7 @@ def run(context: BenchContext) -> SectionResult:
         "beside": [
             {
                 "label": b.label,
-                "threads": b.threads,
+                "background_rows": b.background_rows,
                 "batch_wall_s": b.batch.wall_s,
                 "batch_tokens": b.batch.tokens,
                 "progress": b.batch.progress,
@@ -306,7 +313,7 @@ def draw_timeline(besides: list[Beside], alone_p95: float | None, tokens: int, p
         progress_colour, ttft_colour, colours = SERIES[index % len(SERIES)]
         draw.text(
             (width / 2, 32 + 16 * index),
-            f"worker {beside.label}: batch progress and interactive TTFTs ({colours})",
+            f"{beside.background_rows} rows of lines beside interactive ones: batch progress, TTFTs ({colours})",
             fill=progress_colour,
             font=font,
             anchor="mt",

@@ -7,7 +7,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 
-from config import keys
+from config import keys, mongo
 from config.settings import Settings
 
 REFUSED_EXIT_STATUS = 78
@@ -45,11 +45,11 @@ def stored_keys_exist(settings: Settings) -> bool:
     deadline = time.monotonic() + MONGO_WAIT_SECONDS
     while True:
         try:
-            keys.connect(settings)
+            mongo.connect(settings)
             return keys.any_active()
         except Exception:  # noqa: BLE001 - not up yet
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
         finally:
-            keys.disconnect()
+            mongo.disconnect()

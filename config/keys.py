@@ -21,6 +21,7 @@ from typing import Any
 import mongoengine as me
 
 from config import audit
+from config.mongo import connect
 from config.settings import Settings
 
 SCOPES = ("admin", "inference", "jobs", "rag", "batches", "read")
@@ -123,22 +124,6 @@ def record(key: ApiKey) -> KeyRecord:
         quotas={name: getattr(key, name) for name in QUOTAS if getattr(key, name)},
         secret_hash=key.secret_hash,
     )
-
-
-def connect(settings: Settings, timeout_ms: int = 3000) -> None:
-    """The default mongoengine connection, as ``models.registry.connect`` registers it in the other processes."""
-    me.disconnect()
-    me.connect(
-        host=settings.mongodb_url,
-        db=settings.database_name,
-        serverSelectionTimeoutMS=timeout_ms,
-        tz_aware=True,
-        uuidRepresentation="standard",
-    )
-
-
-def disconnect() -> None:
-    me.disconnect()
 
 
 def find(name_or_id: str) -> ApiKey:

@@ -64,7 +64,7 @@ def processes(environ: dict[str, str], flower: bool) -> list[str]:
         names.append("redis")
     if "MONGODB_URL" not in environ:
         names.append("mongo")
-    names += ["web", "control", "models"]
+    names += ["web", "control", "work", "models"]
     if flower:
         names.append("flower")
     return names

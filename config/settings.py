@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     server_host: str = "127.0.0.1"
     """Where the API listens: loopback unless told; another address needs API keys or ``ALLOW_UNAUTHENTICATED``."""
     server_port: int = 8000
+    mcp_host: str = "127.0.0.1"
+    """Where the MCP server (``python -m mlxf.mcp_server``) listens: loopback unless told; another address only when
+    the API asks for keys, or with ``ALLOW_UNAUTHENTICATED``."""
+    mcp_port: int = 8001
+    mcp_api_url: str = ""
+    """The API the MCP server calls with each caller's key; empty: this machine's (``SERVER_HOST``, ``SERVER_PORT``)."""
     max_concurrency: int = 1
     context_length: int = 32768
     mlx_warmup: bool = True
@@ -131,6 +137,9 @@ class Settings(BaseSettings):
     """The disk tier's folder, shared by the replicas on one node; unset means the data dir's ``prompt-cache``."""
     prefill_step_size: int = 512
     """Prompt tokens computed per batch step: a long prompt joins in chunks instead of stalling the others."""
+    background_rows_beside_interactive: int = 4
+    """Rows that background work (batch lines, ``low`` jobs) keeps in a model's batch while an interactive request
+    or a more urgent job runs or waits there; the rest give way, K/V kept, and go on once it is done."""
     worker_plugins: str = ""
     """Modules, comma-separated, that each model worker imports at start and whose ``install(runtime)`` it calls:
     a plug-in may add engine checkpoint hooks (the test session holds generations with ``tests.holds``)."""
@@ -290,6 +299,14 @@ class Settings(BaseSettings):
     @property
     def node(self) -> str:
         return self.node_name or socket.gethostname()
+
+    @property
+    def api_url(self) -> str:
+        """``MCP_API_URL``, else the API of this machine (its loopback address when it listens on every address)."""
+        if self.mcp_api_url:
+            return self.mcp_api_url.rstrip("/")
+        host = "127.0.0.1" if self.server_host in ("0.0.0.0", "", "::") else self.server_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.server_port}"
 
     @property
     def models_dir(self) -> Path:

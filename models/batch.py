@@ -6,11 +6,12 @@ stop sequences, ``max_tokens``, logprobs and ``n`` output sequences; each starts
 of its prompt and leaves its prompt and answer in the prompt cache when it ends.
 
 Admission follows priority (0 interactive, 1-9 jobs, 10 batch lines; arrival order within one). When the batch is
-full and a more urgent request waits, a row of priority ``PREEMPTIBLE_FROM`` or more that has run at least
-``preempt_after_tokens`` tokens gives way: it leaves the batch with the K/V of its prompt and answer so far, waits
-in line, and later goes on from there with its own sampler and processors, as if it had never left. Requests go
-into the generator only as fast as it prefills them (mlx-lm prefills in arrival order), so an urgent prompt never
-waits behind a whole wave of others.
+full and a more urgent request waits, a row of priority ``PREEMPTIBLE_FROM`` or more (background work) that has run
+at least ``preempt_after_tokens`` tokens gives way; and while any more urgent request runs or waits, background
+work keeps at most ``background_rows_beside_interactive`` rows (on a CPU every row lengthens every step). A row that
+gives way leaves the batch with the K/V of its prompt and answer so far, waits in line, and later goes on from there
+with its own sampler and processors, as if it had never left. Requests go into the generator only as fast as it
+prefills them (mlx-lm prefills in arrival order), so an urgent prompt never waits behind a whole wave of others.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ PREEMPT_AFTER_TOKENS = 8
 """Tokens a row generates after joining (or rejoining) the batch before it may give way: no thrashing."""
 PREFILL_BATCH = 8
 """Prompts the generator prefills together; at most this many wait for it, the rest wait here in priority order."""
+BACKGROUND_ROWS_BESIDE_INTERACTIVE = 4
+"""Rows that background work (priority ``PREEMPTIBLE_FROM`` or more) keeps in the batch while a more urgent request
+runs or waits: on a CPU every row lengthens every step, so a full batch of lines would slow interactive tokens."""
 
 
 @dataclass
@@ -162,6 +166,7 @@ class BatchSession:
         prompt_cache: PromptCache,
         prefill_step_size: int = 512,
         preempt_after_tokens: int = PREEMPT_AFTER_TOKENS,
+        background_rows_beside_interactive: int = BACKGROUND_ROWS_BESIDE_INTERACTIVE,
         adapters: AdapterSet | None = None,
     ) -> None:
         self.model = model
@@ -174,6 +179,7 @@ class BatchSession:
         self.prompt_cache = prompt_cache
         self.prefill_step_size = prefill_step_size
         self.preempt_after_tokens = max(1, preempt_after_tokens)
+        self.background_rows_beside_interactive = max(0, background_rows_beside_interactive)
         self.vocabulary_size = int(getattr(model, "vocab_size", 0) or len(tokenizer.vocab))
         self.kv_bytes_per_token = kv_bytes_per_token(model)
         self.stop_tokens = StopSequences([[token] for token in tokenizer.eos_token_ids])
@@ -391,13 +397,34 @@ class BatchSession:
         """Rows inserted into the generator and not yet taken into its prefill (mlx-lm keeps them in order)."""
         return len(getattr(self.generator, "_unprocessed_sequences", ())) if self.generator is not None else 0
 
+    def _urgent_present(self) -> bool:
+        """Whether a request more urgent than background work runs or waits."""
+        return any(r.priority < PREEMPTIBLE_FROM for r in (*self.running, *self.pending))
+
+    def _background_rows(self) -> int:
+        return sum(len(r.live) for r in self.running if r.priority >= PREEMPTIBLE_FROM)
+
+    def _make_way_for_urgent(self) -> None:
+        """Background rows beyond ``background_rows_beside_interactive`` give way while an urgent request is present
+        (those old enough to: a row goes on for ``preempt_after_tokens`` after it joins)."""
+        while self._background_rows() > self.background_rows_beside_interactive and self._urgent_present():
+            victim = self._victim_for(PREEMPTIBLE_FROM - 1)
+            if victim is None:
+                return
+            self._give_way(victim)
+
     def _admit(self) -> None:
+        self._make_way_for_urgent()
         while self.pending:
             request = self.pending[0]
             if self._prefill_backlog() >= min(PREFILL_BATCH, self.max_sequences):
                 return  # a wave of new rows joins one prefill batch at a time: nothing urgent queues behind a wave
+            if request.priority >= PREEMPTIBLE_FROM and self._urgent_present():
+                rows = len(request.live) if request.generating else request.options.n
+                if self._background_rows() + rows > self.background_rows_beside_interactive and self.sequences:
+                    return  # what waits after it is background work too (the line is in priority order)
             if not self._fits(request):
-                victim = self._victim_for(request)
+                victim = self._victim_for(request.priority)
                 if victim is None:
                     return  # waits for room or memory
                 self._give_way(victim, request)
@@ -413,19 +440,19 @@ class BatchSession:
                     request.ticket.future.set_exception(exc)
                 raise
 
-    def _victim_for(self, request: Request) -> Request | None:
-        """The row that gives way to ``request``: the least urgent of those allowed to, the latest to arrive among
-        equals; None when no row may (yet)."""
+    def _victim_for(self, priority: int) -> Request | None:
+        """The row that gives way to a request of ``priority``: the least urgent of those allowed to, the latest to
+        arrive among equals; None when no row may (yet)."""
         candidates = [
             r
             for r in self.running
-            if _may_give_way(r, request.priority)
+            if _may_give_way(r, priority)
             and r.generating
             and max(len(s.tokens) for s in r.sequences) - r.joined_at_tokens >= self.preempt_after_tokens
         ]
         return max(candidates, key=lambda r: (r.priority, r.order), default=None)
 
-    def _give_way(self, request: Request, to: Request) -> None:
+    def _give_way(self, request: Request, to: Request | None = None) -> None:
         """Takes a running request out of the batch with the K/V of each of its sequences, and puts it back in line.
         Its K/V is kept while it fits the budget beside the batch, the request it gives way ``to`` and the K/V kept
         already; otherwise it goes on later from the prompt cache or its whole text.
@@ -435,7 +462,7 @@ class BatchSession:
         live = [s for s in request.sequences if s.uid in self.sequences]
         caches = self._generator().remove([s.uid for s in live], return_prompt_caches=True)
         self.running.remove(request)
-        room = self.kv_budget_bytes - self._kv_of([*self.running, to]) - self.paused_bytes()
+        room = self.kv_budget_bytes - self._kv_of([*self.running, *([to] if to else [])]) - self.paused_bytes()
         for sequence in live:
             cache, tokens = caches.get(sequence.uid, (None, None))
             if cache is not None and can_trim_prompt_cache(cache) and list(tokens) == request.prompt + sequence.tokens:

@@ -16,7 +16,6 @@ from typing import Any
 import mongoengine as me
 
 from config.model_types import model_type as model_type_row
-from config.settings import Settings
 from models.catalog import ModelSpec, family_of
 
 TIER = "3A"
@@ -81,18 +80,6 @@ class ModelRecord(me.Document):
             "created_at": self.created,
             **({"user": self.user_metadata} if self.user_metadata else {}),
         }
-
-
-def connect(settings: Settings) -> None:
-    """Registers the default mongoengine connection (pymongo connects lazily, on first use)."""
-    me.disconnect()
-    me.connect(
-        host=settings.mongodb_url,
-        db=settings.database_name,
-        serverSelectionTimeoutMS=3000,
-        tz_aware=True,
-        uuidRepresentation="standard",
-    )
 
 
 def tags_for(model_type: str, path: Path, extra: tuple[str, ...] | list[str] = ()) -> list[str]:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 from redis.exceptions import LockError
 
+from config import mongo
 from config.errors import ApiError
 from config.redis_client import connect_redis
 from config.settings import Settings
@@ -444,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     from config.logs import configure_logging
 
     configure_logging(settings.log_level)
-    registry.connect(settings)
+    mongo.connect(settings)
     client = connect_redis(settings)
     supervisor = Supervisor(
         settings,

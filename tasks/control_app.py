@@ -11,10 +11,10 @@ import time
 
 from celery.signals import celeryd_after_setup, worker_init
 
+from config import mongo
 from config.logs import configure_logging
 from config.redis_client import connect_redis
 from config.settings import Settings
-from models import registry
 from models.liveness import Liveness
 from tasks import batches, control_tasks, rag_queue, rag_tasks, request_ids  # noqa: F401 - importing them registers the tasks
 from tasks.celery_app import create_celery
@@ -36,7 +36,7 @@ app.conf.beat_schedule = {
 @worker_init.connect
 def _connect(**_kwargs) -> None:
     configure_logging(settings.log_level)
-    registry.connect(settings)
+    mongo.connect(settings)
 
 
 @celeryd_after_setup.connect

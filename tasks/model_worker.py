@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import redis
 
+from config import mongo
 from config.errors import ApiError
 from config.logs import configure_logging
 from config.redis_client import connect_redis
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     reexec_with_openblas(settings.openblas_library)
     configure_logging(settings.log_level)
 
-    registry.connect(settings)
+    mongo.connect(settings)
     record = registry.get_record(args.model_id) or _register_from_catalog(settings, args.model_id)
     if record is None:
         log.error("model %r is neither registered nor in the catalog", args.model_id)
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_cache_entries=settings.prompt_cache_entries,
         prompt_cache_bytes=int(settings.prompt_cache_gb * 1e9),
         prefill_step_size=settings.prefill_step_size,
+        background_rows_beside_interactive=settings.background_rows_beside_interactive,
         prompt_cache_disk_folder=settings.prompt_cache_folder / slug(model_id),
         prompt_cache_disk_bytes=int(settings.prompt_cache_disk_gb * 1e9),
         prompt_cache_disk_min_tokens=settings.prompt_cache_disk_min_tokens,

@@ -160,7 +160,22 @@ RUN_AFTER_RAG = "test_diagnostics.py"
 """Its totals hold only once the bash manual's ingest has ended: run after ``tests/test_rag.py``, it never waits."""
 
 
+SESSION_LANE, OWN_LANE = "session", "own"
+"""``make test`` runs the suite in two pytest-xdist workers (``-n 2 --dist loadgroup``), one per lane, in collection
+order within each: the session lane holds every test that uses the session's model workers and web (the
+``supervisor`` fixture, which ``base_url`` needs); the own lane holds the rest: unit tests, tests of a model in the
+test process, and tests that start a small stack of their own to kill or pause. Those mostly wait (for a fault to be
+seen, a restart, a timeout), so the two lanes share the two cores well. Without ``-n``, the lanes mean nothing."""
+
+
+def lane_of(item: pytest.Item) -> str:
+    return SESSION_LANE if "supervisor" in getattr(item, "fixturenames", ()) else OWN_LANE
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(lane_of(item)))
     rag = [n for n, item in enumerate(items) if item.path.name == "test_rag.py"]
     config.stash[RAG_COLLECTED] = bool(rag)
     if rag:
@@ -194,7 +209,7 @@ def _bash_manual_early(request: pytest.FixtureRequest) -> None:
     path = request.node.path
     if BASH_INGEST in config.stash or not config.stash.get(RAG_COLLECTED, False):
         return
-    if "unit" in path.parts or path.name <= BASH_INGEST_AFTER:
+    if "unit" in path.parts or path.name <= BASH_INGEST_AFTER or lane_of(request.node) != SESSION_LANE:
         return
     request.getfixturevalue("control_worker")
     start_bash_ingest(config, request.getfixturevalue("base_url"))
@@ -244,6 +259,13 @@ def supervisor(stack: Stack, redis_client: redis.Redis) -> Service:
 @pytest.fixture(scope="session")
 def base_url(stack: Stack, supervisor) -> str:
     _service, url = stack.start_web()
+    return url
+
+
+@pytest.fixture(scope="session")
+def mcp_url(stack: Stack, base_url: str, control_worker: Service) -> str:
+    """The MCP server of the session (as the Procfile's ``mcp`` process runs it), calling the session's API."""
+    _service, url = stack.start_mcp(base_url)
     return url
 
 

@@ -55,10 +55,10 @@ def _number(value: Any) -> bool:
 @schemathesis.hook
 def after_call(context: Any, case: Any, response: Any) -> None:
     if case.method.upper() == "POST" and case.path == "/admin/keys" and response.status_code == 201:
-        from config import keys
+        from config import keys, mongo
         from config.settings import Settings
 
-        keys.connect(Settings.from_env())
+        mongo.connect(Settings.from_env())
         keys.revoke(response.json()["id"])
 
 

@@ -201,6 +201,16 @@ class Stack:
         wait_until(lambda: requests.get(f"{base_url}/openapi.json", timeout=2).ok, 60, name, service.process)
         return service, base_url
 
+    def start_mcp(
+        self, api_url: str, name: str = "mcp", extra_env: dict[str, str] | None = None
+    ) -> tuple[Service, str]:
+        """The MCP server (``python -m mlxf.mcp_server``) on a free port, calling the API at ``api_url``; its URL."""
+        port = free_port()
+        env = {"MCP_HOST": "127.0.0.1", "MCP_PORT": str(port), "MCP_API_URL": api_url, **(extra_env or {})}
+        service = self.start(name, [PYTHON, "-m", "mlxf.mcp_server"], env)
+        wait_until(lambda: _port_open(port), 60, name, service.process)
+        return service, f"http://127.0.0.1:{port}/mcp"
+
     def stop_all(self, timeout: float = 2) -> None:
         """Stops the services that use Redis and Mongo at once, then Redis and Mongo: SIGTERM to each process
         group, SIGKILL to what is left after ``timeout``. (Stopped together with Redis, a supervisor's workers

@@ -31,7 +31,8 @@ def batch() -> Iterator[BatchSession]:
     from models.prepare import main as prepare_models
 
     assert prepare_models([CHAT_MODEL]) == 0
-    handler = load_handler("lm", CHAT_MODEL_DIR, 2048, ServingLimits(max_sequences=8, prompt_cache_entries=0))
+    limits = ServingLimits(max_sequences=8, prompt_cache_entries=0, background_rows_beside_interactive=8)
+    handler = load_handler("lm", CHAT_MODEL_DIR, 2048, limits)
     yield handler.batch
 
 
@@ -273,6 +274,37 @@ def test_a_batch_line_gives_way_to_an_interactive_request_and_goes_on_unchanged(
     assert [r["usage"]["completion_tokens"] for r in results] == [r["usage"]["completion_tokens"] for r in alone]
     assert results[-1]["finish_reason"] == alone[-1]["finish_reason"]
     assert "".join(event["content"] for event in deltas_of(streamed)) == results[-1]["content"]
+
+
+def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_unchanged(batch):
+    """Background work keeps ``background_rows_beside_interactive`` rows while an interactive request runs (every
+    row lengthens every step); the others give way with their K/V, come back once it is done, and end with the
+    answers they give uninterrupted."""
+    alone = run(batch, *(story(topic) for topic in STORIES))
+    question_alone = run(batch, ticket("What is the capital of France?", max_tokens=8))[0]
+    lines = [story(topic) for topic in STORIES]
+    for one in lines:
+        batch.submit(one)
+    while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
+        batch.step()
+    batch.background_rows_beside_interactive = 2
+    try:
+        interactive = ticket("What is the capital of France?", max_tokens=8)
+        batch.submit(interactive)
+        batch.step()
+        assert any(r.ticket is interactive for r in batch.running)
+        assert batch._background_rows() == 2 and all(r.sequences[0].paused is not None for r in batch.pending)
+        while not interactive.future.done():
+            batch.step()
+            assert batch._background_rows() <= 2
+        batch.step()
+        assert batch._background_rows() > 2  # the lines that gave way are back
+    finally:
+        batch.background_rows_beside_interactive = batch.max_sequences
+    while batch.busy:
+        batch.step()
+    assert interactive.future.result()["content"] == question_alone["content"]
+    assert [one.future.result()["content"] for one in lines] == [r["content"] for r in alone]
 
 
 def test_a_line_whose_kv_would_pass_the_budget_gives_way_without_it_and_goes_on_unchanged(batch):

@@ -101,10 +101,11 @@ def test_chat_with_an_embedding_model_is_400(client):
 
 
 def test_registered_model_without_worker_is_503(client, base_url):
+    from config import mongo
     from config.settings import Settings
     from models import registry
 
-    registry.connect(Settings.from_env())
+    mongo.connect(Settings.from_env())
     registry.request_load("test/no-worker", "lm", Path("/nonexistent"))
     registry.record_failed("test/no-worker", "made up by the test")  # failed: the supervisor leaves it alone
     with pytest.raises(openai.InternalServerError) as caught:

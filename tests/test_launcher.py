@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import requests
 
-from tests.conftest import CHAT_MODEL_DIR
+from tests.conftest import CHAT_MODEL_DIR, submit_job, wait_for_job
 from tests.stack import free_port, link_tree, wait_until
 
 
@@ -62,6 +62,14 @@ def test_launcher_serves_the_given_model_with_mlx_openai_server_flags(stack, tmp
             max_tokens=12,
         )
         assert "Paris" in answer.choices[0].message.content
+        job = submit_job(
+            f"{base_url}/api/mcp",
+            "my-chat-model",
+            "chat",
+            {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+        )
+        assert job.status_code == 202, job.text
+        assert wait_for_job(f"{base_url}/api/mcp", job.json()["job_id"])["status"] == "completed", "jobs run too"
     finally:
         os.killpg(launcher.pid, signal.SIGTERM)
         launcher.wait(60)

@@ -171,10 +171,11 @@ def test_a_replica_that_fails_on_one_node_while_others_serve_fails_only_there(ba
     placed there again) and the model stays loaded, its queued jobs waiting for it; with no replica serving
     elsewhere it is the model's. (The record is the registry's own, in the session's MongoDB; its id is one the
     session's node may not serve, so no worker of this test's making runs.)"""
+    from config import mongo
     from config.settings import Settings
     from models import registry
 
-    registry.connect(Settings.from_env())
+    mongo.connect(Settings.from_env())
     model_id = f"nodes/scoped-failure-{uuid.uuid4().hex[:6]}"
     registry.request_load(model_id, "lm", Path("/nonexistent"), nodes=["node-x", "node-y"], replicas=2)
     try:

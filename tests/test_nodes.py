@@ -177,7 +177,7 @@ def test_room_made_on_one_node_takes_only_that_nodes_replica_of_an_idle_model(ba
         assert "node-c" not in model(base_url, spread)["nodes"], "its replica on node-c stopped before the load"
         used = requests.post(f"{base_url}/v1/embeddings", json={"model": spread, "input": "hi"}, timeout=60)
         assert used.status_code == 200, used.text
-        wait_until(lambda: model(base_url, spread)["nodes"] == ["node-b", "node-b"], 60, "the second replica on node-b")
+        wait_until(lambda: model(base_url, spread)["nodes"] == ["node-b", "node-b"], 180, "the second replica on node-b")
         nodes = running_nodes(base_url)
         assert sorted(nodes["node-b"]["models"]) == [spread, spread] and nodes["node-c"]["models"] == [newcomer]
     finally:

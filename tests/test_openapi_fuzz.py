@@ -84,10 +84,10 @@ def run_schemathesis(
 
 
 REVOKE_EVERY_KEY = """
-from config import keys
+from config import keys, mongo
 from config.settings import Settings
 
-keys.connect(Settings.from_env())
+mongo.connect(Settings.from_env())
 for key in keys.all_keys():
     if key.revoked_at is None:
         keys.revoke(key.key_id)

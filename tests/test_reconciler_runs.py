@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import pytest
 
+from config import mongo
 from config.redis_client import connect_redis
 from config.settings import Settings
-from models import registry
 from models.liveness import Liveness
 from tasks.celery_app import create_celery
 from tasks.job_store import now
@@ -27,12 +27,12 @@ def reconciler(stack) -> Iterator[Reconciler]:
     redis_url = stack.env["REDIS_URL"].rsplit("/", 1)[0] + "/3"
     mongo_url = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_reconciler"
     settings = Settings.from_env({**os.environ, "REDIS_URL": redis_url, "MONGODB_URL": mongo_url})
-    registry.connect(settings)
+    mongo.connect(settings)
     client = connect_redis(settings)
     client.flushdb()
     yield Reconciler(settings, create_celery(settings), client, Liveness(client, 4))
     client.flushdb()
-    registry.connect(Settings.from_env())
+    mongo.connect(Settings.from_env())
 
 
 def test_runs_never_overlap_and_an_overdue_delivery_is_sent_again_once(reconciler):

@@ -6,10 +6,10 @@ import time
 
 from flask import Flask
 
+from config import mongo
 from config.logs import configure_logging
 from config.redis_client import connect_redis
 from config.settings import Settings
-from models import registry
 from models.lifecycle import ModelLifecycle
 from models.liveness import Liveness
 from models.nodes import NodeBeats
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
-    registry.connect(settings)
+    mongo.connect(settings)
     client = connect_redis(settings)
     celery = create_celery(settings)
     liveness = Liveness(client, settings.worker_heartbeat_ttl_seconds)

@@ -25,6 +25,7 @@ class ServingLimits:
     prompt_cache_entries: int = 16
     prompt_cache_bytes: int = 10**9
     prefill_step_size: int = 512
+    background_rows_beside_interactive: int = 4
     prompt_cache_disk_folder: Path | None = None
     """This model's folder in the disk tier (None: no disk tier); the weights' fingerprint is added below it."""
     prompt_cache_disk_bytes: int = 0

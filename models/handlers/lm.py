@@ -64,6 +64,7 @@ class LanguageModelHandler:
             kv_budget_bytes=limits.kv_budget_bytes,
             prompt_cache=PromptCache(limits.prompt_cache_entries, limits.prompt_cache_bytes, disk),
             prefill_step_size=limits.prefill_step_size,
+            background_rows_beside_interactive=limits.background_rows_beside_interactive,
             adapters=self.adapters,
         )
 
