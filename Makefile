@@ -13,7 +13,7 @@ PACKAGES_STAMP := $(STAMPS)/packages-$(MLX_BACKEND)-$(shell cat pyproject.toml M
 NEED_SECANTUS := $(if $(shell command -v mongod),,$(if $(MONGODB_URL),,yes))
 PROCESSES := redis $(if $(MONGODB_URL),,mongo) web control work models mcp flower
 
-.PHONY: help setup system-packages python-packages models documents run node test test-fast bench lint clean
+.PHONY: help setup system-packages python-packages models adapters documents run node test test-fast bench lint clean
 
 help:
 	@echo "make run    set up what is missing, then start the local stack (API on :8000)"
@@ -22,7 +22,7 @@ help:
 	@echo "make test-fast   the layer contracts and the unit and contract tests: no model runs, no server starts"
 	@echo "make lint   ruff"
 
-setup: system-packages python-packages models documents
+setup: system-packages python-packages models adapters documents
 
 system-packages:
 ifeq ($(UNAME),Linux)
@@ -71,6 +71,10 @@ comma := ,
 
 models: python-packages
 	@$(BIN)/python -m models.prepare
+
+# Two small LoRA adapters of the chat model (upper case; "Ahoy!"), trained here once with mlx_lm.lora (a few minutes).
+adapters: models
+	@LD_PRELOAD="$(OPENBLAS)" $(BIN)/python -m models.demo_adapters
 
 # Real documents for the extraction tests, taken from Debian packages: bash-doc (bash.pdf, bashref.html),
 # python3.11-doc (Sphinx HTML). Each package is unpacked once into $(DOCUMENTS)/<package>.

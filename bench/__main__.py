@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import (
+    adapters,
     agent,
     batch,
     chaos,
@@ -65,6 +66,7 @@ SECTIONS: dict[str, ModuleType] = {
         chaos,
         batch,
         idle,
+        adapters,
     )
 }
 

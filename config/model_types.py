@@ -20,7 +20,12 @@ DETOKENIZE = "detokenize"
 RERANK = "rerank"
 """Relevance scores of (query, passage) pairs (``POST /v1/rerank``, ``/v1/score``, RAG's ``rerank``): a cross-encoder's,
 or a language model's probability of answering "yes" to whether the passage answers the question."""
-INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS, TOKENIZE, DETOKENIZE, RERANK)
+LOAD_ADAPTER = "load_adapter"
+"""A language model's worker loads a LoRA adapter (``POST /v1/models/{id}/adapters``; also before the first request
+that names an adapter the worker has not loaded)."""
+UNLOAD_ADAPTER = "unload_adapter"
+"""A language model's worker drops a LoRA adapter (``DELETE /v1/models/{id}/adapters/{adapter_id}``)."""
+INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS, TOKENIZE, DETOKENIZE, RERANK, LOAD_ADAPTER, UNLOAD_ADAPTER)
 LIGHT = "light"
 """A warm-up payload key the API never passes on: the model's cheapest real call instead of a full warm-up."""
 LIGHT_PROBE = (WARMUP, {LIGHT: True})
@@ -62,7 +67,7 @@ MODEL_TYPES: dict[str, ModelType] = {
     for row in (
         ModelType(
             "lm",
-            ("chat", "completion", COUNT_TOKENS, TOKENIZE, DETOKENIZE, RERANK, WARMUP),
+            ("chat", "completion", COUNT_TOKENS, TOKENIZE, DETOKENIZE, RERANK, LOAD_ADAPTER, UNLOAD_ADAPTER, WARMUP),
             ("chat",),
             ("chat",),
             handler="lm",

@@ -33,9 +33,10 @@ from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
 from config.errors import ApiError
 from config.logs import request_id_var
+from models.adapters import BASE_SLOT, Adapter, AdapterBatchGenerator, AdapterSet
 from models.constrained import JSON_OPTIONS, GrammarError, Grammars, ThinkGate, grammar_for
 from models.handlers.base import PROGRESS, Emit, RequestCancelled
-from models.prompt_cache import PromptCache
+from models.prompt_cache import MODEL_KEY, PromptCache
 from models.prompt_disk import DiskHit
 from models.reasoning import ThinkSplitter, markers_of
 from models.sampling import SamplingOptions, options_from, processors_for, samplers_for, token_logprobs
@@ -128,6 +129,12 @@ class Request:
     """The disk tier's cache of its prompt's longest prefix, read while it was prepared, if longer than memory's."""
     cache_tier: str | None = None
     """Where its cached prefix came from (``memory``, ``disk``), for the metrics."""
+    adapter: Adapter | None = None
+    """The LoRA adapter its rows run with (``models.adapters``), held until it ends; None for the base model."""
+
+    @property
+    def cache_key(self) -> str:
+        return self.adapter.cache_key if self.adapter is not None else MODEL_KEY
 
     @property
     def priority(self) -> int:
@@ -162,8 +169,10 @@ class BatchSession:
         preempt_after_tokens: int = PREEMPT_AFTER_TOKENS,
         background_rows_beside_interactive: int = BACKGROUND_ROWS_BESIDE_INTERACTIVE,
         draft_tokens: int = 0,
+        adapters: AdapterSet | None = None,
     ) -> None:
         self.model = model
+        self.adapters = adapters
         self.tokenizer = tokenizer
         self.prompt_for = prompt_for
         self.context_length = context_length
@@ -220,7 +229,8 @@ class BatchSession:
         try:
             with self._preparing:
                 request = self._prepare(ticket)
-            request.from_disk = self.prompt_cache.load_from_disk(request.prompt)  # off the engine thread
+            if request.adapter is None:
+                request.from_disk = self.prompt_cache.load_from_disk(request.prompt)  # off the engine thread
             return request
         except ApiError as exc:
             ticket.future.set_exception(exc)
@@ -286,16 +296,15 @@ class BatchSession:
 
     def _generator(self) -> BatchGenerator:
         if self.generator is None:
-            options: dict[str, Any] = dict(
+            self.generator = batch_generator(
+                self.model,
+                self.adapters,
+                self.draft_tokens,
                 completion_batch_size=self.max_sequences,
                 prefill_batch_size=min(PREFILL_BATCH, self.max_sequences),
                 prefill_step_size=self.prefill_step_size,
                 stop_tokens=[[token] for token in self.tokenizer.eos_token_ids],
             )
-            if self.draft_tokens > 0:
-                self.generator = DraftingBatchGenerator(self.model, draft_tokens=self.draft_tokens, **options)
-            else:
-                self.generator = BatchGenerator(self.model, **options)
         return self.generator
 
     def _prepare(self, ticket: Ticket) -> Request:
@@ -324,7 +333,20 @@ class BatchSession:
         thinks_first = self.think is not None and self.tokenizer.decode(prompt[-16:]).rstrip().endswith(
             self.think.start
         )
-        return Request(ticket, options, prompt, 0, [], grammar=grammar, tools=tools, thinks_first=thinks_first)
+        request = Request(ticket, options, prompt, 0, [], grammar=grammar, tools=tools, thinks_first=thinks_first)
+        adapter_id = ticket.payload.get("adapter")
+        if adapter_id is not None:
+            if self.adapters is None:
+                raise ApiError(400, "This model takes no LoRA adapters", code="invalid_value", param="model")
+            adapter = request.adapter = self.adapters.hold(adapter_id)
+            ticket.future.add_done_callback(lambda _future: self.adapters.release(adapter))
+        return request
+
+    def _rows(self, request: Request, count: int) -> dict[str, Any]:
+        """The generator's per-row adapter slots of ``count`` rows of ``request``, where adapters are served."""
+        if self.adapters is None:
+            return {}
+        return {"adapters": [request.adapter.slot if request.adapter is not None else BASE_SLOT] * count}
 
     def _constraints(self, payload: dict[str, Any]) -> tuple[ToolUse | None, str | None]:
         """The request's tool use and the grammar its answer must follow: a forced tool call's, else its
@@ -476,7 +498,7 @@ class BatchSession:
                 caches.append(cache)
                 known.append(tokens[:-1])
             else:
-                hit = self.prompt_cache.fetch(tokens)
+                hit = self.prompt_cache.fetch(tokens, key=request.cache_key)
                 prompts.append(hit.remaining)
                 caches.append(hit.cache)
                 known.append(tokens[: hit.cached_tokens])
@@ -488,6 +510,7 @@ class BatchSession:
             samplers=[s.sampler for s in live],
             logits_processors=[s.processors for s in live],
             stop_sequences=[self.stop_tokens] * len(live),
+            **self._rows(request, len(live)),
         )
         self.running.append(request)
         request.joined_at_tokens = max(len(s.tokens) for s in request.sequences)
@@ -501,7 +524,7 @@ class BatchSession:
             self._resume(request)
             return
         options, prompt, ticket = request.options, request.prompt, request.ticket
-        hit = self.prompt_cache.fetch(prompt, request.from_disk)
+        hit = self.prompt_cache.fetch(prompt, request.from_disk, request.cache_key)
         request.from_disk = None
         request.cached_tokens, request.cache_tier = hit.cached_tokens, hit.tier
         caches = [hit.cache if index == 0 else copy.deepcopy(hit.cache) for index in range(options.n)]
@@ -522,6 +545,7 @@ class BatchSession:
             samplers=samplers,
             logits_processors=processors,
             stop_sequences=[self.stop_tokens] * options.n,
+            **self._rows(request, options.n),
         )
         self.running.append(request)
         request.joined_at_tokens = 0
@@ -632,7 +656,7 @@ class BatchSession:
             sequence.finish_reason = "stop" if (stopped_on_token or sequence.scanner.stopped) else finish
             self._forget(sequence)
             if sequence.index == 0 and response.prompt_cache is not None:
-                self.prompt_cache.keep(response.all_tokens, response.prompt_cache)
+                self.prompt_cache.keep(response.all_tokens, response.prompt_cache, request.cache_key)
 
     def _decode(self, token: int) -> str:
         return self.tokenizer.decode([token])
@@ -641,7 +665,7 @@ class BatchSession:
         caches = self._generator().remove([sequence.uid], return_prompt_caches=keep_cache and sequence.index == 0)
         if sequence.uid in caches:
             cache, tokens = caches[sequence.uid]
-            self.prompt_cache.keep(tokens, cache)
+            self.prompt_cache.keep(tokens, cache, self.requests[sequence.uid].cache_key)
         self._forget(sequence)
 
     def _remove(self, request: Request) -> None:
@@ -708,6 +732,22 @@ def _choice(sequence: Sequence) -> dict[str, Any]:
         if sequence.finish_reason == "stop":
             choice["finish_reason"] = "tool_calls"
     return choice
+
+
+class _AdapterDraftingBatchGenerator(AdapterBatchGenerator, DraftingBatchGenerator):
+    """Rows that each name their adapter, and draft."""
+
+
+def batch_generator(model: Any, adapters: AdapterSet | None, draft_tokens: int, **options: Any) -> BatchGenerator:
+    """mlx-lm's generator for the batch: its rows name their adapter where adapters are served (``models.adapters``)
+    and draft where ``draft_tokens`` is above 0 (``models.speculative``)."""
+    if adapters is not None and draft_tokens > 0:
+        return _AdapterDraftingBatchGenerator(model, adapters.routing, draft_tokens=draft_tokens, **options)
+    if adapters is not None:
+        return AdapterBatchGenerator(model, adapters.routing, **options)
+    if draft_tokens > 0:
+        return DraftingBatchGenerator(model, draft_tokens=draft_tokens, **options)
+    return BatchGenerator(model, **options)
 
 
 def kv_bytes_per_token(model: Any) -> int:

@@ -48,9 +48,10 @@ def serving_bytes(model_type: str, settings: Settings) -> int:
 
 def held_bytes(record: registry.ModelRecord, settings: Settings) -> int:
     """What a replica of the model holds: its weights (measured once loaded; before, as its load planned them:
-    a Hugging Face model still downloading has no files to count yet) and what it serves with."""
+    a Hugging Face model still downloading has no files to count yet), its LoRA adapters and what it serves with."""
     weights = record.memory_bytes or record.planned_bytes or weights_bytes(Path(record.path))
-    return weights + serving_bytes(record.model_type, settings)
+    adapters = sum(int(a.get("memory_bytes", 0)) for a in record.adapters or [])
+    return weights + adapters + serving_bytes(record.model_type, settings)
 
 
 def node_holdings(

@@ -21,7 +21,8 @@ from models.prompt_disk import DiskHit, DiskPromptCache
 log = logging.getLogger(__name__)
 
 MODEL_KEY = "model"
-"""One worker serves one model, so every entry shares this key."""
+"""The base model's entries; the rows of a LoRA adapter keep theirs under the adapter's own key
+(``models.adapters.Adapter.cache_key``), in memory only."""
 
 
 @dataclass
@@ -69,22 +70,22 @@ class PromptCache:
             log.warning("the prompt cache's disk tier could not be read", exc_info=True)
             return None
 
-    def fetch(self, tokens: list[int], from_disk: DiskHit | None = None) -> CacheHit:
+    def fetch(self, tokens: list[int], from_disk: DiskHit | None = None, key: str = MODEL_KEY) -> CacheHit:
         """A copy of the cache of the longest known prefix of ``tokens`` and what is left to compute; ``from_disk``
         (what ``load_from_disk`` found for these tokens) serves when memory knows less."""
-        hit = self._fetch_memory(tokens)
+        hit = self._fetch_memory(tokens, key)
         if from_disk is not None and from_disk.cached_tokens > hit.cached_tokens:
             hit = CacheHit(from_disk.cache, tokens[from_disk.cached_tokens :], from_disk.cached_tokens, "disk")
         if hit.tier is not None:
             self.hits += 1
         return hit
 
-    def _fetch_memory(self, tokens: list[int]) -> CacheHit:
+    def _fetch_memory(self, tokens: list[int], key: str) -> CacheHit:
         if not self.enabled or len(tokens) < 2:
             return CacheHit(None, tokens, 0)
         self.lookups += 1
         with self._lock:
-            cache, remaining = self.store.fetch_nearest_cache(MODEL_KEY, tokens)
+            cache, remaining = self.store.fetch_nearest_cache(key, tokens)
         if cache is None:
             return CacheHit(None, tokens, 0)
         if not remaining:
@@ -94,20 +95,21 @@ class PromptCache:
             remaining = tokens[-1:]
         return CacheHit(cache, list(remaining), len(tokens) - len(remaining), "memory")
 
-    def keep(self, tokens: list[int], cache: list[Any]) -> None:
+    def keep(self, tokens: list[int], cache: list[Any], key: str = MODEL_KEY) -> None:
         """Remembers the cache of ``tokens`` (a finished request's prompt and answer); a long one is also queued for
         the disk tier.
 
         A row taken out of a batch (``BatchKVCache.extract``) is a lazy slice of the whole batch's K/V buffers:
         kept unevaluated, it would keep those alive, many times what ``nbytes`` counts. Evaluated, it holds only
         its own row (and the disk tier's writer thread only reads evaluated arrays)."""
-        if not tokens or not cache or not (self.enabled or self.disk is not None):
+        disk = self.disk if key == MODEL_KEY else None
+        if not tokens or not cache or not (self.enabled or disk is not None):
             return
         mx.eval([layer.state for layer in cache])
         if self.enabled:
             with self._lock:
-                self.store.insert_cache(MODEL_KEY, list(tokens), cache)
-        if self.disk is not None:
+                self.store.insert_cache(key, list(tokens), cache)
+        if disk is not None:
             self.disk.put(list(tokens), cache)
 
     def flush(self, timeout: float = 10.0) -> None:

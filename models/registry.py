@@ -63,6 +63,9 @@ class ModelRecord(me.Document):
     ``hf://`` source, so a replica placed on another node fetches its own copy."""
     download = me.DictField()
     """While a Hugging Face model is fetched: ``repo``, ``bytes_done`` and ``bytes_total``."""
+    adapters = me.ListField(me.DictField())
+    """The LoRA adapters requests may name (``<model id>:<adapter id>``): ``adapter_id``, ``source`` (a folder or
+    ``hf://<repo id>``), ``rank``, ``layers``, ``memory_bytes`` (each worker holds it once), ``created``."""
     updated_at = me.DateTimeField()
 
     def metadata(self) -> dict[str, Any]:
@@ -237,6 +240,28 @@ def request_unload(model_id: str, force: bool) -> bool:
 
 def forget(model_id: str) -> None:
     ModelRecord.objects(model_id=model_id, desired="unloaded").delete()
+
+
+def add_adapter(model_id: str, adapter: dict[str, Any]) -> bool:
+    """Records a LoRA adapter of a loaded model; False when the model is gone or has one of that id already."""
+    return bool(
+        ModelRecord.objects(model_id=model_id, adapters__adapter_id__ne=adapter["adapter_id"]).update_one(
+            push__adapters=adapter
+        )
+    )
+
+
+def remove_adapter(model_id: str, adapter_id: str) -> bool:
+    """Forgets a LoRA adapter; False when the model has none of that id."""
+    return bool(
+        ModelRecord.objects(model_id=model_id, adapters__adapter_id=adapter_id).update_one(
+            pull__adapters={"adapter_id": adapter_id}
+        )
+    )
+
+
+def adapter_of(record: ModelRecord, adapter_id: str) -> dict[str, Any] | None:
+    return next((a for a in record.adapters or [] if a.get("adapter_id") == adapter_id), None)
 
 
 def get_record(model_id: str) -> ModelRecord | None:

@@ -212,7 +212,7 @@ class DraftingGenerationBatch(GenerationBatch):
         """The tokens sampled ahead, and each drafting row's draft (a sync on those tokens, skipped when no row
         may draft)."""
         eligible = [i for i in range(len(self.uids)) if self._may_draft(i)]
-        if not eligible or not all(type(layer) is BatchKVCache for layer in self.prompt_cache):
+        if not eligible or not all(type(layer) is BatchKVCache for layer in kv_layers(self.prompt_cache)):
             return [], {}
         live = set(self.uids)
         for uid in [uid for uid in self.rows if uid not in live]:
@@ -360,10 +360,18 @@ class DraftingGenerationBatch(GenerationBatch):
         return responses
 
 
-def roll_back(cache: list[BatchKVCache], rejected: list[int]) -> None:
+def kv_layers(cache: list[Any]) -> list[Any]:
+    """The entries of a cache list that hold K/V: all but those that say they hold none (``holds_kv = False``,
+    as the rows' adapter tag does, ``models.adapters.AdapterTag``)."""
+    return [layer for layer in cache if getattr(layer, "holds_kv", True)]
+
+
+def roll_back(cache: list[Any], rejected: list[int]) -> None:
     """Takes each row's last ``rejected[i]`` positions out of a left-padded batch cache: the part every row rejects
     is trimmed, the rest of each row is moved to end where the others end (mlx-lm's own right-padding step, its
-    rejected positions becoming left padding), and padding every row has is cut off the front."""
+    rejected positions becoming left padding), and padding every row has is cut off the front; entries that hold
+    no K/V are left as they are."""
+    cache = kv_layers(cache)
     common = min(rejected)
     extra = [r - common for r in rejected]
     for layer in cache:

@@ -25,7 +25,7 @@ from config.settings import Settings
 from models import registry
 from models.catalog import load_catalog
 from models.liveness import Liveness
-from tasks import broker
+from tasks import adapters, broker
 from tasks.celery_app import model_queue
 from tasks.replies import ReplyChannel
 
@@ -119,6 +119,11 @@ class Dispatcher:
     def start(
         self, model_id: str, operation: str, payload: dict[str, Any], request_id: str, streaming: bool = False
     ) -> Call:
+        """Sends the request to a worker of ``model_id`` (``<model id>:<adapter id>``: of the model, with the
+        adapter)."""
+        if adapters.SEPARATOR in model_id:
+            known = bool(self.liveness.workers(model_id)) or registry.get_record(model_id) is not None
+            model_id, payload = adapters.route(model_id, operation, payload, known)
         self.require_model(model_id, operation)
         task_id = f"task-{uuid.uuid4().hex}"
         timeout = self.settings.request_timeout_seconds

@@ -70,7 +70,7 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "preemptions": engine.preemptions,
         "draft_tokens": engine.draft_tokens[0],
         "draft_tokens_accepted": engine.draft_tokens[1],
-        "memory_bytes": engine.memory_bytes,
+        "memory_bytes": engine.memory_bytes + getattr(getattr(engine.handler, "adapters", None), "nbytes", 0),
         "rss_bytes": _PROCESS.memory_info().rss,
         "pid": os.getpid(),
         "node": runtime.settings.node,

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from config.errors import ApiError
-from config.model_types import operations_of
+from config.model_types import LOAD_ADAPTER, operations_of
 from config.settings import Settings
 from models.engine import Engine, RequestCancelled
 from models.stats import ModelStats
@@ -158,6 +158,7 @@ def _run_interactive(
     try:
         _check_operation(runtime, operation, "model")
         stop = _cancel_check(channel.cancelled, abandoned)
+        ensure_adapter(runtime, payload, request_id, abandoned)
         first_token = FirstToken(channel.publish, started)
         future = runtime.engine.submit(operation, payload, first_token.emit, stop, request_id, priority)
         result = _wait(future, runtime.settings.request_timeout_seconds, abandoned, "request")
@@ -182,6 +183,21 @@ def _run_interactive(
         cache_tier=result.pop("cache_tier", None),
     )
     return {"type": "done", "result": result}
+
+
+def ensure_adapter(runtime: Runtime, payload: dict[str, Any], request_id: str, abandoned: threading.Event) -> None:
+    """Loads the LoRA adapter a request names (``tasks.adapters.route`` put it in the payload) when this worker has
+    not loaded it from that source yet: a replica, or a worker restarted since it was added."""
+    adapter_id = payload.get("adapter")
+    if adapter_id is None:
+        return
+    loaded = getattr(runtime.engine.handler, "adapters", None)
+    known = loaded.get(adapter_id) if loaded is not None else None
+    if known is not None and known.source == payload.get("adapter_source"):
+        return
+    load = {"adapter_id": adapter_id, "source": payload.get("adapter_source", "")}
+    future = runtime.engine.submit(LOAD_ADAPTER, load, lambda _event: None, abandoned.is_set, request_id)
+    _wait(future, runtime.settings.request_timeout_seconds, abandoned, "adapter's load")
 
 
 def serve_job(

@@ -18,6 +18,7 @@ from tasks.celery_app import create_celery
 from tasks.dispatch import Dispatcher
 from tasks.job_queue import JobQueue
 from web import (
+    adapters,
     admin,
     audio,
     batches,
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         audio.blp,
         images.blp,
         models.blp,
+        adapters.blp,
         health.blp,
         capabilities.blp,
         fusion.blp,
@@ -127,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings,
         {
             "models": models.blp,
+            "adapters": adapters.blp,
             "fusion": fusion.blp,
             "capabilities": capabilities.blp,
             "rag": rag.blp,

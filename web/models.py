@@ -17,6 +17,7 @@ from models.catalog import ModelSpec, load_catalog
 from models.lifecycle import ModelLifecycle
 from models.liveness import SERVING_VERDICTS, probe_verdict
 from models.stats import ModelStats
+from tasks.adapters import SEPARATOR as ADAPTER_SEPARATOR
 from web.api import Blueprint, dispatcher
 from web.schemas.models import (
     LoadModelRequestSchema,
@@ -123,6 +124,28 @@ def describe(record: registry.ModelRecord, workers: list[dict[str, Any]]) -> dic
     }
 
 
+def adapter_model(
+    record: registry.ModelRecord, adapter: dict[str, Any], workers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The model object of one of ``record``'s LoRA adapters: what a request names, with its base as ``parent``."""
+    return {
+        **describe(record, workers),
+        "id": f"{record.model_id}{ADAPTER_SEPARATOR}{adapter['adapter_id']}",
+        "created": adapter.get("created", 0),
+        "description": f"LoRA adapter {adapter['adapter_id']!r} of {record.model_id} ({adapter['source']})",
+        "vram_usage_gb": round(adapter.get("memory_bytes", 0) / 1e9, 3),
+        "parent": record.model_id,
+    }
+
+
+def find_adapter_model(model_id: str) -> dict[str, Any] | None:
+    """The model object of ``<model id>:<adapter id>``, if that model has that adapter."""
+    base, _, adapter_id = model_id.rpartition(ADAPTER_SEPARATOR)
+    record = registry.get_record(base) if base else None
+    adapter = registry.adapter_of(record, adapter_id) if record is not None else None
+    return adapter_model(record, adapter, live_workers(base)) if adapter is not None else None
+
+
 def worker_nodes(workers: list[dict[str, Any]]) -> list[str]:
     """The node of each live worker (heartbeat reports), sorted."""
     return sorted(w.get("node", "") for w in workers)
@@ -135,6 +158,11 @@ class ModelList(MethodView):
         live = current_app.extensions["liveness"].models()
         records = registry.list_records()
         data = [describe(record, live.get(record.model_id, [])) for record in records]
+        data += [
+            adapter_model(record, adapter, live.get(record.model_id, []))
+            for record in records
+            for adapter in record.adapters or []
+        ]
         registered = {record.model_id for record in records}
         data += [available(spec) for spec in on_demand_models() if spec.model_id not in registered]
         return {"object": "list", "data": data, "request_id": g.request_id}
@@ -238,5 +266,8 @@ class ModelDetail(MethodView):
             spec = next((spec for spec in on_demand_models() if spec.model_id == model_id), None)
             if spec is not None:
                 return {**available(spec), "request_id": g.request_id}
+            adapter = find_adapter_model(model_id)
+            if adapter is not None:
+                return {**adapter, "request_id": g.request_id}
         record = record or find_record(model_id)
         return {**describe(record, live_workers(model_id)), "request_id": g.request_id}

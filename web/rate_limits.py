@@ -61,7 +61,7 @@ def register_rate_limits(app: Flask, settings: Settings, blueprints: dict[str, o
         strategy="moving-window",
     )
     groups = {
-        "model_management": (settings.rate_limit_models, ("models",)),
+        "model_management": (settings.rate_limit_models, ("models", "adapters")),
         "fusion": (settings.rate_limit_fusion, ("fusion", "capabilities")),
         "rag": (settings.rate_limit_rag, ("rag",)),
         "mcp_jobs": (settings.rate_limit_jobs, ("jobs", "webhooks")),

@@ -34,6 +34,8 @@ ROUTE_SCOPES: dict[str, dict[str, str]] = {
     "models.ModelLoad": {"POST": "admin"},
     "models.ModelUnload": {"DELETE": "admin"},
     "models.ModelWarmup": {"POST": "admin"},
+    "adapters.Adapters": {"GET": "inference", "POST": "admin"},
+    "adapters.OneAdapter": {"DELETE": "admin"},
     # Fusion: running a workflow is model calls (inference); composing and deleting one is admin's
     "capabilities.Capabilities": {"GET": "inference"},
     "fusion.Workflows": {"GET": "inference"},

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 PROBES = (
+    "adapters",
     "info",
     "prepare",
     "generate",

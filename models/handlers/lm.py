@@ -14,7 +14,18 @@ from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
 from config.errors import ApiError
-from config.model_types import COUNT_TOKENS, DETOKENIZE, LIGHT, RERANK, TOKENIZE, WARMUP
+from config.model_types import (
+    COUNT_TOKENS,
+    DETOKENIZE,
+    LIGHT,
+    LOAD_ADAPTER,
+    RERANK,
+    TOKENIZE,
+    UNLOAD_ADAPTER,
+    WARMUP,
+)
+from models import hub
+from models.adapters import AdapterSet
 from models.batch import BatchSession, Ticket
 from models.handlers.base import Cancelled, Emit, ServingLimits, length_batches
 from models.prompt_cache import PromptCache
@@ -43,6 +54,7 @@ class LanguageModelHandler:
         self.model = model
         self.tokenizer = tokenizer
         self.context_length = context_length
+        self.adapters = AdapterSet(model)
         self.batch = BatchSession(
             model,
             tokenizer,
@@ -54,6 +66,7 @@ class LanguageModelHandler:
             prefill_step_size=limits.prefill_step_size,
             background_rows_beside_interactive=limits.background_rows_beside_interactive,
             draft_tokens=limits.draft_tokens,
+            adapters=self.adapters,
         )
 
     def warmup(self) -> None:
@@ -192,7 +205,28 @@ class LanguageModelHandler:
                 scores[i] = value
         return scores, sum(len(prompt) for prompt in prompts)
 
+    def load_adapter(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Loads the LoRA adapter ``adapter_id`` from ``source`` (a folder, or ``hf://<repo id>`` fetched through
+        the Hub cache); what it holds (``models.adapters.Adapter.describe``)."""
+        source = payload["source"]
+        if source.startswith(hub.HUB_PREFIX):
+            folder = hub.download(source.removeprefix(hub.HUB_PREFIX))
+        else:
+            folder = Path(source)
+        self.adapters.free_released()
+        return self.adapters.load(payload["adapter_id"], folder, source).describe()
+
+    def unload_adapter(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Drops an adapter: new requests no longer find it; its memory goes once the requests holding it end."""
+        adapter = self.adapters.delete(payload["adapter_id"])
+        self.adapters.free_released()
+        return {"adapter_id": payload["adapter_id"], "unloaded": adapter is not None}
+
     def run(self, operation: str, payload: dict[str, Any], emit: Emit, cancelled: Cancelled) -> dict[str, Any]:
+        if operation == LOAD_ADAPTER:
+            return self.load_adapter(payload)
+        if operation == UNLOAD_ADAPTER:
+            return self.unload_adapter(payload)
         if operation == RERANK:
             scores, tokens = self.relevance([(q, p) for q, p in payload["pairs"]], emit, cancelled)
             return {"scores": scores, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

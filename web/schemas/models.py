@@ -25,6 +25,7 @@ class ModelSchema(Schema):
     replicas = fields.Integer(metadata={"description": "worker processes wanted, across nodes"})
     nodes = fields.List(fields.String(), metadata={"description": "the node of each live worker"})
     error = fields.String(allow_none=True)
+    parent = fields.String(metadata={"description": "for a LoRA adapter ('<model id>:<adapter id>'): its base model"})
     request_id = fields.String()
 
 
