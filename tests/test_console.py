@@ -181,6 +181,7 @@ def test_a_workflow_run_from_its_form_shows_its_trace(console):
     ).inner_text()
     steps = [row.locator("td").all_inner_texts() for row in page.locator("#workflow-trace tbody tr").all()]
     assert ["summarize", "completed"] in [[step[0], step[3]] for step in steps], steps
+    page.locator("#workflow-trace").scroll_into_view_if_needed()
     console.screenshot("workflows")
     console.assert_no_errors()
 
@@ -190,6 +191,9 @@ def test_the_other_pages_load_without_errors(console, view, shown):
     console.open(view)
     console.page.get_by_text(shown).first.wait_for()
     if view == "metrics":
-        console.page.locator("#charts svg path").first.wait_for(state="attached")
+        # The console sampled /metrics when it was opened (the Models test); the chat and jobs since generated tokens.
+        tokens = console.page.locator("#charts .chart", has_text="tokens generated per second")
+        assert " L" in tokens.locator("path").get_attribute("d"), "a line of at least two samples"
+        assert float(tokens.locator(".chart-max").inner_text().strip(" ()").split()[1]) > 0
     console.screenshot(view)
     console.assert_no_errors()

@@ -598,18 +598,22 @@ function chart(title, points) {
   const svg = document.createElementNS(svgNs, "svg");
   svg.setAttribute("viewBox", "0 0 300 120");
   svg.setAttribute("preserveAspectRatio", "none");
-  const max = Math.max(1e-9, ...points.map((p) => p[1]));
+  const max = Math.max(1e-9, ...points.map((p) => p[2]));
   const now = Date.now();
-  const path = points.map(([at, value], i) =>
-    `${i ? "L" : "M"}${(300 * (1 - (now - at) / WINDOW_MS)).toFixed(1)},${(115 - 105 * (value / max)).toFixed(1)}`).join(" ");
+  const x = (at) => Math.max(0, 300 * (1 - (now - at) / WINDOW_MS)).toFixed(1);
+  // Each interval between two samples is a step at its value.
+  const path = points.map(([from, to, value], i) => {
+    const y = (115 - 105 * (value / max)).toFixed(1);
+    return `${i ? "L" : "M"}${x(from)},${y} L${x(to)},${y}`;
+  }).join(" ");
   const line = document.createElementNS(svgNs, "path");
   line.setAttribute("d", path || "M0,115");
   line.setAttribute("fill", "none");
   line.setAttribute("stroke", "#2f6fde");
   line.setAttribute("stroke-width", "1.5");
   svg.append(line);
-  const last = points.length ? points[points.length - 1][1] : null;
-  return h("div", { class: "chart" }, h("div", {}, `${title}: `, h("b", {}, fmt(last)), h("span", { class: "muted" }, ` (max ${fmt(max === 1e-9 ? 0 : max)})`)), svg);
+  const last = points.length ? points[points.length - 1][2] : null;
+  return h("div", { class: "chart" }, h("div", {}, `${title}: `, h("b", {}, fmt(last)), h("span", { class: "muted chart-max" }, ` (max ${fmt(max === 1e-9 ? 0 : max)})`)), svg);
 }
 
 function metricsView() {
@@ -622,7 +626,7 @@ function metricsView() {
       samples.push({ at: Date.now(), values: parseMetrics(await response.text()) });
       while (samples.length && samples[0].at < Date.now() - WINDOW_MS) samples.shift();
       charts.replaceChildren(...CHARTS.map(([title, compute]) =>
-        chart(title, samples.slice(1).map((sample, i) => [sample.at, compute(samples[i], sample)]))));
+        chart(title, samples.slice(1).map((sample, i) => [samples[i].at, sample.at, compute(samples[i], sample)]))));
     } catch (e) { showError(error, e); }
   }
   view.replaceChildren(h("h2", {}, "Metrics"), error,
@@ -642,9 +646,13 @@ function route() {
   leaveView = VIEWS[name]() || (() => {});
 }
 
-// Keep metrics sampling while other views are shown, so the charts have history when opened.
-setInterval(() => { if (location.hash !== "#metrics") fetch("/metrics", { headers: headers() })
-  .then((r) => (r.ok ? r.text() : null)).then((text) => text && samples.push({ at: Date.now(), values: parseMetrics(text) }))
-  .catch(() => {}); }, 15000);
+// Sample the metrics from the start and while other views are shown, so the charts have history when opened.
+function sampleInBackground() {
+  if (location.hash === "#metrics") return;
+  fetch("/metrics", { headers: headers() }).then((r) => (r.ok ? r.text() : null))
+    .then((text) => text && samples.push({ at: Date.now(), values: parseMetrics(text) })).catch(() => {});
+}
+sampleInBackground();
+setInterval(sampleInBackground, 15000);
 window.addEventListener("hashchange", route);
 route();
