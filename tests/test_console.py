@@ -6,6 +6,7 @@ query with its source, and a workflow run from its form shows its trace. Each pa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -134,6 +135,36 @@ def test_the_playground_streams_an_answer_with_its_usage(console):
     assert page.evaluate("window.answerUpdates") >= 2, "the answer arrived in pieces"
     assert page.locator("#chat-log .answer").inner_text().strip()
     console.screenshot("playground")
+    console.assert_no_errors()
+
+
+PICK_COLOUR = {
+    "type": "function",
+    "function": {
+        "name": "pick_colour",
+        "parameters": {
+            "type": "object",
+            "properties": {"colour": {"type": "string", "enum": ["red", "blue"]}},
+            "required": ["colour"],
+        },
+    },
+}
+
+
+def test_the_playground_shows_a_tool_call_as_such(console):
+    console.open("playground")
+    page = console.page
+    page.get_by_role("button", name="Clear").click()
+    page.locator("#chat-form summary").click()
+    page.fill("#chat-form [name=tools]", json.dumps([PICK_COLOUR]))
+    page.fill("#chat-form [name=tool_choice]", "pick_colour")
+    page.fill("#chat-form [name=max_tokens]", "40")
+    page.fill("#chat-form [name=prompt]", "Pick a colour.")
+    page.click("#chat-send")
+    page.locator("#chat-stats", has_text="finish: tool_calls").wait_for()
+    call = page.locator("#chat-log .tool-call").inner_text()
+    name, arguments = re.fullmatch(r"tool call (\w+)\((.*)\)", call, re.S).groups()
+    assert name == "pick_colour" and json.loads(arguments)["colour"] in ("red", "blue"), call
     console.assert_no_errors()
 
 

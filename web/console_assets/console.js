@@ -201,6 +201,10 @@ function playgroundView() {
       h("label", {}, "max_tokens"), h("input", { name: "max_tokens", type: "number", min: 1, value: "128", size: 5 }),
       h("label", {}, "seed"), h("input", { name: "seed", type: "number", size: 6 }),
       h("label", {}, "image"), h("input", { name: "image", type: "file", accept: "image/*" })),
+    h("details", {}, h("summary", { class: "muted" }, "tools"),
+      h("textarea", { name: "tools", rows: 4, placeholder: '[{"type": "function", "function": {"name": "...", "parameters": {...}}}]' }),
+      h("div", { class: "row" }, h("label", {}, "tool_choice"),
+        h("input", { name: "tool_choice", placeholder: "auto, none, required or a function's name" }))),
     h("textarea", { name: "system", rows: 1, placeholder: "system prompt (optional)" }),
     h("textarea", { name: "prompt", rows: 3, placeholder: "Say something", required: true }),
     h("div", { class: "row" }, h("button", { id: "chat-send" }, "Send"),
@@ -229,6 +233,11 @@ function playgroundView() {
       messages: [...(data.get("system") ? [{ role: "system", content: data.get("system") }] : []), ...messages],
       max_tokens: +data.get("max_tokens"), temperature: +data.get("temperature"), top_p: +data.get("top_p") };
     if (data.get("seed")) body.seed = +data.get("seed");
+    if (data.get("tools").trim()) {
+      try { body.tools = JSON.parse(data.get("tools")); } catch (e) { messages.pop(); showError(error, new ApiError(`tools: ${e.message}`)); return; }
+    }
+    const choice = data.get("tool_choice").trim();
+    if (choice) body.tool_choice = ["auto", "none", "required"].includes(choice) ? choice : { type: "function", function: { name: choice } };
     const send = form.querySelector("#chat-send");
     send.disabled = true;
     error.textContent = "";
