@@ -173,7 +173,7 @@ function modelsView() {
         ["", (m) => h("span", {},
           h("button", { class: "plain", type: "button", "data-action": "warmup", onclick: () => act("warm up",
             () => api(`/v1/models/${encodeURIComponent(m.id)}/warmup`, { method: "POST", body: { prompt: "Hello" } })) }, "Warm up"), " ",
-          h("button", { class: "plain", type: "button", "data-action": "unload", onclick: () => act("unload",
+          h("button", { class: "plain", type: "button", "data-action": "unload", onclick: () => confirm(`Unload ${m.id}? Requests running on it are stopped.`) && act("unload",
             () => api(`/v1/models/${encodeURIComponent(m.id)}/unload?force=true`, { method: "DELETE" })) }, "Unload"))],
       ], models.data));
       error.textContent = "";
