@@ -25,6 +25,7 @@ from web import (
     capabilities,
     chat,
     completions,
+    console,
     diagnostics,
     docs_page,
     embeddings,
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         },
     )
     app.register_blueprint(docs_page.blp)
+    app.register_blueprint(console.blp)
     register_request_counter(app)
     register_error_handlers(app)
     return app

@@ -88,10 +88,13 @@ PUBLIC_ENDPOINTS = frozenset(
         "api-docs.openapi_json",
         "swagger_ui.show",
         "static",
+        "console.page",
+        "console.static",
     }
 )
 """Routes that need no scope: probes, metrics (each may require a key by setting), the API document and page,
-and generated images (their URL carries an unguessable token)."""
+the console's page and files (it calls the API with the key it asks for), and generated images (their URL carries
+an unguessable token)."""
 
 READ_METHODS = ("GET", "HEAD")
 

@@ -27,8 +27,8 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 API = ROOT / "docs" / "api.md"
 CONFIG_HEADING = "## Configuration reference"
 ROUTES_HEADING = "## Routes"
-SERVED_OUTSIDE_THE_DOCUMENT = {"GET /openapi.json", "GET /docs/"}
-"""Routes the app serves that the OpenAPI document does not list: the document itself and the API page."""
+SERVED_OUTSIDE_THE_DOCUMENT = {"GET /openapi.json", "GET /docs/", "GET /console/"}
+"""Routes the app serves that the OpenAPI document does not list: the document itself, the API page, the console."""
 LINKS_FROM_THE_ROOT = {Path("bench/results/RESULTS.md")}
 """Generated snippets written to be pasted at the repository's root: their links are relative to it."""
 PRUNED = {"node_modules", "__pycache__", "build", "dist"}
