@@ -283,7 +283,7 @@ def draw_timeline(besides: list[Beside], alone_p95: float | None, tokens: int, p
     font, title_font = ImageFont.load_default(13), ImageFont.load_default(15)
     points_of = [[(t.started - b.batch.started, t.ttft_s) for t in b.timings if t.ok and t.ttft_s] for b in besides]
     x_max = nice_ceiling(max([*(b.batch.wall_s for b in besides), *(t for p in points_of for t, _ in p)], default=1))
-    lines_max = nice_ceiling(max([b.batch.lines for b in besides], default=1))
+    lines_max = nice_ceiling(max([done for b in besides for _, done in b.batch.progress], default=1))
     ttft_max = nice_ceiling(max([*(v for p in points_of for _, v in p), alone_p95 or 0.0], default=1.0))
     plot_w, plot_h = width - left - right, height - top - bottom
 

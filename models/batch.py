@@ -8,7 +8,8 @@ of its prompt and leaves its prompt and answer in the prompt cache when it ends.
 Admission follows priority (0 interactive, 1-9 jobs, 10 batch lines; arrival order within one). When the batch is
 full and a more urgent request waits, a row of priority ``PREEMPTIBLE_FROM`` or more (background work) that has run
 at least ``preempt_after_tokens`` tokens gives way; and while any more urgent request runs or waits, background
-work keeps at most ``background_rows_beside_interactive`` rows (on a CPU every row lengthens every step). A row that
+work keeps at most ``background_rows_beside_interactive`` rows (on a CPU every row lengthens every step), and for
+``URGENT_LINGER_SECONDS`` after. A row that
 gives way leaves the batch with the K/V of its prompt and answer so far, waits in line, and later goes on from there
 with its own sampler and processors, as if it had never left. Requests go into the generator only as fast as it
 prefills them (mlx-lm prefills in arrival order), so an urgent prompt never waits behind a whole wave of others.
@@ -56,6 +57,9 @@ PREFILL_BATCH = 8
 BACKGROUND_ROWS_BESIDE_INTERACTIVE = 4
 """Rows that background work (priority ``PREEMPTIBLE_FROM`` or more) keeps in the batch while a more urgent request
 runs or waits: on a CPU every row lengthens every step, so a full batch of lines would slow interactive tokens."""
+URGENT_LINGER_SECONDS = 2.0
+"""How long background work keeps to its few rows after the last urgent request left: a client that sends its next
+request at once finds the batch as its last one left it, not full of lines that have just come back."""
 
 
 @dataclass
@@ -182,6 +186,9 @@ class BatchSession:
         self.prefill_step_size = prefill_step_size
         self.preempt_after_tokens = max(1, preempt_after_tokens)
         self.background_rows_beside_interactive = max(0, background_rows_beside_interactive)
+        self.urgent_linger_seconds = URGENT_LINGER_SECONDS
+        self._urgent_until = 0.0
+        """Until when background work keeps to its few rows (``URGENT_LINGER_SECONDS`` after the last urgent one)."""
         self.draft_tokens = draft_tokens
         """The most tokens a row drafts per step (``models.speculative``); 0: no drafting."""
         self.vocabulary_size = int(getattr(model, "vocab_size", 0) or len(tokenizer.vocab))
@@ -403,8 +410,12 @@ class BatchSession:
         return len(getattr(self.generator, "_unprocessed_sequences", ())) if self.generator is not None else 0
 
     def _urgent_present(self) -> bool:
-        """Whether a request more urgent than background work runs or waits."""
-        return any(r.priority < PREEMPTIBLE_FROM for r in (*self.running, *self.pending))
+        """Whether a request more urgent than background work runs or waits, or did within the linger."""
+        now = time.monotonic()
+        if any(r.priority < PREEMPTIBLE_FROM for r in (*self.running, *self.pending)):
+            self._urgent_until = now + self.urgent_linger_seconds
+            return True
+        return now < self._urgent_until
 
     def _background_rows(self) -> int:
         return sum(len(r.live) for r in self.running if r.priority >= PREEMPTIBLE_FROM)

@@ -16,7 +16,7 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
-from models.batch import PREEMPT_AFTER_TOKENS, BatchSession, Ticket
+from models.batch import PREEMPT_AFTER_TOKENS, URGENT_LINGER_SECONDS, BatchSession, Ticket
 from models.engine import Engine
 from models.handlers import load_handler
 from models.handlers.base import ServingLimits
@@ -278,8 +278,8 @@ def test_a_batch_line_gives_way_to_an_interactive_request_and_goes_on_unchanged(
 
 def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_unchanged(batch):
     """Background work keeps ``background_rows_beside_interactive`` rows while an interactive request runs (every
-    row lengthens every step); the others give way with their K/V, come back once it is done, and end with the
-    answers they give uninterrupted."""
+    row lengthens every step) and for a linger after it; the others give way with their K/V, come back then, and
+    end with the answers they give uninterrupted."""
     alone = run(batch, *(story(topic) for topic in STORIES))
     question_alone = run(batch, ticket("What is the capital of France?", max_tokens=8))[0]
     lines = [story(topic) for topic in STORIES]
@@ -287,7 +287,7 @@ def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_u
         batch.submit(one)
     while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
         batch.step()
-    batch.background_rows_beside_interactive = 2
+    batch.background_rows_beside_interactive, batch.urgent_linger_seconds = 2, 600
     try:
         interactive = ticket("What is the capital of France?", max_tokens=8)
         batch.submit(interactive)
@@ -298,9 +298,13 @@ def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_u
             batch.step()
             assert batch._background_rows() <= 2
         batch.step()
+        assert batch._background_rows() <= 2  # during the linger after the last interactive request
+        batch._urgent_until = 0.0  # the linger is over
+        batch.step()
         assert batch._background_rows() > 2  # the lines that gave way are back
     finally:
         batch.background_rows_beside_interactive = batch.max_sequences
+        batch.urgent_linger_seconds = URGENT_LINGER_SECONDS
     while batch.busy:
         batch.step()
     assert interactive.future.result()["content"] == question_alone["content"]
