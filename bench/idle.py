@@ -100,6 +100,8 @@ def start_procfile_stack(workdir: Path, models_file: Path | None) -> tuple[Stack
     stack.start("control", _control(workdir, "control", "control,webhooks", 4, beat=True))
     stack.start("work", _control(workdir, "work", "jobs,rag,fusion", 8, beat=False))
     stack.start("flower", _loop("flower", [PYTHON, "-m", "tasks.flower_app", "--port", str(free_port())]))
+    mcp_env = {"MCP_PORT": str(free_port()), "MCP_API_URL": base_url}
+    stack.start("mcp", _loop("mcp", [PYTHON, "-m", "mlxf.mcp_server"]), mcp_env)
     wait_until(lambda: requests.get(f"{base_url}/health", timeout=5).ok, 120, "a healthy /health")
     return stack, base_url, warm
 
