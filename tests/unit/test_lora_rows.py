@@ -25,6 +25,8 @@ def _lora(base: nn.Linear, rank: int, scale: float, seed: int) -> LoRALinear:
 
 @pytest.mark.parametrize("dense_slots", [adapters.DENSE_SLOTS, 0], ids=["one-product", "gathered"])
 def test_each_row_gets_its_own_adapter_and_base_rows_stay_base(monkeypatch, dense_slots):
+    """The same rows through both code paths of the per-row delta: ``DENSE_SLOTS`` is set to choose the path (up
+    to that many slots, one product; beyond, each row's A and B gathered); nothing is stood in for."""
     monkeypatch.setattr(adapters, "DENSE_SLOTS", dense_slots)
     mx.random.seed(3)
     base = nn.Linear(IN, OUT, bias=True)
