@@ -9,10 +9,10 @@ Admission follows priority (0 interactive, 1-9 jobs, 10 batch lines; arrival ord
 full and a more urgent request waits, a row of priority ``PREEMPTIBLE_FROM`` or more (background work) that has run
 at least ``preempt_after_tokens`` tokens gives way; and while any more urgent request runs or waits, background
 work keeps at most ``background_rows_beside_interactive`` rows (on a CPU every row lengthens every step), and for
-``URGENT_LINGER_SECONDS`` after. A row that
-gives way leaves the batch with the K/V of its prompt and answer so far, waits in line, and later goes on from there
-with its own sampler and processors, as if it had never left. Requests go into the generator only as fast as it
-prefills them (mlx-lm prefills in arrival order), so an urgent prompt never waits behind a whole wave of others.
+``URGENT_LINGER_SECONDS`` after. A row that gives way leaves the batch with the K/V of its prompt and answer so far,
+waits in line, and later goes on from there with its own sampler and processors, as if it had never left. Requests
+go into the generator only as fast as it prefills them (mlx-lm prefills in arrival order), so an urgent prompt never
+waits behind a whole wave of others.
 """
 
 from __future__ import annotations
