@@ -41,11 +41,20 @@ class Work:
     future: Future = field(default_factory=Future)
     prepared: Request | None = None
     """A batched request as the batch prepared it on the submitter's thread."""
+    emitted: bool = False
+    """Whether an event (a delta, say) has gone out to the request's client."""
+
+    @property
+    def shown(self) -> bool:
+        """Whether the client has something of its answer: a streamed request once an event went out (a first
+        token can decode to no text yet, half a character say), any other request from its first token on."""
+        return self.emitted or not self.payload.get("stream")
 
 
-CheckpointHook = Callable[[str, Cancelled], None]
-"""Called with a request's id and its cancel check at every checkpoint between two tokens (a plug-in point:
-none in production; the test session's plug-in holds a generation with one)."""
+CheckpointHook = Callable[[str, Cancelled, bool], None]
+"""Called with a request's id, its cancel check and whether its client has been shown output (``Work.shown``) at
+every checkpoint between two tokens (a plug-in point: none in production; the test session's plug-in holds a
+generation with one)."""
 
 
 class Engine:
@@ -240,6 +249,7 @@ class Engine:
             self.last_progress = time.monotonic()
             if event is not PROGRESS:
                 work.emit(event)
+                work.emitted = True
 
         return emit
 
@@ -249,7 +259,7 @@ class Engine:
         def checkpoint() -> bool:
             self.last_progress = time.monotonic()
             for hook in self.checkpoint_hooks:
-                hook(work.request_id, work.cancelled)
+                hook(work.request_id, work.cancelled, work.shown)
             return work.cancelled()
 
         return checkpoint

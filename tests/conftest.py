@@ -396,8 +396,9 @@ class Hold:
     """Holds the generation of one request (by its request ID) between two tokens until released.
 
     The workers of the test session load the ``tests.holds`` plug-in (``WORKER_PLUGINS``): while the key exists,
-    the engine waits at its next checkpoint (after the first token), still answering cancellation. So a test keeps a
-    request running for exactly as long as it needs, on any machine.
+    the engine waits at its first checkpoint after the client was shown output (a streamed request: after its first
+    piece of text, which a first token that is half a character is not), still answering cancellation. So a test
+    keeps a request running for exactly as long as it needs, on any machine.
     """
 
     def __init__(self, client: redis.Redis, name: str) -> None:
@@ -407,7 +408,7 @@ class Hold:
         client.set(self._hold, "1", ex=900)
 
     def wait_held(self, timeout: float = 120) -> None:
-        """Returns once the request has generated a token and is waiting on this hold."""
+        """Returns once the request's client has been shown output and the request waits on this hold."""
         wait_until(lambda: self.client.exists(self._held), timeout, f"request {self.request_id} to be held")
 
     def is_held(self) -> bool:

@@ -28,7 +28,8 @@ def hold_key(request_id: str) -> str:
 
 
 def held_key(request_id: str) -> str:
-    """Set once the request has generated a token and is waiting on its hold; deleted once it goes on."""
+    """Set once the request's client has been shown output (a streamed one: a first piece of text, not only a
+    token that decodes to nothing yet) and it is waiting on its hold; deleted once it goes on."""
     return f"mlxf:held:{request_id}"
 
 
@@ -39,8 +40,8 @@ def install(runtime: Any) -> None:
     client = runtime.redis
     released: set[str] = set()
 
-    def hold(request_id: str, cancelled: Any) -> None:
-        if not request_id.startswith(PREFIX) or request_id in released:
+    def hold(request_id: str, cancelled: Any, shown: bool) -> None:
+        if not request_id.startswith(PREFIX) or request_id in released or not shown:
             return
         marked = False
         while client.exists(hold_key(request_id)) and not cancelled():

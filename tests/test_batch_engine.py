@@ -394,7 +394,7 @@ class Gate:
         self.request_id, self.ready = request_id, ready
         self.reached, self.opened = threading.Event(), threading.Event()
 
-    def __call__(self, request_id: str, _cancelled: Any) -> None:
+    def __call__(self, request_id: str, _cancelled: Any, _shown: bool) -> None:
         if request_id == self.request_id and not self.opened.is_set() and self.ready():
             self.reached.set()
             self.opened.wait(60)
@@ -460,3 +460,28 @@ def test_the_engine_lets_a_batch_line_give_way_to_an_interactive_request(engine)
     assert line.result()["content"] == alone["content"]
     assert line.result()["usage"]["completion_tokens"] == alone["usage"]["completion_tokens"]
     assert "".join(event["content"] for event in deltas_of(events)) == alone["content"]
+
+
+HALF_AN_EMOJI = 10813
+"""A token of SmolLM2's vocabulary that is only the first bytes of an emoji: it decodes to no text on its own."""
+
+
+def test_a_streamed_request_counts_as_shown_only_once_text_went_out(engine):
+    """The session's hold waits for ``shown``: a first token that decodes to no text must not count, or a held
+    stream would hold before its client has anything (and before its web sends the response's headers)."""
+    streamed: list[dict[str, Any]] = []
+    seen: dict[str, list[tuple[bool, int]]] = {"half": [], "whole": []}
+
+    def watch(request_id: str, _cancelled: Any, shown: bool) -> None:
+        if request_id in seen:
+            seen[request_id].append((shown, len(deltas_of(streamed))))
+
+    engine.checkpoint_hooks.append(watch)
+    try:
+        submit(engine, "half", 0, streamed, max_tokens=4, logit_bias={str(HALF_AN_EMOJI): 100}).result(timeout=120)
+        submit(engine, "whole", 0, max_tokens=4, stream=False).result(timeout=120)
+    finally:
+        engine.checkpoint_hooks.remove(watch)
+    assert seen["half"] and seen["half"][0] == (False, 0), "a first token of half a character shows nothing yet"
+    assert all(shown == (deltas > 0) for shown, deltas in seen["half"])
+    assert seen["whole"] and all(shown for shown, _ in seen["whole"]), "an answer not streamed is shown by a token"
