@@ -160,12 +160,25 @@ RUN_AFTER_RAG = "test_diagnostics.py"
 """Its totals hold only once the bash manual's ingest has ended: run after ``tests/test_rag.py``, it never waits."""
 
 
-SESSION_LANE, OWN_LANE = "session", "own"
-"""``make test`` runs the suite in two pytest-xdist workers (``-n 2 --dist loadgroup``), one per lane, in collection
-order within each: the session lane holds every test that uses the session's model workers and web (the
-``supervisor`` fixture, which ``base_url`` needs); the own lane holds the rest: unit tests, tests of a model in the
-test process, and tests that start a small stack of their own to kill or pause. Those mostly wait (for a fault to be
-seen, a restart, a timeout), so the two lanes share the two cores well. Without ``-n``, the lanes mean nothing."""
+SESSION_LANE, OWN_LANE, LATE_SESSION_LANE = "session", "own", "late-session"
+"""``make test`` runs the suite in two pytest-xdist workers (``-n 2 --dist loadgroup``), in collection order within
+each lane: the session lane holds the tests that use the session's model workers and web (the ``supervisor``
+fixture, which ``base_url`` needs); the own lane holds the rest: unit tests, tests of a model in the test process,
+and tests that start a small stack of their own to kill or pause. Those mostly wait (for a fault to be seen, a
+restart, a timeout), so the two lanes share the two cores well. The own lane is the shorter one: the worker that
+ends it then takes the late session lane (``LATE_SESSION_FILES``), for which it starts a session stack of its own.
+Without ``-n``, the lanes mean nothing: one session stack serves every test."""
+
+LATE_SESSION_FILES = (
+    "test_health_probes.py",
+    "test_media_models.py",
+    "test_nodes.py",
+    "test_on_demand.py",
+    "test_prompt_cache_disk.py",
+)
+"""Session-stack tests that need no other test's state (no bash manual, no keys): a module each that loads, kills or
+adds what it needs. They run on a second session stack in the worker that ran the own lane, once that lane is over
+(xdist gives a worker the next group when it has at most two tests left)."""
 
 
 IN_PROCESS_MODEL_FILES = (
@@ -179,12 +192,14 @@ lane's model workers have started (on two cores they slowed that start from 16 s
 
 
 def lane_of(item: pytest.Item) -> str:
-    return SESSION_LANE if "supervisor" in getattr(item, "fixturenames", ()) else OWN_LANE
+    if "supervisor" not in getattr(item, "fixturenames", ()):
+        return OWN_LANE
+    return LATE_SESSION_LANE if item.path.name in LATE_SESSION_FILES else SESSION_LANE
 
 
 def own_lane_place(item: pytest.Item) -> int:
     """The own lane's order: unit tests, then tests with stacks of their own, then models in the test process."""
-    if lane_of(item) == SESSION_LANE:
+    if lane_of(item) != OWN_LANE:
         return 1
     return 0 if "unit" in item.path.parts else 2 if item.path.name in IN_PROCESS_MODEL_FILES else 1
 
