@@ -1,6 +1,7 @@
 """The web console at ``/console`` in a real browser: Debian's headless Chromium driven by Playwright. One browser
-for the module; each page loads without console errors, a job submitted from the Jobs page completes without a
-reload, the Playground streams an answer and shows a tool call, a document uploaded on the RAG page is ingested as a
+for the module; each page loads without console errors, a model is loaded and unloaded from the Models page, a job
+submitted from the Jobs page completes without a reload, a running job is cancelled there, a batch shows its output
+lines, the Playground streams an answer and shows a tool call, a document uploaded on the RAG page is ingested as a
 job and answers a query with its source, a workflow run from its form shows its trace, and with ``API_KEYS`` set the
 console asks for a key and uses it. With ``CONSOLE_SCREENSHOTS=docs/console`` set, each page's screenshot is written
 there for the README and docs/console.md (a plain run leaves the tree as it was)."""
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import CHAT_MODEL
+from tests.conftest import CHAT_MODEL, CHAT_MODEL_DIR, ask
 from tests.stack import ROOT
 from tests.used_keys import remember
 
@@ -116,6 +117,83 @@ def test_a_job_submitted_from_the_jobs_page_completes_without_a_reload(console):
     assert console.page.evaluate("window.sameDocument") is True
     console.page.locator("tr", has_text=job_id).wait_for()
     console.screenshot("jobs")
+    console.assert_no_errors()
+
+
+def test_a_model_is_loaded_and_unloaded_from_the_models_page(console):
+    model_id = f"test/console-{uuid.uuid4().hex[:6]}"
+    console.open("models")
+    page = console.page
+    form = page.locator("#load-form")
+    form.locator("[name=model_path]").fill(str(CHAT_MODEL_DIR))
+    form.locator("[name=model_id]").fill(model_id)
+    form.locator("button").click()
+    page.locator("#load-status", has_text=f"{model_id}: loaded in").wait_for()
+    row = page.locator("tr", has_text=model_id)
+    row.locator("td", has_text="loaded").wait_for()
+    assert requests.get(f"{console.base_url}/v1/models/{model_id}", timeout=10).json()["status"] == "loaded"
+
+    page.once("dialog", lambda dialog: dialog.accept())  # "Unload ...? Requests running on it are stopped."
+    row.locator("[data-action=unload]").click()
+    row.wait_for(state="detached")
+    assert requests.get(f"{console.base_url}/v1/models/{model_id}", timeout=10).status_code == 404
+    console.assert_no_errors()
+
+
+def test_a_running_job_is_cancelled_from_the_jobs_page(console, hold):
+    held = hold("console-cancel")
+    submitted = requests.post(
+        f"{console.base_url}/api/mcp/jobs",
+        json={"model_id": CHAT_MODEL, "operation": "chat", "input": {"messages": ask("Count"), "max_tokens": 30}},
+        headers={"X-Request-ID": held.request_id},
+        timeout=30,
+    )
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["job_id"]
+    held.wait_held()
+    console.open("jobs")
+    page = console.page
+    page.locator("tr", has_text=job_id).click()
+    page.locator("#job-detail h3", has_text=job_id).wait_for()
+    page.locator("#job-detail button", has_text="Cancel").click()
+    page.locator("#job-status", has_text="cancelled").wait_for()
+    assert requests.get(f"{console.base_url}/api/mcp/jobs/{job_id}", timeout=10).json()["status"] == "cancelled"
+    console.assert_no_errors()
+
+
+def test_a_batch_shows_its_counts_and_output_lines(console, tmp_path: Path):
+    lines = [
+        {
+            "custom_id": f"console-{n}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": CHAT_MODEL, "messages": ask(f"Say {n}"), "max_tokens": 2},
+        }
+        for n in range(2)
+    ]
+    uploaded = requests.post(
+        f"{console.base_url}/v1/files",
+        data={"purpose": "batch"},
+        files={"file": ("console.jsonl", "\n".join(json.dumps(line) for line in lines).encode())},
+        timeout=30,
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    created = requests.post(
+        f"{console.base_url}/v1/batches",
+        json={"input_file_id": uploaded.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    batch_id = created.json()["id"]
+    console.open("jobs")
+    page = console.page
+    row = page.locator("tr", has_text=batch_id)
+    row.locator("td", has_text="completed").wait_for()  # the list refreshes every 5 s
+    row.click()
+    page.locator("#batch-status", has_text="completed").wait_for()
+    output = page.locator("pre.batch-output").inner_text()
+    assert all(f'"custom_id": "console-{n}"' in output or f'"custom_id":"console-{n}"' in output for n in range(2))
+    assert "2 of 2 lines done, 0 failed" in page.locator("#batch-detail").inner_text()
     console.assert_no_errors()
 
 

@@ -144,12 +144,16 @@ function modelsView() {
     const data = Object.fromEntries(new FormData(loadForm));
     if (!data.model_id) delete data.model_id;
     const status = loadForm.querySelector("#load-status");
-    status.textContent = "loading… (downloading if it is not on disk yet)";
+    const started = performance.now();
+    const tick = () => { status.textContent = `loading… ${fmt((performance.now() - started) / 1000, 0)} s (downloading first if it is not on disk)`; };
+    tick();
+    const ticking = setInterval(() => { tick(); refresh(); }, 1000);
     try {
       const loaded = await api("/v1/models/load", { method: "POST", body: data });
       status.textContent = `${loaded.model_id}: ${loaded.status} in ${fmt(loaded.load_time_ms, 0)} ms`;
-      refresh();
     } catch (e) { status.textContent = ""; showError(error, e); }
+    clearInterval(ticking);
+    refresh();
   });
 
   async function act(label, call) {
@@ -300,6 +304,41 @@ function jobDetail(container, jobId, error, onDone) {
   }, (e) => showError(error, e));
 }
 
+const BATCH_LINES_SHOWN = 20;
+
+/** The first lines of a file of the Files API (a batch's output or errors), as text. */
+async function fileHead(fileId) {
+  const content = await api(`/v1/files/${encodeURIComponent(fileId)}/content`);
+  const text = typeof content === "string" ? content : JSON.stringify(content);
+  const lines = text.split("\n").filter((line) => line);
+  return lines.slice(0, BATCH_LINES_SHOWN).join("\n") + (lines.length > BATCH_LINES_SHOWN ? `\n… ${lines.length - BATCH_LINES_SHOWN} more lines` : "");
+}
+
+/** A batch's status, counts and times, a Cancel while it runs, and the first lines of its output and error files. */
+async function batchDetail(container, batchId, error, onChange) {
+  try {
+    const batch = await api(`/v1/batches/${encodeURIComponent(batchId)}`);
+    const counts = batch.request_counts || {};
+    const when = (seconds) => (seconds ? new Date(seconds * 1000).toISOString() : "—");
+    const running = ["validating", "in_progress", "finalizing"].includes(batch.status);
+    const cancel = h("button", { class: "plain", type: "button", disabled: !running, onclick: async () => {
+      try { await api(`/v1/batches/${encodeURIComponent(batchId)}/cancel`, { method: "POST" }); } catch (e) { showError(error, e); }
+      batchDetail(container, batchId, error, onChange);
+      onChange();
+    } }, "Cancel");
+    const files = [];
+    for (const [label, fileId] of [["output", batch.output_file_id], ["errors", batch.error_file_id]]) {
+      if (fileId) files.push(h("h4", {}, `${label} (${fileId})`), h("pre", { class: `batch-${label}` }, await fileHead(fileId)));
+    }
+    container.replaceChildren(
+      h("h3", {}, `Batch ${batch.id} `, h("span", { id: "batch-status" }, batch.status), " ", cancel),
+      h("p", { class: "muted" }, `${batch.endpoint}; ${counts.completed ?? 0} of ${counts.total ?? 0} lines done, ` +
+        `${counts.failed ?? 0} failed; created ${when(batch.created_at)}, in progress ${when(batch.in_progress_at)}, ` +
+        `ended ${when(batch.completed_at || batch.failed_at || batch.cancelled_at || batch.expired_at)}`),
+      ...files);
+  } catch (e) { showError(error, e); }
+}
+
 function jobsView() {
   const error = errorLine();
   const list = h("div", {});
@@ -311,6 +350,7 @@ function jobsView() {
     h("select", { name: "model_id", id: "job-model" }), h("input", { name: "prompt", placeholder: "prompt", size: 40, required: true }),
     h("input", { name: "max_tokens", type: "number", value: "16", size: 4 }), h("button", {}, "Submit a chat job"));
   const batches = h("div", {});
+  const batchCard = h("div", { id: "batch-detail" });
   let stopFollowing = () => {};
   modelIds(["lm"]).then((ids) => submit.querySelector("select").replaceChildren(...ids.map((id) => h("option", { value: id }, id))));
 
@@ -332,7 +372,7 @@ function jobsView() {
         ["batch", (b) => b.id], ["endpoint", (b) => b.endpoint], ["status", (b) => b.status],
         ["requests", (b) => `${b.request_counts?.completed ?? 0}/${b.request_counts?.total ?? 0} (${b.request_counts?.failed ?? 0} failed)`],
         ["created", (b) => new Date(b.created_at * 1000).toISOString()],
-      ], batchList.data));
+      ], batchList.data, (b) => batchDetail(batchCard, b.id, error, refresh)));
     } catch (e) { showError(error, e); }
   }
   filter.addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
@@ -347,7 +387,7 @@ function jobsView() {
     } catch (e) { showError(error, e); }
   });
   view.replaceChildren(h("h2", {}, "Jobs and batches"), error, h("section", { class: "card" }, submit, filter, list), detail,
-    h("section", { class: "card" }, h("h3", {}, "Batches"), batches));
+    h("section", { class: "card" }, h("h3", {}, "Batches"), batches, batchCard));
   const stop = every(5000, refresh);
   return () => { stop(); stopFollowing(); };
 }
