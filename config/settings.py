@@ -137,9 +137,10 @@ class Settings(BaseSettings):
     """The disk tier's folder, shared by the replicas on one node; unset means the data dir's ``prompt-cache``."""
     prefill_step_size: int = 512
     """Prompt tokens computed per batch step: a long prompt joins in chunks instead of stalling the others."""
-    background_rows_beside_interactive: int = 4
+    background_rows_beside_interactive: int = 0
     """Rows that background work (batch lines, ``low`` jobs) keeps in a model's batch while an interactive request
-    or a more urgent job runs or waits there; the rest give way, K/V kept, and go on once it is done."""
+    or a more urgent job runs or waits there (and for 2 s after); the rest give way, K/V kept, and go on once it is
+    done. 0: the batch belongs to interactive work while there is any."""
     speculative_draft_tokens: int = 4
     """Speculative decoding inside the batch: the most tokens a row drafts from its own prompt and answer and has
     checked in one step (rows whose drafts keep failing stop drafting); 0 turns it off."""

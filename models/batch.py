@@ -54,9 +54,11 @@ PREEMPT_AFTER_TOKENS = 8
 """Tokens a row generates after joining (or rejoining) the batch before it may give way: no thrashing."""
 PREFILL_BATCH = 8
 """Prompts the generator prefills together; at most this many wait for it, the rest wait here in priority order."""
-BACKGROUND_ROWS_BESIDE_INTERACTIVE = 4
+BACKGROUND_ROWS_BESIDE_INTERACTIVE = 0
 """Rows that background work (priority ``PREEMPTIBLE_FROM`` or more) keeps in the batch while a more urgent request
-runs or waits: on a CPU every row lengthens every step, so a full batch of lines would slow interactive tokens."""
+runs or waits: on a CPU every row lengthens every step, so even a few rows of lines slow interactive tokens (beside
+a 2,000-line batch, 8 interactive clients' TTFT p95 was 1.45x alone with none kept, 1.9-2.1x with 4; the batch
+went on at 58 and 65 tok/s between their requests: ``python -m bench batch``)."""
 URGENT_LINGER_SECONDS = 2.0
 """How long background work keeps to its few rows after the last urgent request left: a client that sends its next
 request at once finds the batch as its last one left it, not full of lines that have just come back."""
@@ -223,8 +225,12 @@ class BatchSession:
         return len(self.sequences) + sum(r.options.n for r in self.pending) < self.max_sequences
 
     def could_make_room_for(self, priority: int) -> bool:
-        """Whether a request of ``priority`` joining a full batch would find a row to give way to it, beyond the
-        rows the urgent requests already waiting will take (a row still too young counts: it will be old enough)."""
+        """Whether a request of ``priority`` would find a row: a free one that no waiting request at least as urgent
+        claims (background work that gave way waits behind it), or a row that gives way to it beyond the rows the
+        urgent requests already waiting will take (a row still too young counts: it will be old enough)."""
+        ahead = sum(r.options.n for r in self.pending if r.priority <= priority)
+        if len(self.sequences) + ahead < self.max_sequences:
+            return True
         rows = sum(len(r.live) for r in self.running if _may_give_way(r, priority))
         claimed = sum(r.options.n for r in self.pending if r.priority < PREEMPTIBLE_FROM)
         return rows > claimed

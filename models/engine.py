@@ -195,7 +195,8 @@ class Engine:
         return True
 
     def _can_displace(self, batch: BatchSession) -> bool:
-        """Whether the most urgent waiting work would make a row of the full batch give way to it."""
+        """Whether the most urgent waiting work would find a row of the busy batch: one left free by less urgent
+        work waiting to join (lines that gave way), or one that gives way to it."""
         with self._inbox.mutex:
             if not self._inbox.queue:
                 return False

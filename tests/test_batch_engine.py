@@ -311,6 +311,37 @@ def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_u
     assert [one.future.result()["content"] for one in lines] == [r["content"] for r in alone]
 
 
+def test_rows_left_free_by_lines_that_gave_way_are_open_to_the_next_interactive_request(batch):
+    """With lines keeping no row beside interactive requests, every line gives way to the first one and waits to
+    join again: the rows they left are free for a second interactive request (the engine takes it from its inbox
+    at once), not held for the lines until they can run, which is never while interactive requests keep coming."""
+    lines = [story(topic) for topic in STORIES]
+    for one in lines:
+        batch.submit(one)
+    while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
+        batch.step()
+    batch.background_rows_beside_interactive, batch.urgent_linger_seconds = 0, 600
+    try:
+        first = ticket("What is the capital of France?", max_tokens=8)
+        batch.submit(first)
+        batch.step()
+        assert [r.ticket for r in batch.running] == [first] and len(batch.pending) == len(lines)
+        assert not batch.has_room, "the lines that gave way wait for their rows"
+        assert batch.could_make_room_for(0), "but an interactive request comes before them"
+        assert not batch.could_make_room_for(LINE), "and another line does not"
+        second = ticket("Name a colour.", max_tokens=8)
+        batch.submit(second)
+        batch.step()
+        assert [r.ticket for r in batch.running] == [first, second]
+    finally:
+        batch.background_rows_beside_interactive = batch.max_sequences
+        batch.urgent_linger_seconds = URGENT_LINGER_SECONDS
+        batch._urgent_until = 0.0
+    while batch.busy:
+        batch.step()
+    assert all(one.future.result()["content"] for one in lines)
+
+
 def test_a_line_whose_kv_would_pass_the_budget_gives_way_without_it_and_goes_on_unchanged(batch):
     """The K/V a row keeps when it gives way counts in the worker's KV budget: with no room left beside the batch
     and the request it makes way for, the row keeps none, and later computes its text again to the same answer."""
