@@ -11,6 +11,7 @@ import gc
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 import mlx.core as mx
@@ -215,6 +216,26 @@ def tokens_of(batch: BatchSession, one: Ticket) -> int:
     return max((len(s.tokens) for r in batch.running if r.ticket is one for s in r.sequences), default=0)
 
 
+def join_until_they_may_give_way(batch: BatchSession, lines: list[Ticket]) -> None:
+    """Submits ``lines`` and steps until each has run the tokens after which a row may give way."""
+    for one in lines:
+        batch.submit(one)
+    while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
+        batch.step()
+
+
+@contextmanager
+def keeping_rows(batch: BatchSession, rows: int) -> Iterator[None]:
+    """Background work keeps ``rows`` beside urgent requests, with a linger no test outlasts; restored after."""
+    batch.background_rows_beside_interactive, batch.urgent_linger_seconds = rows, 600
+    try:
+        yield
+    finally:
+        batch.background_rows_beside_interactive = batch.max_sequences
+        batch.urgent_linger_seconds = URGENT_LINGER_SECONDS
+        batch._urgent_until = 0.0
+
+
 def test_waiting_requests_join_most_urgent_first(batch):
     """A full batch; a batch line, a job and an interactive request wait, and join in that order of urgency as
     rows leave (no row gives way here: they are never old enough)."""
@@ -253,10 +274,7 @@ def test_a_batch_line_gives_way_to_an_interactive_request_and_goes_on_unchanged(
     streamed: list[dict[str, Any]] = []
     lines = [story(topic, **extra) for topic, extra in zip(STORIES[:-1], options, strict=False)]
     lines.append(story(STORIES[-1], deltas=streamed, **options[-1]))
-    for one in lines:
-        batch.submit(one)
-    while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
-        batch.step()
+    join_until_they_may_give_way(batch, lines)
     assert len(batch.running) == batch.max_sequences
     given_way = batch.preemptions
     interactive = ticket("What is the capital of France?", max_tokens=8)
@@ -283,12 +301,8 @@ def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_u
     alone = run(batch, *(story(topic) for topic in STORIES))
     question_alone = run(batch, ticket("What is the capital of France?", max_tokens=8))[0]
     lines = [story(topic) for topic in STORIES]
-    for one in lines:
-        batch.submit(one)
-    while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
-        batch.step()
-    batch.background_rows_beside_interactive, batch.urgent_linger_seconds = 2, 600
-    try:
+    join_until_they_may_give_way(batch, lines)
+    with keeping_rows(batch, 2):
         interactive = ticket("What is the capital of France?", max_tokens=8)
         batch.submit(interactive)
         batch.step()
@@ -302,9 +316,6 @@ def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_u
         batch._urgent_until = 0.0  # the linger is over
         batch.step()
         assert batch._background_rows() > 2  # the lines that gave way are back
-    finally:
-        batch.background_rows_beside_interactive = batch.max_sequences
-        batch.urgent_linger_seconds = URGENT_LINGER_SECONDS
     while batch.busy:
         batch.step()
     assert interactive.future.result()["content"] == question_alone["content"]
@@ -316,12 +327,8 @@ def test_rows_left_free_by_lines_that_gave_way_are_open_to_the_next_interactive_
     join again: the rows they left are free for a second interactive request (the engine takes it from its inbox
     at once), not held for the lines until they can run, which is never while interactive requests keep coming."""
     lines = [story(topic) for topic in STORIES]
-    for one in lines:
-        batch.submit(one)
-    while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
-        batch.step()
-    batch.background_rows_beside_interactive, batch.urgent_linger_seconds = 0, 600
-    try:
+    join_until_they_may_give_way(batch, lines)
+    with keeping_rows(batch, 0):
         first = ticket("What is the capital of France?", max_tokens=8)
         batch.submit(first)
         batch.step()
@@ -333,10 +340,6 @@ def test_rows_left_free_by_lines_that_gave_way_are_open_to_the_next_interactive_
         batch.submit(second)
         batch.step()
         assert [r.ticket for r in batch.running] == [first, second]
-    finally:
-        batch.background_rows_beside_interactive = batch.max_sequences
-        batch.urgent_linger_seconds = URGENT_LINGER_SECONDS
-        batch._urgent_until = 0.0
     while batch.busy:
         batch.step()
     assert all(one.future.result()["content"] for one in lines)
@@ -347,10 +350,7 @@ def test_a_line_whose_kv_would_pass_the_budget_gives_way_without_it_and_goes_on_
     and the request it makes way for, the row keeps none, and later computes its text again to the same answer."""
     lines = [story(topic) for topic in STORIES]
     alone = run(batch, *(story(topic) for topic in STORIES))
-    for one in lines:
-        batch.submit(one)
-    while batch.busy and min(tokens_of(batch, one) for one in lines) < PREEMPT_AFTER_TOKENS:
-        batch.step()
+    join_until_they_may_give_way(batch, lines)
     budget = batch.kv_budget_bytes
     batch.kv_budget_bytes = batch._kv_of(batch.running)  # the full batch exactly: no room for kept K/V
     try:
