@@ -165,8 +165,9 @@ SESSION_LANE, OWN_LANE, LATE_SESSION_LANE = "session", "own", "late-session"
 each lane: the session lane holds the tests that use the session's model workers and web (the ``supervisor``
 fixture, which ``base_url`` needs); the own lane holds the rest: unit tests, tests of a model in the test process,
 and tests that start a small stack of their own to kill or pause. Those mostly wait (for a fault to be seen, a
-restart, a timeout), so the two lanes share the two cores well. The own lane is the shorter one: the worker that
-ends it then takes the late session lane (``LATE_SESSION_FILES``), for which it starts a session stack of its own.
+restart, a timeout), so the two lanes share the two cores well. The worker that ends its lane first (usually the
+own lane's) then takes the late session lane (``LATE_SESSION_FILES``), starting a session stack of its own for it
+if it has none.
 Without ``-n``, the lanes mean nothing: one session stack serves every test."""
 
 LATE_SESSION_FILES = (
@@ -177,8 +178,8 @@ LATE_SESSION_FILES = (
     "test_prompt_cache_disk.py",
 )
 """Session-stack tests that need no other test's state (no bash manual, no keys): a module each that loads, kills or
-adds what it needs. They run on a second session stack in the worker that ran the own lane, once that lane is over
-(xdist gives a worker the next group when it has at most two tests left)."""
+adds what it needs. They run in whichever worker ends its lane first (xdist gives a worker the next group when it
+has at most two tests left): usually the own lane's, on a second session stack."""
 
 
 IN_PROCESS_MODEL_FILES = (
