@@ -6,13 +6,14 @@ stop sequences, ``max_tokens``, logprobs and ``n`` output sequences; each starts
 of its prompt and leaves its prompt and answer in the prompt cache when it ends.
 
 Admission follows priority (0 interactive, 1-9 jobs, 10 batch lines; arrival order within one). When the batch is
-full and a more urgent request waits, a row of priority ``PREEMPTIBLE_FROM`` or more (background work) that has run
-at least ``preempt_after_tokens`` tokens gives way; and while any more urgent request runs or waits, background
-work keeps at most ``background_rows_beside_interactive`` rows (on a CPU every row lengthens every step), and for
-``URGENT_LINGER_SECONDS`` after. A row that gives way leaves the batch with the K/V of its prompt and answer so far,
-waits in line, and later goes on from there with its own sampler and processors, as if it had never left. Requests
-go into the generator only as fast as it prefills them (mlx-lm prefills in arrival order), so an urgent prompt never
-waits behind a whole wave of others.
+full and a more urgent request waits, a row of priority ``PREEMPTIBLE_FROM`` or more (background work) gives way:
+to other background work once it has run ``preempt_after_tokens`` tokens, to an urgent request once it has its
+first token. While any urgent request runs or waits, background work keeps at most
+``background_rows_beside_interactive`` rows (on a CPU every row lengthens every step), and for
+``URGENT_LINGER_SECONDS`` after; its requests still in their prefill go back in line at once. A row that gives way
+leaves the batch with the K/V of its prompt and answer so far, waits in line, and later goes on from there with its
+own sampler and processors, as if it had never left. Requests go into the generator only as fast as it prefills
+them (mlx-lm prefills in arrival order), so an urgent prompt never waits behind a whole wave of others.
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ BATCHED_OPERATIONS = frozenset({"chat", "completion"})
 PREEMPTIBLE_FROM = 9
 """Rows of this priority or less urgent (``low`` jobs, batch lines) give way to more urgent requests."""
 PREEMPT_AFTER_TOKENS = 8
-"""Tokens a row generates after joining (or rejoining) the batch before it may give way: no thrashing."""
+"""Tokens a row generates after joining (or rejoining) the batch before it may give way to other background work:
+no thrashing between lines."""
+PREEMPT_FOR_URGENT_AFTER_TOKENS = 1
+"""Tokens a row generates after joining before it gives way to an urgent request: its first, so that the K/V of its
+prompt goes with it. Urgent requests never give way, and lines come back only ``URGENT_LINGER_SECONDS`` after the
+last one, so this cannot thrash; waiting 8 tokens of a 32-row batch instead cost the interactive request that came
+just after a wave of lines about a second of TTFT (``python -m bench batch``)."""
 PREFILL_BATCH = 8
 """Prompts the generator prefills together; at most this many wait for it, the rest wait here in priority order."""
 BACKGROUND_ROWS_BESIDE_INTERACTIVE = 0
@@ -187,6 +194,7 @@ class BatchSession:
         self.prompt_cache = prompt_cache
         self.prefill_step_size = prefill_step_size
         self.preempt_after_tokens = max(1, preempt_after_tokens)
+        self.preempt_for_urgent_after_tokens = PREEMPT_FOR_URGENT_AFTER_TOKENS
         self.background_rows_beside_interactive = max(0, background_rows_beside_interactive)
         self.urgent_linger_seconds = URGENT_LINGER_SECONDS
         self._urgent_until = 0.0
@@ -427,8 +435,10 @@ class BatchSession:
         return sum(len(r.live) for r in self.running if r.priority >= PREEMPTIBLE_FROM)
 
     def _make_way_for_urgent(self) -> None:
-        """Background rows beyond ``background_rows_beside_interactive`` give way while an urgent request is present
-        (those old enough to: a row goes on for ``preempt_after_tokens`` after it joins)."""
+        """Background rows beyond ``background_rows_beside_interactive`` give way while an urgent request is present:
+        first those without a token yet, then those with one (``preempt_for_urgent_after_tokens``)."""
+        if self._background_rows() > self.background_rows_beside_interactive and self._urgent_present():
+            self._take_back_unstarted()
         while self._background_rows() > self.background_rows_beside_interactive and self._urgent_present():
             victim = self._victim_for(PREEMPTIBLE_FROM - 1)
             if victim is None:
@@ -462,15 +472,30 @@ class BatchSession:
                     request.ticket.future.set_exception(exc)
                 raise
 
+    def _take_back_unstarted(self) -> None:
+        """Background requests without a token yet go back in line, keeping their place, so that an urgent prompt
+        does not wait behind their prefill; what the generator prefilled of them stays in the prompt cache."""
+        for request in [r for r in self.running if r.priority >= PREEMPTIBLE_FROM and not r.generating]:
+            caches = self._generator().remove([s.uid for s in request.sequences], return_prompt_caches=True)
+            cache, tokens = caches.get(request.sequences[0].uid, (None, None)) if request.sequences else (None, None)
+            if cache is not None and tokens:
+                self.prompt_cache.keep(list(tokens), cache, request.cache_key, disk=False)
+            for sequence in request.sequences:
+                self._forget(sequence)
+            request.sequences.clear()
+            self.running.remove(request)
+            self._wait_in_line(request)
+
     def _victim_for(self, priority: int) -> Request | None:
         """The row that gives way to a request of ``priority``: the least urgent of those allowed to, the latest to
         arrive among equals; None when no row may (yet)."""
+        age = self.preempt_after_tokens if priority >= PREEMPTIBLE_FROM else self.preempt_for_urgent_after_tokens
         candidates = [
             r
             for r in self.running
             if _may_give_way(r, priority)
             and r.generating
-            and max(len(s.tokens) for s in r.sequences) - r.joined_at_tokens >= self.preempt_after_tokens
+            and max(len(s.tokens) for s in r.sequences) - r.joined_at_tokens >= age
         ]
         return max(candidates, key=lambda r: (r.priority, r.order), default=None)
 

@@ -17,7 +17,14 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
-from models.batch import PREEMPT_AFTER_TOKENS, URGENT_LINGER_SECONDS, BatchSession, Ticket
+from models.batch import (
+    PREEMPT_AFTER_TOKENS,
+    PREEMPT_FOR_URGENT_AFTER_TOKENS,
+    PREEMPTIBLE_FROM,
+    URGENT_LINGER_SECONDS,
+    BatchSession,
+    Ticket,
+)
 from models.engine import Engine
 from models.handlers import load_handler
 from models.handlers.base import ServingLimits
@@ -240,6 +247,7 @@ def test_waiting_requests_join_most_urgent_first(batch):
     """A full batch; a batch line, a job and an interactive request wait, and join in that order of urgency as
     rows leave (no row gives way here: they are never old enough)."""
     batch.preempt_after_tokens, given_way = 10**6, batch.preemptions
+    batch.preempt_for_urgent_after_tokens = 10**6
     try:
         lines = [story(topic, max_tokens=4 + i) for i, topic in enumerate(STORIES)]
         for one in lines:
@@ -257,6 +265,7 @@ def test_waiting_requests_join_most_urgent_first(batch):
                     joined.append(name)
     finally:
         batch.preempt_after_tokens = PREEMPT_AFTER_TOKENS
+        batch.preempt_for_urgent_after_tokens = PREEMPT_FOR_URGENT_AFTER_TOKENS
     assert joined == ["interactive", "job", "line"]
     assert batch.preemptions == given_way
 
@@ -386,11 +395,9 @@ def test_a_line_that_gave_way_and_is_cancelled_ends_with_what_it_generated(batch
         batch.step()
 
 
-def test_an_interactive_prompt_is_prefilled_before_a_wave_of_batch_lines(batch):
-    """24 batch lines arrive at once in a batch of 24 rows: they join the generator one prefill batch at a time,
-    so an interactive request sent just after them has its first token before the last lines have theirs (mlx-lm
-    prefills in arrival order: inserted all at once, the lines would all go first)."""
-    wide = BatchSession(
+def wide_batch(batch: BatchSession) -> BatchSession:
+    """A batch of 24 rows on the same model, with the default rows and linger for background work."""
+    return BatchSession(
         batch.model,
         batch.tokenizer,
         batch.prompt_for,
@@ -399,6 +406,13 @@ def test_an_interactive_prompt_is_prefilled_before_a_wave_of_batch_lines(batch):
         kv_budget_bytes=batch.kv_budget_bytes,
         prompt_cache=PromptCache(0, 0),
     )
+
+
+def test_an_interactive_prompt_is_prefilled_before_a_wave_of_batch_lines(batch):
+    """24 batch lines arrive at once in a batch of 24 rows: they join the generator one prefill batch at a time,
+    so an interactive request sent just after them has its first token before the last lines have theirs (mlx-lm
+    prefills in arrival order: inserted all at once, the lines would all go first)."""
+    wide = wide_batch(batch)
     lines = [story(f"{topic}, part {part}", max_tokens=4) for part in range(3) for topic in STORIES]
     for one in lines:
         wide.submit(one)
@@ -416,6 +430,31 @@ def test_an_interactive_prompt_is_prefilled_before_a_wave_of_batch_lines(batch):
         wide.step()
     assert interactive.future.result()["usage"]["completion_tokens"] >= 1
     assert all(one.future.result()["usage"]["completion_tokens"] >= 1 for one in lines)
+
+
+def test_lines_that_have_just_joined_leave_at_once_for_an_interactive_request(batch):
+    """A wave of 24 lines has just joined: the first ones have their first token, the rest wait for their prefill.
+    An interactive request arrives and, at the next step, runs with no line beside it (the young rows gave way
+    with their K/V, the others went back in line), without waiting for the lines' first 8 tokens. Every line
+    still ends with the answer it gives uninterrupted."""
+    wide = wide_batch(batch)
+    topics = [f"{topic}, part {part}" for part in range(3) for topic in STORIES]
+    uninterrupted = [r["content"] for r in run(wide, *(story(topic, max_tokens=6) for topic in topics))]
+    lines = [story(topic, max_tokens=6) for topic in topics]
+    for one in lines:
+        wide.submit(one)
+    while not any(tokens_of(wide, one) for one in lines):
+        wide.step()
+    assert all(tokens_of(wide, one) < PREEMPT_AFTER_TOKENS for one in lines)
+    interactive = ticket("Say hi.", max_tokens=4)
+    wide.submit(interactive)
+    wide.step()
+    assert [r.ticket for r in wide.running] == [interactive]
+    assert all(r.priority >= PREEMPTIBLE_FROM for r in wide.pending) and len(wide.pending) == len(lines)
+    while wide.busy:
+        wide.step()
+    assert interactive.future.result()["usage"]["completion_tokens"] >= 1
+    assert [one.future.result()["content"] for one in lines] == uninterrupted
 
 
 class Gate:
