@@ -2,9 +2,9 @@
 for the module; each page loads without console errors, a model is loaded and unloaded from the Models page, a job
 submitted from the Jobs page completes without a reload, a running job is cancelled there, a batch shows its output
 lines, the Playground streams an answer and shows a tool call, a document uploaded on the RAG page is ingested as a
-job and answers a query with its source, a workflow run from its form shows its trace, and with ``API_KEYS`` set the
-console asks for a key and uses it. With ``CONSOLE_SCREENSHOTS=docs/console`` set, each page's screenshot is written
-there for the README and docs/console.md (a plain run leaves the tree as it was)."""
+job and answers a query with its source, a workflow run from its form shows its trace as its steps run, and with
+``API_KEYS`` set the console asks for a key and uses it. With ``CONSOLE_SCREENSHOTS=docs/console`` set, each page's
+screenshot is written there for the README and docs/console.md (a plain run leaves the tree as it was)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from tests.conftest import CHAT_MODEL, CHAT_MODEL_DIR, ask
-from tests.stack import ROOT
+from tests.holds import held_key, hold_key, holdable
+from tests.stack import ROOT, wait_until
 from tests.used_keys import remember
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright comes with the test extra")
@@ -45,8 +46,11 @@ class Console:
         page.set_default_timeout(TIMEOUT_MS)
 
     def open(self, view: str) -> None:
-        """Shows ``view`` by its fragment: the first time a full load, then as the console itself navigates."""
-        if self.page.url.startswith(f"{self.base_url}/console/"):
+        """Shows ``view`` by its fragment: the first time a full load, then as the console itself navigates (a view
+        already shown is loaded again, so it lists what the test has just made)."""
+        if self.page.url == f"{self.base_url}/console/#{view}":
+            self.page.reload()
+        elif self.page.url.startswith(f"{self.base_url}/console/"):
             self.page.evaluate("view => { location.hash = view }", view)
         else:
             self.page.goto(f"{self.base_url}/console/#{view}")
@@ -302,6 +306,57 @@ def test_a_workflow_run_from_its_form_shows_its_trace(console):
     assert ["summarize", "completed"] in [[step[0], step[3]] for step in steps], steps
     page.locator("#workflow-trace").scroll_into_view_if_needed()
     console.screenshot("workflows")
+    console.assert_no_errors()
+
+
+def test_a_workflow_trace_fills_in_while_it_runs(console, redis_client):
+    """A composed workflow of two steps, its second held by the suite's hold: the trace shows the first step done
+    while the run goes on, then both once it ends."""
+    name = f"trace_{uuid.uuid4().hex[:6]}"
+    steps = [
+        {"step_id": "prepare", "type": "transform", "input": "Say {{ input.word }}."},
+        {
+            "step_id": "answer",
+            "type": "model_call",
+            "model_id": CHAT_MODEL,
+            "operation": "chat",
+            "input": {"messages": [{"role": "user", "content": "{{ steps.prepare.output }}"}]},
+        },
+    ]
+    schema = {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}
+    created = requests.post(
+        f"{console.base_url}/api/fusion/compose",
+        json={"name": name, "steps": steps, "input_schema": schema},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    request_id = holdable("console-trace")
+    held = f"{request_id}.answer"
+    redis_client.set(hold_key(held), "1", ex=600)
+    page = console.page
+    page.route(
+        "**/api/fusion/orchestrate",
+        lambda route: route.continue_(headers={**route.request.headers, "x-request-id": request_id}),
+    )
+    try:
+        console.open("workflows")
+        page.locator("tr", has_text=name).click()
+        form = page.locator("#workflow-form")
+        form.locator("[name=word]").fill("hello")
+        form.locator("[name=__max_tokens]").fill("4")
+        form.locator("button").click()
+        wait_until(lambda: redis_client.exists(held_key(held)), 120, "the answer step to be held")
+        page.locator("#workflow-trace tbody tr", has_text="prepare").wait_for()
+        assert page.locator("#workflow-status[data-done]").count() == 0
+        assert page.locator("#workflow-trace tbody tr", has_text="answer").count() == 0
+    finally:
+        redis_client.delete(hold_key(held))
+        page.unroute("**/api/fusion/orchestrate")
+    page.locator("#workflow-status[data-done]").wait_for()
+    assert page.locator("#workflow-status").get_attribute("data-done") == "completed"
+    steps_shown = [row.locator("td").all_inner_texts()[:4:3] for row in page.locator("#workflow-trace tbody tr").all()]
+    assert steps_shown == [["prepare", "completed"], ["answer", "completed"]]
+    requests.delete(f"{console.base_url}/api/fusion/workflows/{name}", timeout=30)
     console.assert_no_errors()
 
 

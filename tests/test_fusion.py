@@ -327,6 +327,8 @@ def test_a_fusion_job_survives_kill_9_of_the_chat_worker(base_url, jobs_url, red
         )
         running = job_status(jobs_url, job_id)
         assert running["status"] == "processing" and running["progress_detail"]["steps"] == 4
+        trace_so_far = running["progress_detail"]["execution_trace"]
+        assert [entry["step"] for entry in trace_so_far] == ["embed_query", "retrieve_docs", "rerank"]
         assert 0.5 <= running["progress"] < 1
         old = worker_pid(redis_client, CHAT_MODEL)
         os.kill(old, signal.SIGKILL)

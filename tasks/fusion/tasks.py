@@ -46,9 +46,19 @@ def run_step(state: dict[str, Any] | list[dict[str, Any]], run_id: str, step_id:
     step = next(Step(**json.loads(json.dumps(raw))) for raw in run.steps if raw["step_id"] == step_id)
     output = runner().run(step, state)
     if run.job_id:
-        done, total = len(run.trace) + 1, len(run.steps)
-        write_progress(runner().dispatcher.redis, run.job_id, done / total, {"steps_done": done, "steps": total})
+        _report_progress(run_id, run.job_id, len(run.steps))
     return {**state, "steps": {**state["steps"], step_id: {"output": output}}}
+
+
+def _report_progress(run_id: str, job_id: str, total: int) -> None:
+    """The job's progress after a step: the steps done and the run's trace so far, so a watcher sees it fill in."""
+    run = workflow_store.get_run(run_id)
+    if run is None:
+        return
+    trace = [dict(entry) for entry in run.trace]
+    done = len({entry["step"] for entry in trace} & {step["step_id"] for step in run.steps})
+    detail = {"steps_done": done, "steps": total, "execution_trace": trace}
+    write_progress(runner().dispatcher.redis, job_id, done / total, detail)
 
 
 def _check_still_wanted(run: workflow_store.FusionRun) -> None:

@@ -288,11 +288,15 @@ function jobDetail(container, jobId, error, onDone) {
   const cancel = h("button", { class: "plain", type: "button", onclick: async () => {
     try { await api(`/api/mcp/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" }); } catch (e) { showError(error, e); }
   } }, "Cancel");
-  container.replaceChildren(h("h3", {}, `Job ${jobId} `, status, " ", cancel), events, result);
-  return followJob(jobId, (name, data) => {
+  const traceNow = h("div", { id: "job-trace" });
+  container.replaceChildren(h("h3", {}, `Job ${jobId} `, status, " ", cancel), events, traceNow, result);
+  const stopTrace = traceSoFar(jobId, traceNow);
+  const stopEvents = followJob(jobId, (name, data) => {
     status.textContent = name.replace("job.", "");
     events.append(h("li", {}, `${data.timestamp || ""} ${name}${data.progress !== undefined ? ` ${Math.round(data.progress * 100)}%` : ""}`));
   }, (job) => {
+    stopTrace();
+    traceNow.replaceChildren();
     status.textContent = job.status;
     cancel.disabled = true;
     onDone();
@@ -302,6 +306,7 @@ function jobDetail(container, jobId, error, onDone) {
       trace ? traceTable(trace) : "",
       h("pre", { id: "job-result" }, JSON.stringify(job.result ?? job, null, 2)));
   }, (e) => showError(error, e));
+  return () => { stopTrace(); stopEvents(); };
 }
 
 const BATCH_LINES_SHOWN = 20;
@@ -508,6 +513,18 @@ function traceTable(trace) {
   ], trace);
 }
 
+/** While a workflow's job runs, shows the trace of its steps so far (its progress detail) in ``container``, once
+ * a second; returns what stops it. */
+function traceSoFar(jobId, container) {
+  return every(1000, async () => {
+    try {
+      const job = await api(`/api/mcp/jobs/${encodeURIComponent(jobId)}`);
+      const trace = job.progress_detail?.execution_trace;
+      if (job.status === "processing" && trace) container.replaceChildren(traceTable(trace));
+    } catch { /* the next tick tries again; the final state replaces this view */ }
+  });
+}
+
 function workflowsView() {
   const error = errorLine();
   const list = h("div", {});
@@ -550,15 +567,17 @@ function workflowsView() {
           workflow: workflow.id, input, async: true, config: { max_tokens: +form.elements.__max_tokens.value } } });
         status.textContent = `run as job ${job.job_id}: queued`;
         stopFollowing();
-        stopFollowing = followJob(job.job_id, (name, data) => {
-          status.textContent = `run as job ${job.job_id}: ${name.replace("job.", "")}` +
-            (data.progress !== undefined ? ` (${Math.round(data.progress * 100)}% of its steps)` : "");
+        const stopTrace = traceSoFar(job.job_id, trace);
+        const stopEvents = followJob(job.job_id, (name) => {
+          status.textContent = `run as job ${job.job_id}: ${name.replace("job.", "")}`;
         }, (done) => {
+          stopTrace();
           status.textContent = `run as job ${job.job_id}: ${done.status}${done.error ? ` — ${done.error}` : ""}`;
           status.dataset.done = done.status;
           trace.replaceChildren(traceTable(done.result?.execution_trace || []));
           output.textContent = JSON.stringify(done.result?.result ?? done.result, null, 2);
         }, (e) => showError(error, e));
+        stopFollowing = () => { stopTrace(); stopEvents(); };
       } catch (e) { showError(error, e); }
     });
     runner.replaceChildren(h("h3", {}, workflow.name), h("p", { class: "muted" }, workflow.description || ""), form, status,

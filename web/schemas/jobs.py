@@ -162,7 +162,10 @@ class JobSchema(Schema):
     estimated_completion_ms = fields.Integer()
     progress = fields.Float()
     progress_detail = fields.Dict(
-        metadata={"description": "What a running ingest has done: file, file_number, files, chunks_embedded, chunks"}
+        metadata={
+            "description": "What a running job has done. An ingest: file, file_number, files, chunks_embedded, "
+            "chunks. A workflow: steps_done, steps, and execution_trace, the trace of the steps run so far."
+        }
     )
     result = fields.Dict()
     error = fields.String()
