@@ -126,7 +126,7 @@ OPENBLAS := $(firstword $(wildcard /usr/lib/*/openblas-pthread/libopenblas.so.0)
 test: setup
 	@echo "[test] layer contracts (import-linter, pyproject.toml)"
 	$(BIN)/lint-imports
-	LD_PRELOAD="$(OPENBLAS)" $(BIN)/python -m pytest -n 2 --dist loadgroup
+	LD_PRELOAD="$(OPENBLAS)" $(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10
 
 # Under a minute: tests/unit reads the prepared tokenizers and documents from set-up, starts no service.
 test-fast: setup
