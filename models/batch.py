@@ -436,14 +436,19 @@ class BatchSession:
 
     def _make_way_for_urgent(self) -> None:
         """Background rows beyond ``background_rows_beside_interactive`` give way while an urgent request is present:
-        first those without a token yet, then those with one (``preempt_for_urgent_after_tokens``)."""
-        if self._background_rows() > self.background_rows_beside_interactive and self._urgent_present():
-            self._take_back_unstarted()
-        while self._background_rows() > self.background_rows_beside_interactive and self._urgent_present():
-            victim = self._victim_for(PREEMPTIBLE_FROM - 1)
-            if victim is None:
-                return
-            self._give_way(victim)
+        first those without a token yet, then those with one (``preempt_for_urgent_after_tokens``), all at once."""
+        if self._background_rows() <= self.background_rows_beside_interactive or not self._urgent_present():
+            return
+        self._take_back_unstarted()
+        excess = self._background_rows() - self.background_rows_beside_interactive
+        victims = []
+        for victim in sorted(self._candidates(PREEMPTIBLE_FROM - 1), key=_arrival, reverse=True):
+            if excess <= 0:
+                break
+            victims.append(victim)
+            excess -= len(victim.live)
+        if victims:
+            self._give_way(victims)
 
     def _admit(self) -> None:
         self._make_way_for_urgent()
@@ -456,10 +461,10 @@ class BatchSession:
                 if self._background_rows() + rows > self.background_rows_beside_interactive and self.sequences:
                     return  # what waits after it is background work too (the line is in priority order)
             if not self._fits(request):
-                victim = self._victim_for(request.priority)
+                victim = max(self._candidates(request.priority), key=_arrival, default=None)
                 if victim is None:
                     return  # waits for room or memory
-                self._give_way(victim, request)
+                self._give_way([victim], request)
                 continue
             self.pending.pop(0)
             if request.ticket.cancelled() and not request.generating:  # one mid-answer ends at its next step
@@ -475,8 +480,12 @@ class BatchSession:
     def _take_back_unstarted(self) -> None:
         """Background requests without a token yet go back in line, keeping their place, so that an urgent prompt
         does not wait behind their prefill; what the generator prefilled of them stays in the prompt cache."""
-        for request in [r for r in self.running if r.priority >= PREEMPTIBLE_FROM and not r.generating]:
-            caches = self._generator().remove([s.uid for s in request.sequences], return_prompt_caches=True)
+        unstarted = [r for r in self.running if r.priority >= PREEMPTIBLE_FROM and not r.generating]
+        if not unstarted:
+            return
+        uids = [s.uid for r in unstarted for s in r.sequences]
+        caches = self._generator().remove(uids, return_prompt_caches=True)  # one filter of the batch for them all
+        for request in unstarted:
             cache, tokens = caches.get(request.sequences[0].uid, (None, None)) if request.sequences else (None, None)
             if cache is not None and tokens:
                 self.prompt_cache.keep(list(tokens), cache, request.cache_key, disk=False)
@@ -486,44 +495,53 @@ class BatchSession:
             self.running.remove(request)
             self._wait_in_line(request)
 
-    def _victim_for(self, priority: int) -> Request | None:
-        """The row that gives way to a request of ``priority``: the least urgent of those allowed to, the latest to
-        arrive among equals; None when no row may (yet)."""
+    def _candidates(self, priority: int) -> list[Request]:
+        """The running requests that may give way to one of ``priority`` now: of a priority that gives way to it,
+        with their first token, and old enough (``preempt_after_tokens`` among background work,
+        ``preempt_for_urgent_after_tokens`` for an urgent request)."""
         age = self.preempt_after_tokens if priority >= PREEMPTIBLE_FROM else self.preempt_for_urgent_after_tokens
-        candidates = [
+        return [
             r
             for r in self.running
             if _may_give_way(r, priority)
             and r.generating
             and max(len(s.tokens) for s in r.sequences) - r.joined_at_tokens >= age
         ]
-        return max(candidates, key=lambda r: (r.priority, r.order), default=None)
 
-    def _give_way(self, request: Request, to: Request | None = None) -> None:
-        """Takes a running request out of the batch with the K/V of each of its sequences, and puts it back in line.
-        Its K/V is kept while it fits the budget beside the batch, the request it gives way ``to`` and the K/V kept
-        already; otherwise it goes on later from the prompt cache or its whole text.
+    def _give_way(self, requests: list[Request], to: Request | None = None) -> None:
+        """Takes running requests out of the batch with the K/V of each of their sequences, and puts them back in
+        line. A sequence's K/V is kept while it fits the budget beside the batch, the request they give way ``to``
+        and the K/V kept already; otherwise it goes on later from the prompt cache or its whole text.
 
-        Every row of the generator has one token sampled ahead (the pipeline): it is dropped here and sampled again
-        when the row goes on, so a keyed sampler steps back one key for it."""
-        live = [s for s in request.sequences if s.uid in self.sequences]
-        caches = self._generator().remove([s.uid for s in live], return_prompt_caches=True)
-        self.running.remove(request)
+        They leave in one removal: each removal filters every layer's K/V of the whole batch, and the rows taken
+        out are views of it, so one at a time would copy the whole batch's K/V once per request (32 lines giving
+        way together cost about a second here). Every row of the generator has one token sampled ahead (the
+        pipeline): it is dropped here and sampled again when the row goes on, so a keyed sampler steps back one
+        key for it."""
+        live = [(r, s) for r in requests for s in r.sequences if s.uid in self.sequences]
+        caches = self._generator().remove([s.uid for _, s in live], return_prompt_caches=True)
+        for request in requests:
+            self.running.remove(request)
         room = self.kv_budget_bytes - self._kv_of([*self.running, *([to] if to else [])]) - self.paused_bytes()
-        for sequence in live:
+        for request, sequence in live:
             cache, tokens = caches.get(sequence.uid, (None, None))
             if cache is not None and can_trim_prompt_cache(cache) and list(tokens) == request.prompt + sequence.tokens:
-                mx.eval([layer.state for layer in cache])  # its own row only, not a view of the batch's buffers
                 if _cache_bytes(cache) <= room:  # else it goes on from the prompt cache or its whole text
                     sequence.paused = cache
                     room -= _cache_bytes(cache)
             if hasattr(sequence.sampler, "step_back"):
                 sequence.sampler.step_back()
             self._forget(sequence)
-        request.preemptions += 1
-        self.preemptions += 1
-        log.debug("a priority-%d request gave way after %d tokens", request.priority, max(len(s.tokens) for s in live))
-        self._wait_in_line(request)
+        mx.eval([layer.state for _, s in live if s.paused is not None for layer in s.paused])  # rows of their own
+        for request in requests:
+            request.preemptions += 1
+            self.preemptions += 1
+            log.debug(
+                "a priority-%d request gave way after %d tokens",
+                request.priority,
+                max(len(s.tokens) for s in request.sequences),
+            )
+            self._wait_in_line(request)
 
     def _resume(self, request: Request) -> None:
         """Puts a request that gave way back into the batch: each sequence goes on from its kept K/V (or, without
@@ -804,6 +822,11 @@ def kv_bytes_per_token(model: Any) -> int:
 
 def _cache_bytes(cache: list[Any]) -> int:
     return sum(part.nbytes for layer in cache for part in layer.state if isinstance(part, mx.array))
+
+
+def _arrival(request: Request) -> tuple[int, int]:
+    """The order in which requests give way: the least urgent first, the latest to arrive among equals."""
+    return (request.priority, request.order)
 
 
 def _may_give_way(request: Request, priority: int) -> bool:
