@@ -47,10 +47,11 @@ class Console:
 
     def open(self, view: str) -> None:
         """Shows ``view`` by its fragment: the first time a full load, then as the console itself navigates (a view
-        already shown is loaded again, so it lists what the test has just made)."""
+        already shown is shown afresh, so it lists what the test has just made; no reload, which would start the
+        Metrics page's history again)."""
         if self.page.url == f"{self.base_url}/console/#{view}":
-            self.page.reload()
-        elif self.page.url.startswith(f"{self.base_url}/console/"):
+            self.page.evaluate("() => { location.hash = '' }")
+        if self.page.url.startswith(f"{self.base_url}/console/"):
             self.page.evaluate("view => { location.hash = view }", view)
         else:
             self.page.goto(f"{self.base_url}/console/#{view}")
@@ -345,8 +346,10 @@ def test_a_workflow_trace_fills_in_while_it_runs(console, redis_client):
         form.locator("[name=word]").fill("hello")
         form.locator("[name=__max_tokens]").fill("4")
         form.locator("button").click()
-        wait_until(lambda: redis_client.exists(held_key(held)), 120, "the answer step to be held")
+        # A Playwright wait: its synchronous API runs the route above only inside its own calls.
         page.locator("#workflow-trace tbody tr", has_text="prepare").wait_for()
+        wait_until(lambda: redis_client.exists(held_key(held)), 120, "the answer step to be held")
+        page.wait_for_timeout(1500)  # the console reads the trace once a second: it has looked again meanwhile
         assert page.locator("#workflow-status[data-done]").count() == 0
         assert page.locator("#workflow-trace tbody tr", has_text="answer").count() == 0
     finally:

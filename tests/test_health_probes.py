@@ -33,9 +33,14 @@ def model_status(base_url: str, model_id: str) -> str:
 
 def test_every_model_answers_its_probe(base_url: str):
     def all_answering() -> bool:
+        """Every model answering and its first probe done: a request answered before the probe came back is
+        ``answering`` too, with no probe ``ms`` yet."""
         entries = requests.get(f"{base_url}/health", timeout=10).json()["models"]["models"]
-        verdicts = {m["id"]: (m["probe"] or {}).get("verdict") for m in entries}
-        return all(verdicts.get(model_id) == "answering" for model_id in DEFAULT_MODELS)
+        probes = {m["id"]: m["probe"] or {} for m in entries}
+        return all(
+            probes.get(model_id, {}).get("verdict") == "answering" and probes[model_id].get("ms") is not None
+            for model_id in DEFAULT_MODELS
+        )
 
     wait_until(all_answering, 60, "every default model to answer its health probe")
     for model_id in DEFAULT_MODELS:
