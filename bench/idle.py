@@ -59,6 +59,8 @@ def _control(workdir: Path, name: str, queues: str, concurrency: int, beat: bool
             f"{name}-idle@%h",
             "--heartbeat-interval",
             "10",
+            "--without-gossip",
+            "--without-mingle",
             "--loglevel",
             "INFO",
         ],

@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     unload_timeout_seconds: float = 90.0
     request_timeout_seconds: float = 300.0
     """Deadline of a synchronous or streamed OpenAI call, queue wait included."""
-    worker_heartbeat_seconds: float = 1.0
+    worker_heartbeat_seconds: float = 2.0
+    """How often a model worker beats at rest; a change of its engine (a request taken or ended) beats at once."""
     worker_heartbeat_ttl_seconds: float = 6.0
     """A worker not heard from for this long is taken as gone."""
     stream_maxlen: int = 10000
@@ -115,8 +116,9 @@ class Settings(BaseSettings):
     idle_unload_seconds: float = 600.0
     """An on-demand catalog model (``"on_demand": true``) without a request for this long is unloaded, unless its
     entry sets ``idle_unload_s``."""
-    health_probe_interval_seconds: float = 30.0
-    """How often each model worker runs a tiny real call of its model through its own Celery queue."""
+    health_probe_interval_seconds: float = 45.0
+    """How long a model worker may answer nothing before it runs a tiny real call of its model through its own Celery
+    queue (at most half of ``HEALTH_PROBE_MAX_AGE_SECONDS``)."""
     health_probe_max_age_seconds: float = 90.0
     """A worker counts as healthy while its last probe answered within this long (or its engine is busy serving
     others and not stalled); past it ``/health`` shows the model ``unresponsive``."""
@@ -154,8 +156,9 @@ class Settings(BaseSettings):
     """Jobs that may wait per model; one more is refused with 429 ``queue_full``."""
     job_max_attempts: int = 3
     """Runs a job gets when its worker dies under it; then it fails with the reason."""
-    job_reconcile_seconds: float = 5.0
-    """How often the control worker looks for jobs the broker lost or whose worker died."""
+    job_reconcile_seconds: float = 10.0
+    """How often the control worker looks for jobs the broker lost or whose worker died. A job of a worker that
+    died is queued again at the second look that finds the worker silent, so within a TTL and two periods."""
     job_lost_grace_seconds: float = 10.0
     job_lease_seconds: float = 30.0
     """A running job's lease: its worker renews it while the engine makes progress; the reconciler takes back a

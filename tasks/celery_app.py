@@ -35,6 +35,9 @@ def create_celery(settings: Settings) -> Celery:
             "sep": ":",
             "queue_order_strategy": "priority",
             "visibility_timeout": 3600,
+            # kombu's Redis transport waits this long in each BRPOP (1 s by default): a message still arrives at
+            # once, but an idle consumer wakes every 10 s, not every second (`python -m bench idle`).
+            "polling_interval": 10,
         },
         result_expires=3600,
         enable_utc=True,

@@ -70,6 +70,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         "LOG_LEVEL": "INFO",
         "REQUEST_TIMEOUT_SECONDS": "120",
         "WORKER_HEARTBEAT_TTL_SECONDS": "4",
+        "WORKER_HEARTBEAT_SECONDS": "1",  # four beats per TTL: a beat late on a busy machine is not a death
         "PYTHONUNBUFFERED": "1",
         # One OpenBLAS thread per worker: the session runs a dozen model processes on a few cores, and a second
         # thread spinning beside the others' made embedding and generation slower, not faster (measured).

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from config.settings import Settings
 from models.registry import ModelRecord
-from models.supervisor import Action, plan, worker_environment
+from models.supervisor import Action, Child, Supervisor, at_rest, plan, worker_environment
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -103,7 +104,29 @@ def test_workers_start_with_openblas_preloaded_so_they_need_not_re_execute(monke
     library = tmp_path / "libopenblas.so.0"
     library.write_bytes(b"")
     monkeypatch.setattr("sys.platform", "linux")
-    for name in ("MLXF_BLAS_CHECKED", "LD_PRELOAD"):
+    for name in ("MLXF_BLAS_CHECKED", "LD_PRELOAD", "OPENBLAS_THREAD_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     env = worker_environment(1, str(library))
     assert env["LD_PRELOAD"] == str(library) and env["MLXF_BLAS_CHECKED"] == "1"
+    assert env["OPENBLAS_THREAD_TIMEOUT"] == "20", "its threads sleep soon after their last work"
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
+    assert worker_environment(1, str(library))["OPENBLAS_THREAD_TIMEOUT"] == "28", "the operator's setting wins"
+
+
+def test_the_supervisor_ticks_slower_only_while_nothing_is_in_motion():
+    settled = [record("a", "loaded"), record("b", "failed")]
+    worker = Child("a", 0, process=None)
+    assert at_rest(settled, [worker], [])
+    assert not at_rest(settled, [worker], [Action("start", "c")]), "it just did something"
+    assert not at_rest([record("a", "loading")], [worker], []), "a worker is loading"
+    assert not at_rest([record("a", "loaded", desired="unloaded")], [worker], []), "an unload was asked for"
+    stopping = Child("a", 0, process=None, stop_sent_at=1.0)
+    assert not at_rest(settled, [stopping], [])
+    unresponsive = Child("a", 0, process=None, unresponsive_since=1.0)
+    assert not at_rest(settled, [unresponsive], [])
+    supervisor = Supervisor(Settings(worker_heartbeat_ttl_seconds=6))
+    assert supervisor.tick_seconds(1.0) == 1.0
+    supervisor.resting = True
+    assert supervisor.tick_seconds(1.0) == 2.0
+    short_ttl = Supervisor(Settings(worker_heartbeat_ttl_seconds=4), resting=True)
+    assert short_ttl.tick_seconds(1.0) == 4 / 3, "three beats of its node within the TTL"
