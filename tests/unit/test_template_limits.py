@@ -1,5 +1,6 @@
 """Workflow templates are bounded in size and time: what would exhaust the control worker is refused at compose
-time when it is constant, and fails its step within a second when it depends on the input."""
+time when it is constant, and fails its step within a second of CPU when it depends on the input (CPU, not wall
+time: a busy machine slows a render without making it any bigger)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ CONSTANT_BOMBS = [
 
 @pytest.mark.parametrize("template", CONSTANT_BOMBS)
 def test_constant_bombs_are_refused_before_any_run_and_name_the_step(template):
-    started = time.monotonic()
+    started = time.thread_time()
     with pytest.raises(TemplateProblem) as refused:
         referenced_steps({"input": template}, "steps[0]")
-    assert time.monotonic() - started < 1
+    assert time.thread_time() - started < 1, "bounded by the CPU it takes, however busy the machine"
     assert str(refused.value).startswith("steps[0].input: ")
 
 
@@ -50,10 +51,10 @@ INPUT_BOMBS = [
 @pytest.mark.parametrize(("template", "given"), INPUT_BOMBS)
 def test_bombs_made_from_the_input_fail_their_step_within_a_second(template, given):
     assert referenced_steps({"input": template}, "steps[0]") == set()
-    started = time.monotonic()
+    started = time.thread_time()
     with pytest.raises(TemplateProblem) as failed:
         render(template, {"input": given, "steps": {}}, "bomb.input")
-    assert time.monotonic() - started < 1
+    assert time.thread_time() - started < 1, "bounded by the CPU it takes, however busy the machine"
     assert str(failed.value).startswith("bomb.input: ")
 
 
