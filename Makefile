@@ -120,13 +120,15 @@ node: system-packages python-packages models
 	REDIS_URL="$(REDIS_URL)" MONGODB_URL="$(MONGODB_URL)" MAX_CONCURRENCY="$${MAX_CONCURRENCY-32}" \
 	$(BIN)/honcho -f Procfile.node start
 
-# Tests that drive a model in the test process itself run its matmuls through OpenBLAS, as the workers do.
+# Tests that drive a model in the test process itself run its matmuls through OpenBLAS, as the workers do, with
+# one thread: a second one spins after every call, taking the core the other lane needs (the suite took 757 s with
+# two, 715 s with one).
 OPENBLAS := $(firstword $(wildcard /usr/lib/*/openblas-pthread/libopenblas.so.0))
 
 test: setup
 	@echo "[test] layer contracts (import-linter, pyproject.toml)"
 	$(BIN)/lint-imports
-	LD_PRELOAD="$(OPENBLAS)" $(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10
+	LD_PRELOAD="$(OPENBLAS)" OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10
 
 # Under a minute: tests/unit reads the prepared tokenizers and documents from set-up, starts no service.
 test-fast: setup
