@@ -122,8 +122,9 @@ node: system-packages python-packages models
 
 # Tests that drive a model in the test process itself run its matmuls through OpenBLAS, as the workers do, with
 # one thread: a second one spins after every call, taking the core the other lane needs (the suite took 757 s with
-# two, 715 s with one).
-OPENBLAS := $(firstword $(wildcard /usr/lib/*/openblas-pthread/libopenblas.so.0))
+# two, 715 s with one). Expanded when a recipe runs, not when make reads this file: on a fresh machine
+# `system-packages` installs OpenBLAS first (read earlier, it was empty, and the adapters trained 30x slower).
+OPENBLAS = $(firstword $(shell ls /usr/lib/*/openblas-pthread/libopenblas.so.0 2>/dev/null))
 
 test: setup
 	@echo "[test] layer contracts (import-linter, pyproject.toml)"
