@@ -49,14 +49,17 @@ def _start(name: str, argv: list[str], log_dir: Path, env: dict[str, str], port:
     return server
 
 
-def start_mlx_lm_server(model_dir: Path, log_dir: Path, openblas: str | None) -> ServerProcess:
-    """``mlx_lm server`` on ``model_dir`` with its default batching, OpenBLAS preloaded like the platform's workers."""
+def start_mlx_lm_server(
+    model_dir: Path, log_dir: Path, openblas: str | None, flags: list[str] | None = None
+) -> ServerProcess:
+    """``mlx_lm server`` on ``model_dir`` with its default batching (and ``flags``), OpenBLAS preloaded like the
+    platform's workers."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "LD_PRELOAD"}
     if openblas:
         env["LD_PRELOAD"] = openblas
     argv = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model_dir), "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--log-level", "WARNING"]
+    argv += ["--port", str(port), "--log-level", "WARNING", *(flags or [])]
     return _start("mlx-lm-server", argv, log_dir, env, port, "/health")
 
 

@@ -26,6 +26,8 @@ that names an adapter the worker has not loaded)."""
 UNLOAD_ADAPTER = "unload_adapter"
 """A language model's worker drops a LoRA adapter (``DELETE /v1/models/{id}/adapters/{adapter_id}``)."""
 INTERACTIVE_ONLY = (WARMUP, COUNT_TOKENS, TOKENIZE, DETOKENIZE, RERANK, LOAD_ADAPTER, UNLOAD_ADAPTER)
+KV_BITS = (4, 8)
+"""The bits a language model's KV cache may be quantised to at its load (``kv_bits``, ``models.kv_quantized``)."""
 LIGHT = "light"
 """A warm-up payload key the API never passes on: the model's cheapest real call instead of a full warm-up."""
 LIGHT_PROBE = (WARMUP, {LIGHT: True})

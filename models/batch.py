@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from config.logs import request_id_var
 from models.adapters import BASE_SLOT, Adapter, AdapterBatchGenerator, AdapterSet
 from models.constrained import JSON_OPTIONS, GrammarError, Grammars, ThinkGate, grammar_for
 from models.handlers.base import PROGRESS, Emit, RequestCancelled
+from models.kv_quantized import bytes_per_value, kv_bits_of
 from models.prompt_cache import MODEL_KEY, PromptCache
 from models.prompt_disk import DiskHit
 from models.reasoning import ThinkSplitter, markers_of
@@ -811,17 +813,19 @@ def batch_generator(model: Any, adapters: AdapterSet | None, draft_tokens: int, 
 
 
 def kv_bytes_per_token(model: Any) -> int:
-    """KV-cache bytes one token takes in every layer (keys and values), from the model's own shapes."""
+    """KV-cache bytes one token takes in every layer (keys and values), from the model's own shapes and the bits of
+    its cache (``models.kv_quantized``)."""
     args = model.args
     attention_heads = int(getattr(args, "num_attention_heads", 1))
     heads = int(getattr(args, "num_key_value_heads", 0) or attention_heads)
     head_dim = int(getattr(args, "head_dim", 0) or args.hidden_size // attention_heads)
     floats = [p.dtype.size for _, p in tree_flatten(model.parameters()) if mx.issubdtype(p.dtype, mx.floating)]
-    return 2 * len(model.layers) * heads * head_dim * max(floats, default=2)
+    per_value = bytes_per_value(kv_bits_of(model), max(floats, default=2))
+    return math.ceil(2 * len(model.layers) * heads * head_dim * per_value)
 
 
 def _cache_bytes(cache: list[Any]) -> int:
-    return sum(part.nbytes for layer in cache for part in layer.state if isinstance(part, mx.array))
+    return sum(part.nbytes for _, part in tree_flatten([layer.state for layer in cache]) if isinstance(part, mx.array))
 
 
 def _arrival(request: Request) -> tuple[int, int]:

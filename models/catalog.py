@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from config.model_types import KV_BITS
 from config.settings import Settings
 
 _FAMILIES = (
@@ -43,6 +44,8 @@ class ModelSpec:
     model_type: str
     source: dict[str, Any]
     context_length: int | None = None
+    kv_bits: int | None = None
+    """A language model's KV cache quantised to 4 or 8 bits (``models.kv_quantized``); None: full precision."""
     description: str = ""
     tags: tuple[str, ...] = ()
     weights: dict[str, str] = field(default_factory=dict)
@@ -77,11 +80,15 @@ def slug(model_id: str) -> str:
 
 
 def _from_entry(entry: dict[str, Any]) -> ModelSpec:
+    kv_bits = entry.get("kv_bits")
+    if kv_bits is not None and (entry["type"] != "lm" or kv_bits not in KV_BITS):
+        raise ValueError(f"catalog entry {entry['id']}: kv_bits is 4 or 8, for a language model (lm) only")
     return ModelSpec(
         model_id=entry["id"],
         model_type=entry["type"],
         source=entry["source"],
         context_length=entry.get("context_length"),
+        kv_bits=entry.get("kv_bits"),
         description=entry.get("description", ""),
         tags=tuple(entry.get("tags", ())),
         weights=entry.get("weights", {}),

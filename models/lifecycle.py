@@ -145,6 +145,7 @@ class ModelLifecycle:
         max_concurrency: int | None = None,
         node: str | None = None,
         replicas: int = 1,
+        kv_bits: int | None = None,
     ) -> dict[str, Any]:
         started = time.monotonic()
         if model_type not in TYPE_NAMES:
@@ -160,6 +161,13 @@ class ModelLifecycle:
                 f"model_type {model_type!r} has no handler on this platform yet (served: {', '.join(SERVED_TYPES)})",
                 code="unsupported_model_type",
                 param="model_type",
+            )
+        if kv_bits is not None and model_type != "lm":
+            raise ApiError(
+                400,
+                f"kv_bits quantises a language model's KV cache; a {model_type} model has none",
+                code="invalid_value",
+                param="kv_bits",
             )
         path, spec, repo = self.resolve_path(model_path)
         model_id = model_id or (spec.model_id if spec else repo or path.name)
@@ -188,6 +196,7 @@ class ModelLifecycle:
                 priority=priority,
                 user_metadata=metadata,
                 max_concurrency=max_concurrency,
+                kv_bits=kv_bits or (spec.kv_bits if spec else None),
                 nodes=nodes,
                 replicas=replicas,
                 pinned_node=node,

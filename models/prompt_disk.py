@@ -29,6 +29,8 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models.cache import can_trim_prompt_cache, load_prompt_cache, save_prompt_cache, trim_prompt_cache
 
+from models.kv_quantized import batchable, portable
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".safetensors"
@@ -161,6 +163,7 @@ class DiskPromptCache:
         try:
             with mx.stream(self._stream()):
                 cache, metadata = load_prompt_cache(str(path), return_metadata=True)
+                cache = batchable(cache)
                 stored = len(self._entries[name].tokens) if name in self._entries else -1
                 if any(layer.offset != stored for layer in cache if hasattr(layer, "offset")):
                     raise ValueError("the cache's length is not its tokens' count")
@@ -260,7 +263,7 @@ class DiskPromptCache:
         temporary = self.folder / f"{TEMPORARY_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         try:
             with mx.stream(self._stream()):
-                save_prompt_cache(str(temporary), cache, {TOKENS_KEY: wanted.astype("<i4").tobytes().hex()})
+                save_prompt_cache(str(temporary), portable(cache), {TOKENS_KEY: wanted.astype("<i4").tobytes().hex()})
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)

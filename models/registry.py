@@ -35,6 +35,8 @@ class ModelRecord(me.Document):
     context_length = me.IntField()
     max_concurrency = me.IntField()
     """Requests this model's worker batches together; unset means the ``MAX_CONCURRENCY`` setting."""
+    kv_bits = me.IntField()
+    """A language model's KV cache quantised to 4 or 8 bits (``models.kv_quantized``); unset: full precision."""
     description = me.StringField(default="")
     priority = me.StringField(default="normal")
     user_metadata = me.DictField()
@@ -74,6 +76,7 @@ class ModelRecord(me.Document):
             "family": self.family,
             "type": self.model_type,
             "context_length": self.context_length,
+            **({"kv_bits": self.kv_bits} if self.kv_bits else {}),
             "tags": list(self.tags),
             "tier": self.tier,
             "description": self.description,
@@ -104,6 +107,7 @@ def request_load(
     user_metadata: dict | None = None,
     origin: str = "api",
     max_concurrency: int | None = None,
+    kv_bits: int | None = None,
     nodes: list[str] | None = None,
     replicas: int = 1,
     pinned_node: str | None = None,
@@ -122,6 +126,7 @@ def request_load(
         tier=TIER,
         context_length=context_length,
         max_concurrency=max_concurrency,
+        kv_bits=kv_bits,
         replicas=replicas,
         nodes=list(nodes or []),
         pinned_node=pinned_node,
@@ -155,6 +160,7 @@ def request_catalog_load(spec: ModelSpec, path: Path, nodes: list[str] | None = 
         spec.model_type,
         path,
         context_length=spec.context_length,
+        kv_bits=spec.kv_bits,
         description=spec.description,
         tags=tags_for(spec.model_type, path, spec.tags),
         origin="catalog",

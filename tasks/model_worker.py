@@ -70,6 +70,7 @@ def engine_report(runtime: Runtime) -> dict[str, Any]:
         "preemptions": engine.preemptions,
         "draft_tokens": engine.draft_tokens[0],
         "draft_tokens_accepted": engine.draft_tokens[1],
+        "kv_bytes_per_token": getattr(getattr(engine.handler, "batch", None), "kv_bytes_per_token", 0),
         "memory_bytes": engine.memory_bytes + getattr(getattr(engine.handler, "adapters", None), "nbytes", 0),
         "rss_bytes": _PROCESS.memory_info().rss,
         "pid": os.getpid(),
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_cache_disk_folder=settings.prompt_cache_folder / slug(model_id),
         prompt_cache_disk_bytes=int(settings.prompt_cache_disk_gb * 1e9),
         prompt_cache_disk_min_tokens=settings.prompt_cache_disk_min_tokens,
+        kv_bits=record.kv_bits,
     )
     engine = Engine(lambda: load_handler(model_type, path, record.context_length, limits), warmup=settings.mlx_warmup)
     try:

@@ -185,6 +185,7 @@ has at most two tests left): usually the own lane's, on a second session stack."
 IN_PROCESS_MODEL_FILES = (
     "test_batch_engine.py",
     "test_engine_preparation.py",
+    "test_kv_quantized.py",
     "test_lora_batch.py",
     "test_speculative_decoding.py",
 )

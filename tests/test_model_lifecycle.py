@@ -32,6 +32,7 @@ def test_load_chat_observe_and_unload_a_second_model(base_url, client, redis_cli
         str(CHAT_MODEL_DIR),
         model_id,
         context_length=1024,
+        kv_bits=8,
         metadata={"description": "a second copy", "owner": "tests"},
     )
     body = loaded.json()
@@ -41,7 +42,12 @@ def test_load_chat_observe_and_unload_a_second_model(base_url, client, redis_cli
     assert body["metadata"]["family"] == "unknown" and body["metadata"]["type"] == "lm"
     assert body["metadata"]["tier"] == "3A" and body["metadata"]["context_length"] == 1024
     assert body["metadata"]["description"] == "a second copy" and body["metadata"]["user"] == {"owner": "tests"}
+    assert body["metadata"]["kv_bits"] == 8 and "kv_bits" not in model_info(base_url, CHAT_MODEL)["metadata"]
     assert worker_is_live(redis_client, model_id)
+    queues = requests.get(f"{base_url}/v1/queue/stats", timeout=10).json()["queues"]
+    # SmolLM2-135M: 30 layers, 3 KV heads of 64; float32, or a byte a value plus a scale and a bias per 64 values
+    assert queues[CHAT_MODEL]["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 4
+    assert queues[model_id]["kv_bytes_per_token"] == 2 * 30 * 3 * (64 + 2 * 4)
 
     try:
         answer = client.chat.completions.create(
@@ -77,7 +83,15 @@ def test_load_chat_observe_and_unload_a_second_model(base_url, client, redis_cli
     assert unload_model(base_url, model_id).status_code == 404
 
 
+def model_info(base_url: str, model_id: str) -> dict:
+    return requests.get(f"{base_url}/v1/models/{model_id}/info", timeout=10).json()
+
+
 def test_load_errors(base_url, tmp_path):
+    odd_bits = load_model(base_url, str(CHAT_MODEL_DIR), "test/x", kv_bits=3)
+    assert odd_bits.status_code == 400 and error_of(odd_bits)["param"] == "kv_bits"
+    no_kv = load_model(base_url, str(CHAT_MODEL_DIR), "test/x", model_type="embeddings", kv_bits=8)
+    assert no_kv.status_code == 400 and error_of(no_kv)["param"] == "kv_bits"
     duplicate = load_model(base_url, str(CHAT_MODEL_DIR), CHAT_MODEL)
     assert duplicate.status_code == 409 and error_of(duplicate)["code"] == "model_already_loaded"
 

@@ -158,5 +158,6 @@ class QueueStats(MethodView):
                 "batch_size": sum(w.get("batch_size", 0) for w in workers),
                 "batch_peak": max((w.get("batch_peak", 0) for w in workers), default=0),
                 "max_concurrency": sum(w.get("max_concurrency", settings.max_concurrency) for w in workers),
+                "kv_bytes_per_token": max((w.get("kv_bytes_per_token", 0) for w in workers), default=0),
             }
         return jsonify({"queues": queues, "request_id": g.request_id})

@@ -10,6 +10,7 @@ from pathlib import Path
 PROBES = (
     "adapters",
     "info",
+    "kv",
     "prepare",
     "generate",
     "chat",

@@ -33,6 +33,8 @@ class ServingLimits:
     prompt_cache_disk_bytes: int = 0
     """What the whole disk tier (the folder above the model's) may hold."""
     prompt_cache_disk_min_tokens: int = 1024
+    kv_bits: int | None = None
+    """A language model's KV cache quantised to this many bits (``models.kv_quantized``); None: full precision."""
 
 
 class RequestCancelled(Exception):

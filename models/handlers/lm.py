@@ -28,6 +28,7 @@ from models import hub
 from models.adapters import AdapterSet
 from models.batch import BatchSession, Ticket
 from models.handlers.base import Cancelled, Emit, ServingLimits, length_batches
+from models.kv_quantized import quantize_kv
 from models.prompt_cache import PromptCache
 from models.prompt_disk import FINGERPRINTS, DiskPromptCache, weights_fingerprint
 from models.tool_calls import template_messages
@@ -248,12 +249,15 @@ def load(path: Path, context_length: int | None = None, limits: ServingLimits | 
     config = json.loads((path / "config.json").read_text())
     native = int(config.get("max_position_embeddings", 0)) or 4096
     limits = limits or ServingLimits()
+    if limits.kv_bits is not None:
+        quantize_kv(model, limits.kv_bits)
     disk = None
     if limits.prompt_cache_disk_folder is not None and limits.prompt_cache_disk_bytes > 0:
         folder = limits.prompt_cache_disk_folder
+        kind = f"-kv{limits.kv_bits}" if limits.kv_bits else ""  # a quantised cache is not a full-precision one
         disk = DiskPromptCache(
             folder.parent,
-            f"{folder.name}/{weights_fingerprint(path, folder.parent / FINGERPRINTS)}",
+            f"{folder.name}/{weights_fingerprint(path, folder.parent / FINGERPRINTS)}{kind}",
             limits.prompt_cache_disk_min_tokens,
             limits.prompt_cache_disk_bytes,
         )

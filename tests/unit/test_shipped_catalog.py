@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 import config
 from config.settings import Settings
@@ -35,3 +38,17 @@ def test_a_request_naming_no_model_picks_an_on_demand_one_of_its_type_when_none_
     dispatcher.on_demand = lambda _model_id, _deadline: True
     assert dispatcher.pick_model("transcribe", "model") == "openai/whisper-tiny.en"
     assert dispatcher.pick_model("image_gen", "model", "image-edit") == "mlx-fusion/flux2-klein-edit-tiny-random"
+
+
+def test_a_catalog_entry_may_quantise_a_language_model_kv_cache(tmp_path: Path):
+    def catalog_with(entry: dict) -> dict:
+        file = tmp_path / "models.json"
+        base = {"id": "test/lm", "type": "lm", "source": {"kind": "local-dir", "path": str(tmp_path)}}
+        file.write_text(json.dumps({"models": [{**base, **entry}]}))
+        return load_catalog(Settings(models_file=file, model_path=""))
+
+    assert catalog_with({"kv_bits": 8})["test/lm"].kv_bits == 8
+    assert catalog_with({})["test/lm"].kv_bits is None
+    for wrong in ({"kv_bits": 3}, {"kv_bits": 8, "type": "embeddings"}):
+        with pytest.raises(ValueError, match="kv_bits"):
+            catalog_with(wrong)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from config.model_types import TYPE_NAMES
+from config.model_types import KV_BITS, TYPE_NAMES
 from web.schemas.fields import storable_keys
 
 
@@ -47,6 +47,10 @@ class LoadModelRequestSchema(Schema):
         validate=validate.Range(min=1, max=256),
         metadata={"description": "requests its worker batches together (default: MAX_CONCURRENCY)"},
     )
+    kv_bits = fields.Integer(
+        validate=validate.OneOf(KV_BITS),
+        metadata={"description": "a language model's KV cache quantised to 4 or 8 bits (default: full precision)"},
+    )
     priority = fields.String(load_default="normal", validate=validate.OneOf(("low", "normal", "high")))
     metadata = fields.Dict(keys=fields.String(), validate=storable_keys)
     node = fields.String(
@@ -65,6 +69,7 @@ class ModelMetadataSchema(Schema):
     family = fields.String()
     type = fields.String()
     context_length = fields.Integer(allow_none=True)
+    kv_bits = fields.Integer(metadata={"description": "the bits of its quantised KV cache, when loaded with them"})
     tags = fields.List(fields.String())
     tier = fields.String()
     description = fields.String()
