@@ -142,3 +142,15 @@ def test_only_plain_caches_of_four_or_eight_bits_are_quantised(quantized):
             quantize_kv(model, 8)
     finally:
         model.make_cache = plain
+
+
+def test_a_prefill_step_reads_its_own_chunk_at_full_precision_and_a_decoding_step_reads_the_packed_kv():
+    cache = BatchQuantizedKVCache([0, 2], bits=8)
+    chunk, more = mx.random.normal((2, 3, 5, 64)), mx.random.normal((2, 3, 4, 64))
+    keys, _values = cache.update_and_fetch(chunk, chunk)
+    assert keys is chunk and not hasattr(cache, "bits")  # the fast attention, not the quantised one
+    keys, _values = cache.update_and_fetch(more, more)  # a second chunk: the first one dequantised, then its own
+    assert keys.shape == (2, 3, 9, 64) and mx.array_equal(keys[:, :, 5:], more).item()
+    assert mx.allclose(keys[:, :, :5], chunk, atol=0.05).item()  # 8 bits of a standard normal
+    keys, _values = cache.update_and_fetch(more[:, :, :1], more[:, :, :1])
+    assert isinstance(keys, tuple) and keys[0].dtype == mx.uint32 and cache.bits == 8
