@@ -173,6 +173,7 @@ Without ``-n``, the lanes mean nothing: one session stack serves every test."""
 
 LATE_SESSION_FILES = (
     "test_health_probes.py",
+    "test_many_streams.py",
     "test_media_models.py",
     "test_nodes.py",
     "test_prompt_cache_disk.py",
