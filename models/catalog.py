@@ -88,7 +88,7 @@ def _from_entry(entry: dict[str, Any]) -> ModelSpec:
         model_type=entry["type"],
         source=entry["source"],
         context_length=entry.get("context_length"),
-        kv_bits=entry.get("kv_bits"),
+        kv_bits=kv_bits,
         description=entry.get("description", ""),
         tags=tuple(entry.get("tags", ())),
         weights=entry.get("weights", {}),
