@@ -9,6 +9,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench import progress
 from bench.defaults import ROOT
 
@@ -31,10 +33,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     allocated after a real prompt), the greedy answers to ``prompts`` questions (compared with full precision's),
     and tok/s with a prompt of about ``long_tokens`` tokens, per number of streams."""
     import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
 
     from models.batch import _cache_bytes
     from models.handlers import load_handler
     from models.handlers.base import ServingLimits
+    from models.prompt_disk import common_prefix
 
     questions = _questions(spec["prompts"])
     most = max(spec["streams"])
@@ -47,7 +51,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         batch, tokenizer = handler.batch, handler.tokenizer
 
         prompt = tokenizer.encode((LONG_TEXT * 200)[: spec["long_tokens"] * 5])[: spec["long_tokens"]]
-        cache = handler.model.make_cache()
+        cache = make_prompt_cache(handler.model)
         handler.model(mx.array([prompt]), cache=cache)
         mx.eval([layer.state for layer in cache])
         measured = _cache_bytes(cache) / (-(-len(prompt) // 256) * 256)  # allocated 256 tokens at a time
@@ -61,7 +65,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         answers[bits] = tokens
         reference = answers[spec["bits"][0]]
         same = sum(a == b for a, b in zip(tokens, reference, strict=True))
-        kept = [_common(a, b) / max(len(b), 1) for a, b in zip(tokens, reference, strict=True)]
+        kept = [
+            common_prefix(np.asarray(a), np.asarray(b)) / max(len(b), 1) for a, b in zip(tokens, reference, strict=True)
+        ]
 
         long_text = tokenizer.decode(prompt)
         speeds, firsts = {}, {}
@@ -126,12 +132,3 @@ def generate(
     ended = time.perf_counter()
     all_started = max(firsts, default=ended)
     return [t.future.result() for t in tickets], all_started - started, ended - all_started
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
