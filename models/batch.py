@@ -292,8 +292,27 @@ class BatchSession:
         for response in responses:
             sequence = self.sequences.get(response.uid)
             if sequence is not None:
+                if not sequence.tokens and sequence.index == 0:
+                    self._keep_prefill(self.requests[response.uid], response.uid)
                 self._advance(self.requests[response.uid], sequence, response)
         self._complete_finished()
+
+    def _keep_prefill(self, request: Request, uid: int) -> None:
+        """Queues a long prompt's K/V for the disk tier as its prefill ends, when it computed part of it: a worker
+        killed while the answer is written then still finds the prompt on disk (the finished request's prompt and
+        answer are kept as well, and that file replaces this one)."""
+        disk = self.prompt_cache.disk
+        if (
+            disk is None
+            or request.cache_key != MODEL_KEY
+            or len(request.prompt) < disk.min_tokens
+            or request.cached_tokens >= len(request.prompt) - 1
+        ):
+            return
+        found = self._generator().extract_cache([uid])
+        if uid in found:
+            cache, tokens = found[uid]
+            self.prompt_cache.keep(list(tokens), cache, request.cache_key, memory=False)
 
     def _complete_finished(self) -> None:
         for request in [r for r in self.running if r.finished]:

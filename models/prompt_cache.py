@@ -95,18 +95,22 @@ class PromptCache:
             remaining = tokens[-1:]
         return CacheHit(cache, list(remaining), len(tokens) - len(remaining), "memory")
 
-    def keep(self, tokens: list[int], cache: list[Any], key: str = MODEL_KEY, disk: bool = True) -> None:
+    def keep(
+        self, tokens: list[int], cache: list[Any], key: str = MODEL_KEY, disk: bool = True, memory: bool = True
+    ) -> None:
         """Remembers the cache of ``tokens`` (a finished request's prompt and answer); a long one is also queued for
-        the disk tier unless ``disk`` is false (a prefill cut short, soon taken up again).
+        the disk tier unless ``disk`` is false (a prefill cut short, soon taken up again). ``memory`` false: the disk
+        tier only (a prompt whose answer is still being written, kept in memory when it ends).
 
         A row taken out of a batch (``BatchKVCache.extract``) is a lazy slice of the whole batch's K/V buffers:
         kept unevaluated, it would keep those alive, many times what ``nbytes`` counts. Evaluated, it holds only
         its own row (and the disk tier's writer thread only reads evaluated arrays)."""
         disk = self.disk if key == MODEL_KEY and disk else None
-        if not tokens or not cache or not (self.enabled or disk is not None):
+        memory = memory and self.enabled
+        if not tokens or not cache or not (memory or disk is not None):
             return
         mx.eval([layer.state for layer in cache])
-        if self.enabled:
+        if memory:
             with self._lock:
                 self.store.insert_cache(key, list(tokens), cache)
         if disk is not None:

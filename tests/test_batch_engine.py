@@ -29,6 +29,7 @@ from models.engine import Engine
 from models.handlers import load_handler
 from models.handlers.base import ServingLimits
 from models.prompt_cache import PromptCache
+from models.prompt_disk import DiskPromptCache, read_tokens
 from tests.conftest import CHAT_MODEL, CHAT_MODEL_DIR
 
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Count to five.", "Say hi."]
@@ -195,6 +196,32 @@ def test_the_prompt_cache_holds_only_the_memory_it_counts(batch):
         batch.prompt_cache = PromptCache(0, 0)
     assert len(batch.running) == 0 and counted > 16 * 150 * 30 * 2 * 3 * 64 * 4  # 16 prompts of 150+ tokens' K/V
     assert held <= counted + 16 * 2**20, f"{held / 2**20:.0f} MiB held for {counted / 2**20:.0f} MiB counted"
+
+
+def test_a_long_prompt_is_on_disk_before_its_answer_ends(batch, tmp_path):
+    """The disk tier gets a long prompt's K/V when its prefill ends (a worker killed while the answer is written
+    still finds it); the finished prompt and answer replace that file."""
+    disk = DiskPromptCache(tmp_path, "chat/weights", min_tokens=64, max_bytes=10**9)
+    batch.prompt_cache = PromptCache(0, 0, disk)
+    one = ticket(f"Inventory. {' '.join(f'Box {i} holds {i * 7} marbles.' for i in range(12))} Which box is red?")
+    try:
+        batch.submit(one)
+        while not any(sequence.tokens for sequence in batch.sequences.values()):
+            batch.step()
+        prompt = next(iter(batch.running)).prompt
+        disk.flush()
+        while_answering = [read_tokens(path).tolist() for path in disk.folder.glob("*.safetensors")]
+        assert batch.busy and len(prompt) >= 64
+        while batch.busy:
+            batch.step()
+        disk.flush()
+        after = [read_tokens(path).tolist() for path in disk.folder.glob("*.safetensors")]
+    finally:
+        batch.prompt_cache = PromptCache(0, 0)
+    assert len(while_answering) == 1 and while_answering[0][: len(prompt)] == prompt
+    assert len(while_answering[0]) < len(prompt) + one.future.result()["usage"]["completion_tokens"]
+    assert len(after) == 1 and after[0][: len(while_answering[0])] == while_answering[0]
+    assert len(after[0]) > len(while_answering[0])
 
 
 def test_a_request_the_model_cannot_take_is_its_own_400_and_the_batch_goes_on(batch):
