@@ -20,7 +20,7 @@ from bench.defaults import CHAT_MODEL_DIR
 from bench.inprocess import run_probe
 from bench.load import run_clients, summarize
 from bench.report import SectionResult, Table
-from bench.speculative_tasks import TASKS
+from bench.speculative_tasks import TASKS, request_tag
 from bench.targets import TARGETS, Skip
 
 NAME = "speculative"
@@ -61,10 +61,9 @@ def _http(
                         before = _draft_tokens(target.base_url, target.model) if server == "platform" else (0, 0)
                         with progress.ticking(f"{label}: {task}, {streams} stream(s)"):
                             rounds = runs if streams == 1 else 1
-                            tag = f"{server}-{task[:4]}-{streams}"
                             timings = run_clients(
-                                lambda c, i, tag=tag, build=build, client=client, model=target.model: stream_chat(
-                                    client, model, build(f"{tag}-{c}-{i}"), max_tokens, counter
+                                lambda c, i, cell=(task, streams), build=build, client=client, model=target.model: (
+                                    stream_chat(client, model, build(request_tag(*cell, c, i)), max_tokens, counter)
                                 ),
                                 streams,
                                 rounds,
@@ -93,7 +92,13 @@ def run(context: BenchContext) -> SectionResult:
     progress.say("the batch engine in a child process, with drafting and without")
     engine = run_probe(
         "speculative",
-        {"path": str(CHAT_MODEL_DIR), "max_tokens": max_tokens, "streams": list(STREAMS), "draft_tokens": DRAFT_TOKENS},
+        {
+            "path": str(CHAT_MODEL_DIR),
+            "max_tokens": max_tokens,
+            "streams": list(STREAMS),
+            "runs": runs,
+            "draft_tokens": DRAFT_TOKENS,
+        },
     )
     acceptance = {}
     engine_table = Table(

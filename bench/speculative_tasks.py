@@ -1,5 +1,6 @@
 """The tasks of the speculative-decoding benchmark: three extractive ones (the answer repeats much of the prompt)
-and free text (it repeats little), each as chat messages made unique by a tag so no prompt cache answers them."""
+and free text (it repeats little), each as chat messages made unique by a tag so no prompt cache answers them;
+every side of the benchmark sends the same tags."""
 
 from __future__ import annotations
 
@@ -98,3 +99,10 @@ TASKS = {
     "free text (a story)": (False, story_messages),
 }
 """Task -> (extractive?, messages for a tag)."""
+
+
+def request_tag(task: str, streams: int, client: int, index: int) -> str:
+    """The tag of one request of a task's cell: the same for every server and for the engine, which therefore all
+    answer the same prompts (a 135M model's greedy answer, and so how much of it drafts can foresee, changes with
+    the prompt's wording; different tags on each side made their rates incomparable)."""
+    return f"{task[:4]}-{streams}-{client}-{index}"

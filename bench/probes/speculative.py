@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import progress
-from bench.speculative_tasks import TASKS
+from bench.speculative_tasks import TASKS, request_tag
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """``{"path", "max_tokens", "streams", "draft_tokens"}``: for every task and number of streams, the same
-    greedy requests through the engine without drafting, then with it."""
+    """``{"path", "max_tokens", "streams", "runs", "draft_tokens"}``: for every task and number of streams, the
+    same greedy requests through the engine without drafting, then with it (one stream: ``runs`` requests in turn,
+    as over HTTP)."""
     from models.batch import BatchSession, Ticket
     from models.handlers import load_handler
     from models.handlers.base import ServingLimits
@@ -34,38 +35,48 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         prompt_cache=PromptCache(0, 0),
         draft_tokens=0,
     )
-    counter = iter(range(10**6))
 
-    def measure(batch: BatchSession, build: Any, streams: int) -> tuple[int, float, float]:
-        tickets = [
-            Ticket(
-                "chat",
-                {"messages": build(f"e{next(counter)}"), "max_tokens": spec["max_tokens"], "temperature": 0},
-                lambda _event: None,
-                lambda: False,
-                lambda: False,
-                Future(),
-                "bench",
-            )
-            for _ in range(streams)
-        ]
-        started, cpu = time.perf_counter(), time.process_time()
-        for ticket in tickets:
-            batch.submit(ticket)
-        while batch.busy:
-            batch.step()
-        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
-        return sum(t.future.result()["usage"]["completion_tokens"] for t in tickets), seconds, cpu_seconds
+    def measure(batch: BatchSession, task: str, streams: int, rounds: int) -> tuple[int, float, float]:
+        """``rounds`` waves of ``streams`` requests at once, the tags the HTTP half sends for the same cell."""
+        build = TASKS[task][1]
+        tokens, seconds, cpu_seconds = 0, 0.0, 0.0
+        for index in range(rounds):
+            tickets = [
+                Ticket(
+                    "chat",
+                    {
+                        "messages": build(request_tag(task, streams, client, index)),
+                        "max_tokens": spec["max_tokens"],
+                        "temperature": 0,
+                    },
+                    lambda _event: None,
+                    lambda: False,
+                    lambda: False,
+                    Future(),
+                    "bench",
+                )
+                for client in range(streams)
+            ]
+            started, cpu = time.perf_counter(), time.process_time()
+            for ticket in tickets:
+                batch.submit(ticket)
+            while batch.busy:
+                batch.step()
+            seconds += time.perf_counter() - started
+            cpu_seconds += time.process_time() - cpu
+            tokens += sum(t.future.result()["usage"]["completion_tokens"] for t in tickets)
+        return tokens, seconds, cpu_seconds
 
     for batch in (plain, drafting):
-        measure(batch, TASKS["free text (a story)"][1], 1)  # warm-up
+        measure(batch, "free text (a story)", 1, 1)  # warm-up (no prompt cache: a prompt sent again costs as much)
     rows = []
-    for task, (_extractive, build) in TASKS.items():
+    for task in TASKS:
         for streams in spec["streams"]:
-            plain_tokens, plain_seconds, plain_cpu = measure(plain, build, streams)
+            rounds = spec["runs"] if streams == 1 else 1
+            plain_tokens, plain_seconds, plain_cpu = measure(plain, task, streams, rounds)
             stats = drafting._generator().draft_stats
             drafted, accepted, steps = stats.drafted, stats.accepted, stats.steps
-            tokens, seconds, cpu = measure(drafting, build, streams)
+            tokens, seconds, cpu = measure(drafting, task, streams, rounds)
             row = {
                 "task": task,
                 "streams": streams,
