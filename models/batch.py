@@ -68,6 +68,9 @@ BACKGROUND_ROWS_BESIDE_INTERACTIVE = 0
 runs or waits: on a CPU every row lengthens every step, so even a few rows of lines slow interactive tokens (beside
 a 2,000-line batch, 8 interactive clients' TTFT p95 was 1.45x alone with none kept, 1.9-2.1x with 4; the batch
 went on at 58 and 65 tok/s between their requests: ``python -m bench batch``)."""
+SETTLE_AFTER_STEPS = 4
+"""Steps after which the K/V of rows that gave way is copied into arrays of its own even if a running request still
+waits for its first token (``BatchSession._settle_paused``)."""
 URGENT_LINGER_SECONDS = 2.0
 """How long background work keeps to its few rows after the last urgent request left: a client that sends its next
 request at once finds the batch as its last one left it, not full of lines that have just come back."""
@@ -219,6 +222,10 @@ class BatchSession:
         self.completed = 0
         self.preemptions = 0
         """Rows that gave way to a more urgent request."""
+        self._unsettled: list[Any] = []
+        """The K/V of rows that gave way, still views of the batch's buffers (which they keep alive): copied into
+        arrays of their own once every running request has its first token (``_settle_paused``)."""
+        self._unsettled_steps = 0
         self._orders = itertools.count()
         self._preparing = threading.Lock()
         """Preparations take turns with each other (a tokenizer is not made for many threads at once), never
@@ -279,6 +286,12 @@ class BatchSession:
 
     def step(self) -> None:
         """Admits what fits, drops cancelled requests, and generates one token for every running sequence."""
+        try:
+            self._step()
+        finally:
+            self._settle_paused()
+
+    def _step(self) -> None:
         self._drop_cancelled()
         self._admit()
         if not self.sequences:
@@ -313,6 +326,19 @@ class BatchSession:
         if uid in found:
             cache, tokens = found[uid]
             self.prompt_cache.keep(list(tokens), cache, request.cache_key, memory=False)
+
+    def _settle_paused(self) -> None:
+        """Copies the K/V of the rows that gave way into arrays of their own once every running request has its
+        first token (or ``SETTLE_AFTER_STEPS`` steps later): the request they gave way to gets it that much sooner
+        (mlx-lm emits a new row's first token at its third step; the copy took about 45 ms of 32 rows' giving way
+        on the 2-core machine). Until then the views hold what the batch held before they left."""
+        if not self._unsettled:
+            return
+        self._unsettled_steps += 1
+        if self._unsettled_steps < SETTLE_AFTER_STEPS and not all(r.generating for r in self.running):
+            return
+        unsettled, self._unsettled, self._unsettled_steps = self._unsettled, [], 0
+        mx.eval(unsettled)
 
     def _complete_finished(self) -> None:
         for request in [r for r in self.running if r.finished]:
@@ -553,7 +579,7 @@ class BatchSession:
             if hasattr(sequence.sampler, "step_back"):
                 sequence.sampler.step_back()
             self._forget(sequence)
-        mx.eval([layer.state for _, s in live if s.paused is not None for layer in s.paused])  # rows of their own
+        self._unsettled.extend(layer.state for _, s in live if s.paused is not None for layer in s.paused)
         for request in requests:
             request.preemptions += 1
             self.preemptions += 1

@@ -484,6 +484,32 @@ def test_lines_that_have_just_joined_leave_at_once_for_an_interactive_request(ba
     assert [one.future.result()["content"] for one in lines] == uninterrupted
 
 
+def test_rows_that_gave_way_are_copied_out_once_the_interactive_request_has_its_first_token(batch):
+    """Lines that give way keep their K/V as views of the batch's buffers until the interactive request they gave
+    way to has its first token (it does not wait for the copy), then as arrays of their own; they end as if never
+    interrupted."""
+    wide = wide_batch(batch)
+    topics = [f"{topic}, part {part}" for part in range(2) for topic in STORIES]
+    uninterrupted = [r["content"] for r in run(wide, *(story(topic, max_tokens=6) for topic in topics))]
+    lines = [story(topic, max_tokens=6) for topic in topics]
+    for one in lines:
+        wide.submit(one)
+    while not all(tokens_of(wide, one) for one in lines):
+        wide.step()
+    interactive = ticket("Say hi.", max_tokens=4)
+    wide.submit(interactive)
+    wide.step()
+    assert [r.ticket for r in wide.running] == [interactive] and wide.paused_bytes() > 0
+    assert wide._unsettled, "the K/V of the lines is copied before the interactive request's first token"
+    while not tokens_of(wide, interactive) and not interactive.future.done():
+        assert wide._unsettled
+        wide.step()
+    assert not wide._unsettled
+    while wide.busy:
+        wide.step()
+    assert [one.future.result()["content"] for one in lines] == uninterrupted
+
+
 class Gate:
     """A checkpoint hook that holds the engine thread at a request's checkpoint once ``ready`` says so."""
 
