@@ -462,8 +462,9 @@ def test_an_interactive_prompt_is_prefilled_before_a_wave_of_batch_lines(batch):
 def test_lines_that_have_just_joined_leave_at_once_for_an_interactive_request(batch):
     """A wave of 24 lines has just joined: the first ones have their first token, the rest wait for their prefill.
     An interactive request arrives and, at the next step, runs with no line beside it (the young rows gave way
-    with their K/V, the others went back in line), without waiting for the lines' first 8 tokens. Every line
-    still ends with the answer it gives uninterrupted."""
+    with their K/V, the others went back in line), without waiting for the lines' first 8 tokens. The K/V kept
+    stays a view of the batch's buffers until the interactive request has its first token (it does not wait for
+    the copy), then is an array of its own. Every line still ends with the answer it gives uninterrupted."""
     wide = wide_batch(batch)
     topics = [f"{topic}, part {part}" for part in range(3) for topic in STORIES]
     uninterrupted = [r["content"] for r in run(wide, *(story(topic, max_tokens=6) for topic in topics))]
@@ -478,35 +479,14 @@ def test_lines_that_have_just_joined_leave_at_once_for_an_interactive_request(ba
     wide.step()
     assert [r.ticket for r in wide.running] == [interactive]
     assert all(r.priority >= PREEMPTIBLE_FROM for r in wide.pending) and len(wide.pending) == len(lines)
-    while wide.busy:
-        wide.step()
-    assert interactive.future.result()["usage"]["completion_tokens"] >= 1
-    assert [one.future.result()["content"] for one in lines] == uninterrupted
-
-
-def test_rows_that_gave_way_are_copied_out_once_the_interactive_request_has_its_first_token(batch):
-    """Lines that give way keep their K/V as views of the batch's buffers until the interactive request they gave
-    way to has its first token (it does not wait for the copy), then as arrays of their own; they end as if never
-    interrupted."""
-    wide = wide_batch(batch)
-    topics = [f"{topic}, part {part}" for part in range(2) for topic in STORIES]
-    uninterrupted = [r["content"] for r in run(wide, *(story(topic, max_tokens=6) for topic in topics))]
-    lines = [story(topic, max_tokens=6) for topic in topics]
-    for one in lines:
-        wide.submit(one)
-    while not all(tokens_of(wide, one) for one in lines):
-        wide.step()
-    interactive = ticket("Say hi.", max_tokens=4)
-    wide.submit(interactive)
-    wide.step()
-    assert [r.ticket for r in wide.running] == [interactive] and wide.paused_bytes() > 0
-    assert wide._unsettled, "the K/V of the lines is copied before the interactive request's first token"
+    assert wide.paused_bytes() > 0 and wide._unsettled, "the lines' K/V copied before the interactive first token"
     while not tokens_of(wide, interactive) and not interactive.future.done():
         assert wide._unsettled
         wide.step()
     assert not wide._unsettled
     while wide.busy:
         wide.step()
+    assert interactive.future.result()["usage"]["completion_tokens"] >= 1
     assert [one.future.result()["content"] for one in lines] == uninterrupted
 
 
