@@ -306,7 +306,14 @@ class BatchSession:
             sequence = self.sequences.get(response.uid)
             if sequence is not None:
                 if not sequence.tokens and sequence.index == 0:
-                    self._keep_prefill(self.requests[response.uid], response.uid)
+                    request = self.requests[response.uid]
+                    log.debug(
+                        "a priority-%d request's first token, %.0f ms after it was prepared, beside %d rows",
+                        request.priority,
+                        1000 * (time.perf_counter() - request.started),
+                        len(self.sequences),
+                    )
+                    self._keep_prefill(request, response.uid)
                 self._advance(self.requests[response.uid], sequence, response)
         self._complete_finished()
 
@@ -656,6 +663,14 @@ class BatchSession:
         )
         self.running.append(request)
         request.joined_at_tokens = 0
+        log.debug(
+            "a priority-%d request joins %.0f ms after it was prepared, beside %d rows (%d of %d prompt tokens cached)",
+            request.priority,
+            1000 * (time.perf_counter() - request.started),
+            len(self.sequences),
+            hit.cached_tokens,
+            len(prompt),
+        )
         for index, uid in enumerate(uids):
             sequence = Sequence(
                 index,
