@@ -286,10 +286,8 @@ class BatchSession:
 
     def step(self) -> None:
         """Admits what fits, drops cancelled requests, and generates one token for every running sequence."""
-        try:
-            self._step()
-        finally:
-            self._settle_paused()
+        self._step()
+        self._settle_paused()
 
     def _step(self) -> None:
         self._drop_cancelled()
@@ -360,6 +358,7 @@ class BatchSession:
         self.running.clear()
         self.requests.clear()
         self.sequences.clear()
+        self._unsettled, self._unsettled_steps = [], 0
         generator, self.generator = self.generator, None
         if generator is not None:
             try:
