@@ -43,7 +43,7 @@ def test_request_id_in_every_stream_chunk(base_url):
         timeout=60,
     )
     assert response.headers["X-Request-ID"] == request_id
-    lines = [line for line in response.iter_lines(decode_unicode=True) if line and line != "data: [DONE]"]
+    lines = [line for line in response.iter_lines(decode_unicode=True) if line.startswith("data: {")]  # no keep-alive
     assert lines and all(json.loads(line[6:])["request_id"] == request_id for line in lines)
 
 
