@@ -54,6 +54,11 @@ class ModelType:
     probe_every: float = 1.0
     """The probe interval in ``HEALTH_PROBE_INTERVAL_SECONDS``: more for a type whose cheapest call still costs
     (``tasks.probes.probe_interval`` keeps it under the verdict's ``HEALTH_PROBE_MAX_AGE_SECONDS``)."""
+    hides_torch: bool = False
+    """Its workers start with PyTorch marked absent (``models.torch_absent``): none of the libraries it loads with
+    (mlx-lm, mlx-embeddings, transformers' tokenizers) computes with torch. The others keep it: scipy, which Whisper's
+    workers call on audio, looks torch up in ``sys.modules`` and fails on the mark; some of mlx-vlm's model families
+    and mflux's PyTorch-format weights import it."""
 
     @property
     def served(self) -> bool:
@@ -74,10 +79,13 @@ MODEL_TYPES: dict[str, ModelType] = {
             ("chat",),
             handler="lm",
             probe=LIGHT_PROBE,
+            hides_torch=True,
         ),
         ModelType("multimodal", ("chat", WARMUP), ("chat", "vision"), ("chat", "vision"), handler="vlm", probe_every=2),
-        ModelType("embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings"),
-        ModelType("rerank", (RERANK, WARMUP), ("rerank",), ("rerank",), handler="rerank"),
+        ModelType(
+            "embeddings", ("embed", WARMUP), ("embeddings",), ("embeddings",), handler="embeddings", hides_torch=True
+        ),
+        ModelType("rerank", (RERANK, WARMUP), ("rerank",), ("rerank",), handler="rerank", hides_torch=True),
         ModelType(
             "whisper",
             ("transcribe", WARMUP),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 import requests
 
-from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, RERANK_MODEL, WHISPER_MODEL, worker_pid
 
 
 def test_models_list_shows_both_default_models_loaded(client):
@@ -55,3 +58,18 @@ def test_health_is_503_with_the_same_shape_when_the_default_model_has_no_worker(
     assert body["status"] == "error" and body["models_healthy"] is False
     assert body["model_id"] == "test/absent-model" and body["model_status"] == "missing"
     assert "latency_ms" in body and "persistence" in body
+
+
+def loads_torch(redis_client, model_id: str) -> bool:
+    """Whether the model's worker has PyTorch's library mapped."""
+    return "libtorch" in Path(f"/proc/{worker_pid(redis_client, model_id)}/maps").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the worker's /proc/<pid>/maps")
+def test_language_embedding_and_rerank_workers_never_load_pytorch(supervisor, redis_client):
+    """transformers imports torch whenever it is installed, 1.3 s of CPU and about 300 MB in each worker; the model
+    types that compute without it hide it (``models.torch_absent``). Whisper's worker keeps it, and shows that the
+    check sees it."""
+    for model_id in (CHAT_MODEL, EMBEDDING_MODEL, RERANK_MODEL):
+        assert not loads_torch(redis_client, model_id), model_id
+    assert loads_torch(redis_client, WHISPER_MODEL)
