@@ -194,6 +194,19 @@ IN_PROCESS_MODEL_FILES = (
 lane's model workers have started (on two cores they slowed that start from 16 s to 46 s)."""
 
 
+LATE_SESSION_MODELS = (CHAT_MODEL, EMBEDDING_MODEL)
+"""The default models the late session lane's stack starts: its tests load the others they use. The catalog's other
+autostart models are kept off that stack's node (``NODE_MODELS``), which spares it five workers' start and their
+heartbeats."""
+RUNNING_LANE = pytest.StashKey[str]()
+"""The lane of the test being set up in this process (``pytest_runtest_setup``): the ``supervisor`` fixture reads it."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.config.stash[RUNNING_LANE] = lane_of(item)
+
+
 def lane_of(item: pytest.Item) -> str:
     if "supervisor" not in getattr(item, "fixturenames", ()):
         return OWN_LANE
@@ -284,10 +297,17 @@ def worker_is_live(client: redis.Redis, model_id: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def supervisor(stack: Stack, redis_client: redis.Redis) -> Service:
-    """The model supervisor with the catalog's default models warm; worker logs go to its log."""
-    service = stack.start("supervisor", [sys.executable, "-m", "models.supervisor"])
-    for model_id in DEFAULT_MODELS:
+def supervisor(request: pytest.FixtureRequest, stack: Stack, redis_client: redis.Redis) -> Service:
+    """The model supervisor with the catalog's default models warm (the late session lane's: ``LATE_SESSION_MODELS``);
+    worker logs go to its log."""
+    models, extra_env = DEFAULT_MODELS, None
+    in_lanes = "PYTEST_XDIST_WORKER" in os.environ  # without -n one stack serves every test
+    if in_lanes and request.config.stash.get(RUNNING_LANE, SESSION_LANE) == LATE_SESSION_LANE:
+        models = LATE_SESSION_MODELS
+        kept_off = ",".join(f"!{model_id}" for model_id in DEFAULT_MODELS if model_id not in models)
+        extra_env = {"NODE_MODELS": f"{stack.env['NODE_MODELS']},{kept_off}"}
+    service = stack.start("supervisor", [sys.executable, "-m", "models.supervisor"], extra_env)
+    for model_id in models:
         wait_until(lambda m=model_id: worker_is_live(redis_client, m), 180, f"a worker for {model_id}", service.process)
     return service
 

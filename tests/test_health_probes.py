@@ -2,7 +2,9 @@
 ``/health`` and ``/v1/models`` judge it by that, and the supervisor restarts a worker that stops answering.
 
 The hang is real: the worker process is stopped with SIGSTOP, so it is still up (its pid exists) but nothing
-comes out of it, neither answers nor heartbeats. The session runs with short probe settings (conftest).
+comes out of it, neither answers nor heartbeats. The session runs with short probe settings (conftest). That every
+default model answers its probe is checked on the session lane's stack, which runs them all
+(``tests/test_models_and_health.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import signal
 import redis
 import requests
 
-from tests.conftest import DEFAULT_MODELS, EMBEDDING_MODEL, worker_is_live, worker_pid
+from tests.conftest import EMBEDDING_MODEL, worker_is_live, worker_pid
 from tests.stack import Service, process_exists, wait_until
 
 
@@ -29,24 +31,6 @@ def verdict(base_url: str, model_id: str) -> str | None:
 
 def model_status(base_url: str, model_id: str) -> str:
     return requests.get(f"{base_url}/v1/models/{model_id}/info", timeout=10).json()["status"]
-
-
-def test_every_model_answers_its_probe(base_url: str):
-    def all_answering() -> bool:
-        """Every model answering and its first probe done: a request answered before the probe came back is
-        ``answering`` too, with no probe ``ms`` yet."""
-        entries = requests.get(f"{base_url}/health", timeout=10).json()["models"]["models"]
-        probes = {m["id"]: m["probe"] or {} for m in entries}
-        return all(
-            probes.get(model_id, {}).get("verdict") == "answering" and probes[model_id].get("ms") is not None
-            for model_id in DEFAULT_MODELS
-        )
-
-    wait_until(all_answering, 60, "every default model to answer its health probe")
-    for model_id in DEFAULT_MODELS:
-        status, entry = health_entry(base_url, model_id)
-        assert entry["status"] == "loaded" and entry["probe"]["error"] is None, entry
-        assert entry["probe"]["ms"] > 0 and entry["probe"]["age_seconds"] >= 0, entry
 
 
 def test_a_hung_worker_shows_unhealthy_and_is_restarted(

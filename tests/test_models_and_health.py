@@ -9,7 +9,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, RERANK_MODEL, WHISPER_MODEL, worker_pid
+from tests.conftest import CHAT_MODEL, DEFAULT_MODELS, EMBEDDING_MODEL, RERANK_MODEL, WHISPER_MODEL, worker_pid
+from tests.stack import wait_until
 
 
 def test_models_list_shows_both_default_models_loaded(client):
@@ -73,3 +74,22 @@ def test_language_embedding_and_rerank_workers_never_load_pytorch(supervisor, re
     for model_id in (CHAT_MODEL, EMBEDDING_MODEL, RERANK_MODEL):
         assert not loads_torch(redis_client, model_id), model_id
     assert loads_torch(redis_client, WHISPER_MODEL)
+
+
+def test_every_default_model_answers_its_health_probe(base_url: str):
+    def all_answering() -> bool:
+        """Every model answering and its first probe done: a request answered before the probe came back is
+        ``answering`` too, with no probe ``ms`` yet."""
+        entries = requests.get(f"{base_url}/health", timeout=10).json()["models"]["models"]
+        probes = {m["id"]: m["probe"] or {} for m in entries}
+        return all(
+            probes.get(model_id, {}).get("verdict") == "answering" and probes[model_id].get("ms") is not None
+            for model_id in DEFAULT_MODELS
+        )
+
+    wait_until(all_answering, 60, "every default model to answer its health probe")
+    entries = {m["id"]: m for m in requests.get(f"{base_url}/health", timeout=10).json()["models"]["models"]}
+    for model_id in DEFAULT_MODELS:
+        entry = entries[model_id]
+        assert entry["status"] == "loaded" and entry["probe"]["error"] is None, entry
+        assert entry["probe"]["ms"] > 0 and entry["probe"]["age_seconds"] >= 0, entry
