@@ -30,6 +30,7 @@ from redis.exceptions import LockError
 
 from config import mongo
 from config.errors import ApiError
+from config.model_types import model_type as model_type_row
 from config.redis_client import connect_redis
 from config.settings import Settings
 from models import registry
@@ -40,6 +41,7 @@ from models.liveness import SERVING_VERDICTS, Liveness, probe_verdict, user_requ
 from models.nodes import Node, NodeBeats, allows, backend
 from models.placement import Holding, place
 from models.stats import ModelStats
+from models.torch_absent import WITHOUT_TORCH
 
 log = logging.getLogger("models.supervisor")
 
@@ -115,12 +117,18 @@ def plan(
     return actions
 
 
-def worker_environment(replicas_here: int, openblas: str = "") -> dict[str, str]:
+def worker_environment(replicas_here: int, openblas: str = "", model_type: str = "") -> dict[str, str]:
     """A worker's environment: the supervisor's, with OpenBLAS preloaded (the worker need not re-execute itself)
     and its threads split among the model's replicas on this node (the cores divided by their number; measured in
     the README's replicas benchmark: two processes with every core's thread each spin against each other).
-    ``OPENBLAS_NUM_THREADS`` set by the operator wins."""
+    ``OPENBLAS_NUM_THREADS`` set by the operator wins. A ``model_type`` with ``hides_torch`` sets ``WITHOUT_TORCH``
+    (``models.torch_absent``)."""
     env = preloaded_environment(os.environ, openblas)
+    row = model_type_row(model_type)
+    if row is not None and row.hides_torch:
+        env[WITHOUT_TORCH] = "1"
+    else:
+        env.pop(WITHOUT_TORCH, None)
     if "OPENBLAS_NUM_THREADS" not in env and replicas_here > 1:
         env["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // replicas_here))
     return env
@@ -212,11 +220,9 @@ class Supervisor:
 
     def start_worker(self, model_id: str, replica: int, replicas_here: int = 1) -> None:
         argv = [sys.executable, "-m", WORKER_MODULE, "--model-id", model_id, "--supervisor-pid", str(os.getpid())]
-        child = Child(
-            model_id,
-            replica,
-            subprocess.Popen(argv, env=worker_environment(replicas_here, self.settings.openblas_library)),
-        )
+        record = registry.get_record(model_id)
+        env = worker_environment(replicas_here, self.settings.openblas_library, record.model_type if record else "")
+        child = Child(model_id, replica, subprocess.Popen(argv, env=env))
         self.children[child.slot] = child
         log.info("started a worker for %s on node %s (pid %d)", model_id, self.name, child.process.pid)
 

@@ -4,8 +4,8 @@
 consuming anything; a model that fails to load is recorded as failed and the
 process exits non-zero.
 
-This module is the worker's light start: it re-executes the process with OpenBLAS preloaded and reads the model's
-record before anything imports MLX's libraries, so that a worker whose model type needs no PyTorch never loads it
+This module is the worker's light start: it re-executes the process with OpenBLAS preloaded before anything imports
+MLX's libraries, and marks PyTorch absent first when its supervisor says the model type needs none
 (``models.torch_absent``); ``tasks.model_serving`` then loads and serves the model.
 """
 
@@ -22,15 +22,13 @@ import redis
 from config import mongo
 from config.errors import ApiError
 from config.logs import configure_logging
-from config.model_types import model_type as model_type_row
 from config.redis_client import connect_redis
 from config.settings import Settings
-from models import hub, registry
+from models import hub, registry, torch_absent
 from models.blas import reexec_with_openblas
 from models.catalog import load_catalog, served_path
 from models.liveness import Liveness
 from models.supervisor import EXIT_LOAD_FAILED, EXIT_UNKNOWN_MODEL
-from models.torch_absent import hide_torch
 
 log = logging.getLogger("tasks.model_worker")
 
@@ -96,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     reexec_with_openblas(settings.openblas_library)
     configure_logging(settings.log_level)
+    hidden = torch_absent.wanted() and torch_absent.hide_torch()
+    # Only now: mlx-lm, and through it transformers, come with the serving module. MongoDB is first reached after
+    # these imports, as before they moved here: a worker started beside a web and a control worker on a new
+    # database (a small test stack) then finds its collections made (SecantusDB, the stand-in Mongo-wire server,
+    # has hung with several processes creating one collection at once).
+    from tasks.model_serving import load_engine, serve
 
     mongo.connect(settings)
     record = registry.get_record(args.model_id) or _register_from_catalog(settings, args.model_id)
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("model %r is neither registered nor in the catalog", args.model_id)
         return EXIT_UNKNOWN_MODEL
     model_id, model_type = record.model_id, record.model_type
+    if hidden:
+        log.info("PyTorch is not loaded in this worker: %s models compute without it", model_type)
     try:
         path = fetch_from_hub(model_id, record.path, settings.node)
     except Exception as exc:  # noqa: BLE001 - the Hub's and the network's errors end the load, named
@@ -110,12 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("model %s could not be fetched: %s", model_id, message)
         _record_failed(settings, model_id, message)
         return EXIT_LOAD_FAILED
-    row = model_type_row(model_type)
-    if row is not None and row.hides_torch and hide_torch():
-        log.info("PyTorch is not loaded in this worker: %s models compute without it", model_type)
-    # Only now: mlx-lm, and through it transformers, come with the serving module.
-    from tasks.model_serving import load_engine, serve
-
     try:
         engine = load_engine(settings, record, path)
     except Exception as exc:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from config.settings import Settings
 from models.registry import ModelRecord
 from models.supervisor import Action, Child, Supervisor, at_rest, plan, worker_environment
+from models.torch_absent import WITHOUT_TORCH
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -130,3 +131,12 @@ def test_the_supervisor_ticks_slower_only_while_nothing_is_in_motion():
     assert supervisor.tick_seconds(1.0) == 2.0
     short_ttl = Supervisor(Settings(worker_heartbeat_ttl_seconds=4), resting=True)
     assert short_ttl.tick_seconds(1.0) == 4 / 3, "three beats of its node within the TTL"
+
+
+def test_workers_of_the_types_that_need_no_torch_are_told_to_hide_it(monkeypatch):
+    monkeypatch.setenv(WITHOUT_TORCH, "1")  # a supervisor's own environment never passes it on unasked
+    assert worker_environment(1, model_type="lm")[WITHOUT_TORCH] == "1"
+    assert worker_environment(1, model_type="embeddings")[WITHOUT_TORCH] == "1"
+    assert WITHOUT_TORCH not in worker_environment(1, model_type="whisper")
+    assert WITHOUT_TORCH not in worker_environment(1, model_type="multimodal")
+    assert WITHOUT_TORCH not in worker_environment(1)
