@@ -218,10 +218,9 @@ class Supervisor:
     def _served_elsewhere(self, model_id: str) -> bool:
         return self.liveness is not None and any(w.get("node") != self.name for w in self.liveness.workers(model_id))
 
-    def start_worker(self, model_id: str, replica: int, replicas_here: int = 1) -> None:
+    def start_worker(self, model_id: str, replica: int, replicas_here: int = 1, model_type: str = "") -> None:
         argv = [sys.executable, "-m", WORKER_MODULE, "--model-id", model_id, "--supervisor-pid", str(os.getpid())]
-        record = registry.get_record(model_id)
-        env = worker_environment(replicas_here, self.settings.openblas_library, record.model_type if record else "")
+        env = worker_environment(replicas_here, self.settings.openblas_library, model_type)
         child = Child(model_id, replica, subprocess.Popen(argv, env=env))
         self.children[child.slot] = child
         log.info("started a worker for %s on node %s (pid %d)", model_id, self.name, child.process.pid)
@@ -332,7 +331,7 @@ class Supervisor:
             self.name,
         )
         for action in actions:
-            self.apply(action)
+            self.apply(action, records)
         self.unload_idle(records, live)
         self.resting = at_rest(list(records.values()), list(self.children.values()), actions)
 
@@ -426,10 +425,12 @@ class Supervisor:
             if idle_for > limit and not busy and registry.request_unload(model_id, force=False):
                 log.info("unloading the on-demand model %s: no request for %.0fs", model_id, idle_for)
 
-    def apply(self, action: Action) -> None:
+    def apply(self, action: Action, records: Mapping[str, registry.ModelRecord]) -> None:
+        """Carries out ``action``; ``records``: the tick's, by model id (a started worker's type is in them)."""
         child = self.children.get((action.model_id, action.replica))
         if action.kind == "start":
-            self.start_worker(action.model_id, action.replica, action.of)
+            record = records.get(action.model_id)
+            self.start_worker(action.model_id, action.replica, action.of, record.model_type if record else "")
         elif action.kind == "stop" and child is not None:
             self._stop(child, action.force)
         elif action.kind == "forget":
