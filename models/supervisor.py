@@ -125,10 +125,7 @@ def worker_environment(replicas_here: int, openblas: str = "", model_type: str =
     (``models.torch_absent``)."""
     env = preloaded_environment(os.environ, openblas)
     row = model_type_row(model_type)
-    if row is not None and row.hides_torch:
-        env[WITHOUT_TORCH] = "1"
-    else:
-        env.pop(WITHOUT_TORCH, None)
+    env[WITHOUT_TORCH] = "1" if row is not None and row.hides_torch else "0"
     if "OPENBLAS_NUM_THREADS" not in env and replicas_here > 1:
         env["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // replicas_here))
     return env

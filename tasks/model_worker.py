@@ -5,8 +5,8 @@ consuming anything; a model that fails to load is recorded as failed and the
 process exits non-zero.
 
 This module is the worker's light start: it re-executes the process with OpenBLAS preloaded before anything imports
-MLX's libraries, and marks PyTorch absent first when its supervisor says the model type needs none
-(``models.torch_absent``); ``tasks.model_serving`` then loads and serves the model.
+MLX's libraries, and marks PyTorch absent first when the model type needs none (``models.torch_absent``);
+``tasks.model_serving`` then loads and serves the model.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     reexec_with_openblas(settings.openblas_library)
     configure_logging(settings.log_level)
-    hidden = torch_absent.wanted() and torch_absent.hide_torch()
+    hidden = torch_absent.wanted(settings, args.model_id) and torch_absent.hide_torch()
     # Only now: mlx-lm, and through it transformers, come with the serving module. MongoDB is first reached after
     # these imports, as before they moved here: a worker started beside a web and a control worker on a new
     # database (a small test stack) then finds its collections made (SecantusDB, the stand-in Mongo-wire server,

@@ -59,6 +59,8 @@ def test_redis_killed_under_a_stream_ends_it_with_an_error_event_and_everything_
     wait_until(lambda: _pings(client), 20, "redis-server behind the restart loop")
     worker = small.start_worker(CHAT_MODEL, "survive-worker")
     wait_until(lambda: worker_is_live(client, CHAT_MODEL), 120, "the chat worker", worker.process)
+    # started by hand, without a supervisor: its catalog entry says a language model needs no PyTorch
+    assert "libtorch" not in Path(f"/proc/{worker.process.pid}/maps").read_text()
     _web, base = small.start_web("survive-web", {"DEFAULT_CHAT_MODEL": CHAT_MODEL})
 
     held = Hold(client, "redis-dies")

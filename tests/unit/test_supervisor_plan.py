@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import config
 from config.settings import Settings
+from models import torch_absent
 from models.registry import ModelRecord
 from models.supervisor import Action, Child, Supervisor, at_rest, plan, worker_environment
 from models.torch_absent import WITHOUT_TORCH
@@ -137,6 +140,18 @@ def test_workers_of_the_types_that_need_no_torch_are_told_to_hide_it(monkeypatch
     monkeypatch.setenv(WITHOUT_TORCH, "1")  # a supervisor's own environment never passes it on unasked
     assert worker_environment(1, model_type="lm")[WITHOUT_TORCH] == "1"
     assert worker_environment(1, model_type="embeddings")[WITHOUT_TORCH] == "1"
-    assert WITHOUT_TORCH not in worker_environment(1, model_type="whisper")
-    assert WITHOUT_TORCH not in worker_environment(1, model_type="multimodal")
-    assert WITHOUT_TORCH not in worker_environment(1)
+    assert worker_environment(1, model_type="whisper")[WITHOUT_TORCH] == "0"
+    assert worker_environment(1, model_type="multimodal")[WITHOUT_TORCH] == "0"
+    assert worker_environment(1)[WITHOUT_TORCH] == "0"
+
+
+def test_a_worker_started_by_hand_hides_torch_as_its_catalog_entry_says(monkeypatch):
+    catalog = Path(config.__file__).with_name("models.json")
+    shipped = Settings(models_file=catalog, model_path="", autostart_catalog=True)
+    monkeypatch.delenv(WITHOUT_TORCH, raising=False)
+    assert torch_absent.wanted(shipped, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert torch_absent.wanted(shipped, "sentence-transformers/all-MiniLM-L6-v2")
+    assert not torch_absent.wanted(shipped, "openai/whisper-tiny.en")
+    assert not torch_absent.wanted(shipped, "someone/not-in-the-catalog")
+    monkeypatch.setenv(WITHOUT_TORCH, "0")  # the supervisor's word wins over the catalog's
+    assert not torch_absent.wanted(shipped, "HuggingFaceTB/SmolLM2-135M-Instruct")
