@@ -2,7 +2,7 @@
 serves the same prompt after the worker was killed with SIGKILL and started again by the supervisor.
 
 A copy of the chat model of its own (context 4,096) is loaded for it, so the kill costs no other test its model.
-The prompt is about 3,000 tokens: computing it once, cold, is most of this test's time (and the point). That cold
+The prompt is about 1,500 tokens: computing it once, cold, is most of this test's time (and the point). That cold
 answer is asked as a job, whose deadline a busy machine cannot pass (an interactive request's is 120 s here).
 """
 
@@ -40,8 +40,9 @@ def disk_chat(base_url: str) -> str:
 
 
 def long_prompt() -> list[dict[str, str]]:
-    """About 3,000 tokens of facts, unique to the run, and a question about them."""
-    facts = " ".join(f"Item {i}: the {('red', 'blue', 'green')[i % 3]} box holds {i * 7} marbles." for i in range(192))
+    """About 1,500 tokens of facts, unique to the run, and a question about them: past the disk tier's 1,024 tokens
+    (``PROMPT_CACHE_DISK_MIN_TOKENS``), and short enough that its cold prefill is not most of the test."""
+    facts = " ".join(f"Item {i}: the {('red', 'blue', 'green')[i % 3]} box holds {i * 7} marbles." for i in range(96))
     return [
         {"role": "system", "content": f"Inventory {uuid.uuid4().hex}. {facts}"},
         {"role": "user", "content": "How many marbles are in item 3?"},
@@ -57,7 +58,7 @@ def test_a_long_prefix_survives_a_killed_worker_and_answers_the_same(
     cold = wait_for_job(jobs_url, job.json()["job_id"], timeout=600)
     assert cold["status"] == "completed", cold
     usage = cold["result"]["usage"]
-    assert usage["prompt_tokens"] >= 3000
+    assert usage["prompt_tokens"] >= 1400
     assert usage["prompt_tokens_details"]["cached_tokens"] < 16  # at most the chat template's opening tokens
     folder = Path(stack.env["PROMPT_CACHE_DISK_DIR"]) / "test--disk-tier-chat"
 
@@ -78,7 +79,7 @@ def test_a_long_prefix_survives_a_killed_worker_and_answers_the_same(
     before = scrape(base_url)
     warm = client.chat.completions.create(model=disk_chat, messages=messages, max_tokens=6, temperature=0)
     after = scrape(base_url)
-    assert warm.usage.prompt_tokens_details.cached_tokens >= 2900
+    assert warm.usage.prompt_tokens_details.cached_tokens >= usage["prompt_tokens"] - 100
     assert warm.choices[0].message.content == cold["result"]["content"]
     disk = {"model": disk_chat, "tier": "disk"}
     assert value(after, "mlx_prompt_cache_tier_hits_total", **disk) == (
