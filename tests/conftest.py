@@ -176,6 +176,7 @@ LATE_SESSION_FILES = (
     "test_many_streams.py",
     "test_media_models.py",
     "test_nodes.py",
+    "test_on_demand.py",
     "test_prompt_cache_disk.py",
 )
 """Session-stack tests that need no other test's state (no bash manual, no keys): a module each that loads, kills or

@@ -243,7 +243,14 @@ STORIES = ["a lighthouse", "a red fox", "the moon", "a lost key", "an old train"
 
 
 def story(topic: str, **options: Any) -> Ticket:
-    return ticket(f"Write a long story about {topic}.", priority=LINE, **{"max_tokens": 24, **options})
+    """A batch line: 16 tokens, 8 before it may give way (``PREEMPT_AFTER_TOKENS``) and 8 after."""
+    return ticket(f"Write a long story about {topic}.", priority=LINE, **{"max_tokens": 16, **options})
+
+
+@pytest.fixture(scope="module")
+def stories_alone(batch: BatchSession) -> list[dict[str, Any]]:
+    """The answers of the lines of ``STORIES`` run together with nothing else, once for the tests that compare."""
+    return run(batch, *(story(topic) for topic in STORIES))
 
 
 def tokens_of(batch: BatchSession, one: Ticket) -> int:
@@ -330,11 +337,10 @@ def test_a_batch_line_gives_way_to_an_interactive_request_and_goes_on_unchanged(
     assert "".join(event["content"] for event in deltas_of(streamed)) == results[-1]["content"]
 
 
-def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_unchanged(batch):
+def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_unchanged(batch, stories_alone):
     """Background work keeps ``background_rows_beside_interactive`` rows while an interactive request runs (every
     row lengthens every step) and for a linger after it; the others give way with their K/V, come back then, and
     end with the answers they give uninterrupted."""
-    alone = run(batch, *(story(topic) for topic in STORIES))
     question_alone = run(batch, ticket("What is the capital of France?", max_tokens=8))[0]
     lines = [story(topic) for topic in STORIES]
     join_until_they_may_give_way(batch, lines)
@@ -355,7 +361,7 @@ def test_batch_lines_keep_few_rows_while_an_interactive_request_runs_and_go_on_u
     while batch.busy:
         batch.step()
     assert interactive.future.result()["content"] == question_alone["content"]
-    assert [one.future.result()["content"] for one in lines] == [r["content"] for r in alone]
+    assert [one.future.result()["content"] for one in lines] == [r["content"] for r in stories_alone]
 
 
 def test_rows_left_free_by_lines_that_gave_way_are_open_to_the_next_interactive_request(batch):
@@ -381,11 +387,10 @@ def test_rows_left_free_by_lines_that_gave_way_are_open_to_the_next_interactive_
     assert all(one.future.result()["content"] for one in lines)
 
 
-def test_a_line_whose_kv_would_pass_the_budget_gives_way_without_it_and_goes_on_unchanged(batch):
+def test_a_line_whose_kv_would_pass_the_budget_gives_way_without_it_and_goes_on_unchanged(batch, stories_alone):
     """The K/V a row keeps when it gives way counts in the worker's KV budget: with no room left beside the batch
     and the request it makes way for, the row keeps none, and later computes its text again to the same answer."""
     lines = [story(topic) for topic in STORIES]
-    alone = run(batch, *(story(topic) for topic in STORIES))
     join_until_they_may_give_way(batch, lines)
     budget = batch.kv_budget_bytes
     batch.kv_budget_bytes = batch._kv_of(batch.running)  # the full batch exactly: no room for kept K/V
@@ -399,7 +404,7 @@ def test_a_line_whose_kv_would_pass_the_budget_gives_way_without_it_and_goes_on_
         batch.kv_budget_bytes = budget
     while batch.busy:
         batch.step()
-    assert [one.future.result()["content"] for one in lines] == [r["content"] for r in alone]
+    assert [one.future.result()["content"] for one in lines] == [r["content"] for r in stories_alone]
     assert interactive.future.result()["finish_reason"] in ("stop", "length")
 
 
@@ -422,8 +427,13 @@ def test_a_line_that_gave_way_and_is_cancelled_ends_with_what_it_generated(batch
         batch.step()
 
 
+WAVE = [f"{topic}, part {part}" for part in range(2) for topic in STORIES]
+"""16 lines sent together: two prefill batches (``PREFILL_BATCH``)."""
+
+
 def wide_batch(batch: BatchSession) -> BatchSession:
-    """A batch of 24 rows on the same model, with the default rows and linger for background work."""
+    """A batch of 24 rows on the same model, with the default rows and linger for background work: a wave of
+    ``WAVE`` lines and the interactive request fit in it at once."""
     return BatchSession(
         batch.model,
         batch.tokenizer,
@@ -436,11 +446,11 @@ def wide_batch(batch: BatchSession) -> BatchSession:
 
 
 def test_an_interactive_prompt_is_prefilled_before_a_wave_of_batch_lines(batch):
-    """24 batch lines arrive at once in a batch of 24 rows: they join the generator one prefill batch at a time,
+    """16 batch lines arrive at once in a batch of 24 rows: they join the generator one prefill batch at a time,
     so an interactive request sent just after them has its first token before the last lines have theirs (mlx-lm
     prefills in arrival order: inserted all at once, the lines would all go first)."""
     wide = wide_batch(batch)
-    lines = [story(f"{topic}, part {part}", max_tokens=4) for part in range(3) for topic in STORIES]
+    lines = [story(topic, max_tokens=4) for topic in WAVE]
     for one in lines:
         wide.submit(one)
     wide.step()
@@ -460,13 +470,13 @@ def test_an_interactive_prompt_is_prefilled_before_a_wave_of_batch_lines(batch):
 
 
 def test_lines_that_have_just_joined_leave_at_once_for_an_interactive_request(batch):
-    """A wave of 24 lines has just joined: the first ones have their first token, the rest wait for their prefill.
+    """A wave of 16 lines has just joined: the first ones have their first token, the rest wait for their prefill.
     An interactive request arrives and, at the next step, runs with no line beside it (the young rows gave way
     with their K/V, the others went back in line), without waiting for the lines' first 8 tokens. The K/V kept
     stays a view of the batch's buffers until the interactive request has its first token (it does not wait for
     the copy), then is an array of its own. Every line still ends with the answer it gives uninterrupted."""
     wide = wide_batch(batch)
-    topics = [f"{topic}, part {part}" for part in range(3) for topic in STORIES]
+    topics = WAVE
     uninterrupted = [r["content"] for r in run(wide, *(story(topic, max_tokens=6) for topic in topics))]
     lines = [story(topic, max_tokens=6) for topic in topics]
     for one in lines:

@@ -90,11 +90,11 @@ def test_the_answer_is_generated_from_the_retrieved_sources(rag_url):
 
 
 def test_threshold_keeps_only_chunks_at_least_that_similar(rag_url, bash_manual):
-    loose = query(rag_url, ULIMIT_QUESTION, bash_manual["collection"], similarity_threshold=0.1, top_k=10).json()
+    loose = query(rag_url, ULIMIT_QUESTION, bash_manual["collection"], similarity_threshold=0.1, top_k=6).json()
     scores = [source["score"] for source in loose["sources"]]
-    assert len(scores) == 10 and scores == sorted(scores, reverse=True) and min(scores) >= 0.1
+    assert len(scores) == 6 and scores == sorted(scores, reverse=True) and min(scores) >= 0.1
     cut = (scores[2] + scores[3]) / 2
-    strict = query(rag_url, ULIMIT_QUESTION, bash_manual["collection"], similarity_threshold=cut, top_k=10).json()
+    strict = query(rag_url, ULIMIT_QUESTION, bash_manual["collection"], similarity_threshold=cut, top_k=6).json()
     assert [source["chunk_id"] for source in strict["sources"]] == [s["chunk_id"] for s in loose["sources"][:3]]
     none = query(rag_url, ULIMIT_QUESTION, bash_manual["collection"], similarity_threshold=0.99).json()
     assert none["sources"] == [] and none["answer"]
