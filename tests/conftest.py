@@ -172,6 +172,7 @@ if it has none.
 Without ``-n``, the lanes mean nothing: one session stack serves every test."""
 
 LATE_SESSION_FILES = (
+    "test_cli.py",
     "test_health_probes.py",
     "test_many_streams.py",
     "test_media_models.py",
