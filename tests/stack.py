@@ -27,6 +27,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+STORES = ("redis", "mongo")
+"""Services of a stack that use no database of the Mongo-wire server (the server itself among them)."""
+
 POLL_FIRST_SECONDS = 0.02
 POLL_MAX_SECONDS = 0.2
 
@@ -85,8 +88,11 @@ class Stack:
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
+    databases_made: set[str] = field(default_factory=set)
 
     def start(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Service:
+        if name not in STORES:
+            self.make_database()
         log_path = self.workdir / f"{name}.log"
         handle = open(log_path, "ab")  # noqa: SIM115 - closed when the process ends
         process = subprocess.Popen(
@@ -100,6 +106,21 @@ class Stack:
         service = Service(name, process, log_path)
         self.services.append(service)
         return service
+
+    def make_database(self) -> None:
+        """Makes the collections and indexes of the stack's database (``tasks.schema``) before its first process that
+        uses it starts: processes started together on a new database would otherwise each create them at once,
+        which has hung SecantusDB (docs/limits.md)."""
+        url = self.env.get("MONGODB_URL")
+        if url is None or url in self.databases_made:
+            return
+        import pymongo
+
+        from tasks.schema import create_schema
+
+        with pymongo.MongoClient(url, serverSelectionTimeoutMS=30000) as client:
+            create_schema(client.get_default_database())
+        self.databases_made.add(url)
 
     def start_redis(self, port: int | None = None) -> Service:
         """redis-server without persistence (a restart loses everything), on ``port`` or a free one."""

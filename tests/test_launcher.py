@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import openai
+import pymongo
 import requests
 
+from tasks.schema import create_schema
 from tests.conftest import CHAT_MODEL_DIR, submit_job, wait_for_job
 from tests.stack import free_port, link_tree, wait_until
 
@@ -20,6 +22,8 @@ def test_launcher_serves_the_given_model_with_mlx_openai_server_flags(stack, tmp
     port = free_port()
     redis_db1 = stack.env["REDIS_URL"].rsplit("/", 1)[0] + "/1"
     mongo_other = stack.env["MONGODB_URL"].rsplit("/", 1)[0] + "/mlxf_launcher"
+    with pymongo.MongoClient(mongo_other) as client:  # as docs/operations.md asks before a new database's first start
+        create_schema(client.get_default_database())
     log = open(tmp_path / "launcher.log", "wb")  # noqa: SIM115
     launcher = subprocess.Popen(
         [
