@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pymongo
 import redis
 import requests
 
@@ -114,8 +115,6 @@ class Stack:
         url = self.env.get("MONGODB_URL")
         if url is None or url in self.databases_made:
             return
-        import pymongo
-
         from tasks.schema import create_schema
 
         with pymongo.MongoClient(url, serverSelectionTimeoutMS=30000) as client:
