@@ -13,7 +13,9 @@ first token. While any urgent request runs or waits, background work keeps at mo
 ``URGENT_LINGER_SECONDS`` after; its requests still in their prefill go back in line at once. A row that gives way
 leaves the batch with the K/V of its prompt and answer so far, waits in line, and later goes on from there with its
 own sampler and processors, as if it had never left. Requests go into the generator only as fast as it prefills
-them (mlx-lm prefills in arrival order), so an urgent prompt never waits behind a whole wave of others.
+them (mlx-lm prefills in arrival order), so an urgent prompt never waits behind a whole wave of others, and
+background prompts a few at a time; a step decodes or prefills, never both (``models.generator_steps``), so an
+urgent request never waits for the two together.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from config.errors import ApiError
 from config.logs import request_id_var
 from models.adapters import BASE_SLOT, Adapter, AdapterBatchGenerator, AdapterSet
 from models.constrained import JSON_OPTIONS, GrammarError, Grammars, ThinkGate, grammar_for
+from models.generator_steps import StepTurns
 from models.handlers.base import PROGRESS, Emit, RequestCancelled
 from models.kv_quantized import bytes_per_value, kv_bits_of
 from models.prompt_cache import MODEL_KEY, PromptCache
@@ -63,6 +66,9 @@ last one, so this cannot thrash; waiting 8 tokens of a 32-row batch instead cost
 just after a wave of lines about a second of TTFT (``python -m bench batch``)."""
 PREFILL_BATCH = 8
 """Prompts the generator prefills together; at most this many wait for it, the rest wait here in priority order."""
+BACKGROUND_PREFILL_BATCH = 4
+"""Background prompts (batch lines, ``low`` jobs) the generator prefills together: a request that comes while they
+are prefilled waits for that step (8 lines' prompts took about 0.6 s on the 2-core machine, 4 half that)."""
 BACKGROUND_ROWS_BESIDE_INTERACTIVE = 0
 """Rows that background work (priority ``PREEMPTIBLE_FROM`` or more) keeps in the batch while a more urgent request
 runs or waits: on a CPU every row lengthens every step, so even a few rows of lines slow interactive tokens (beside
@@ -213,6 +219,7 @@ class BatchSession:
         self.tool_format = format_for(tokenizer)
         self.think = markers_of(tokenizer)
         self.generator: BatchGenerator | None = None
+        self._turns = StepTurns()
         self.pending: list[Request] = []
         """Requests waiting to join, most urgent first (those that gave way among them)."""
         self.running: list[Request] = []
@@ -226,6 +233,9 @@ class BatchSession:
         """The K/V of rows that gave way, still views of the batch's buffers (which they keep alive): copied into
         arrays of their own once every running request has its first token (``_settle_paused``)."""
         self._unsettled_steps = 0
+        self._unkept: list[tuple[list[int], list[Any], str]] = []
+        """What the generator prefilled of background requests sent back in line, kept in the prompt cache as the
+        K/V above is settled (keeping copies it, and an urgent prompt waits for that)."""
         self._orders = itertools.count()
         self._preparing = threading.Lock()
         """Preparations take turns with each other (a tokenizer is not made for many threads at once), never
@@ -295,7 +305,7 @@ class BatchSession:
         if not self.sequences:
             self._complete_finished()
             return
-        prompt_responses, responses = self._generator().next()
+        prompt_responses, responses = self._turns.next(self._generator())
         for request in {
             id(self.requests[r.uid]): self.requests[r.uid] for r in prompt_responses if r.uid in self.requests
         }.values():
@@ -337,13 +347,16 @@ class BatchSession:
         first token (or ``SETTLE_AFTER_STEPS`` steps later): the request they gave way to gets it that much sooner
         (mlx-lm emits a new row's first token at its third step; the copy took about 45 ms of 32 rows' giving way
         on the 2-core machine). Until then the views hold what the batch held before they left."""
-        if not self._unsettled:
+        if not self._unsettled and not self._unkept:
             return
         self._unsettled_steps += 1
         if self._unsettled_steps < SETTLE_AFTER_STEPS and not all(r.generating for r in self.running):
             return
         unsettled, self._unsettled, self._unsettled_steps = self._unsettled, [], 0
+        unkept, self._unkept = self._unkept, []
         mx.eval(unsettled)
+        for tokens, cache, key in unkept:
+            self.prompt_cache.keep(tokens, cache, key, disk=False)
 
     def _complete_finished(self) -> None:
         for request in [r for r in self.running if r.finished]:
@@ -358,7 +371,7 @@ class BatchSession:
         self.running.clear()
         self.requests.clear()
         self.sequences.clear()
-        self._unsettled, self._unsettled_steps = [], 0
+        self._unsettled, self._unsettled_steps, self._unkept = [], 0, []
         generator, self.generator = self.generator, None
         if generator is not None:
             try:
@@ -507,7 +520,8 @@ class BatchSession:
         self._make_way_for_urgent()
         while self.pending:
             request = self.pending[0]
-            if self._prefill_backlog() >= min(PREFILL_BATCH, self.max_sequences):
+            wave = PREFILL_BATCH if request.priority < PREEMPTIBLE_FROM else BACKGROUND_PREFILL_BATCH
+            if self._prefill_backlog() >= min(wave, self.max_sequences):
                 return  # a wave of new rows joins one prefill batch at a time: nothing urgent queues behind a wave
             if request.priority >= PREEMPTIBLE_FROM and self._urgent_present():
                 rows = len(request.live) if request.generating else request.options.n
@@ -541,7 +555,7 @@ class BatchSession:
         for request in unstarted:
             cache, tokens = caches.get(request.sequences[0].uid, (None, None)) if request.sequences else (None, None)
             if cache is not None and tokens:
-                self.prompt_cache.keep(list(tokens), cache, request.cache_key, disk=False)
+                self._unkept.append((list(tokens), cache, request.cache_key))
             for sequence in request.sequences:
                 self._forget(sequence)
             request.sequences.clear()
