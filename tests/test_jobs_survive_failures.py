@@ -166,6 +166,7 @@ def test_the_document_store_killed_under_submissions_loses_no_accepted_job(small
     (SecantusDB without ``--sync-on-commit`` lost it). Submissions while it is down are refused (503), never
     accepted and lost."""
     small = small_stack
+    small.env["JOB_LEASE_SECONDS"] = "5"  # a job running when the store died is taken back at its lease end: 5 s
     mongo = small.start_mongo(restarted=True)
     small.start_redis()
     client = redis.Redis.from_url(small.env["REDIS_URL"])
