@@ -146,9 +146,9 @@ class Stack:
         return service
 
     def start_mongo(self, restarted: bool = False) -> Service:
-        """The Mongo-wire server (mongod if installed, else SecantusDB, each write on disk before it is
-        acknowledged, as the Procfile runs it) on a free port; ``restarted``: behind ``config.restart_loop``, as the
-        Procfile runs it."""
+        """The Mongo-wire server (mongod if installed, else SecantusDB) on a free port; ``restarted``: behind
+        ``config.restart_loop``, as the Procfile runs it, and SecantusDB with each write on disk before it is
+        acknowledged, as the Procfile runs it (the tests that kill the store; the others spare the fsyncs)."""
         port = free_port()
         dbpath = self.workdir / "mongo"
         dbpath.mkdir()
@@ -167,7 +167,7 @@ class Stack:
                 str(dbpath),
                 "--log-level",
                 "WARNING",
-                "--sync-on-commit",
+                *(["--sync-on-commit"] if restarted else []),
             ]
         loop = [PYTHON, "-m", "config.restart_loop", "mongo", "--"] if restarted else []
         service = self.start("mongo", [*loop, *argv])
