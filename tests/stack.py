@@ -146,9 +146,9 @@ class Stack:
         return service
 
     def start_mongo(self, restarted: bool = False) -> Service:
-        """The Mongo-wire server (mongod if installed, else SecantusDB) on a free port; ``restarted``: behind
-        ``config.restart_loop``, as the Procfile runs it, and SecantusDB with each write on disk before it is
-        acknowledged, as the Procfile runs it (the tests that kill the store; the others spare the fsyncs)."""
+        """The Mongo-wire server (mongod if installed, else SecantusDB) on a free port; ``restarted`` (the tests
+        that kill the store): as the Procfile runs it, behind ``config.restart_loop`` and, for SecantusDB, with each
+        write on disk before it is acknowledged (``--sync-on-commit``); the other stacks spare the fsyncs."""
         port = free_port()
         dbpath = self.workdir / "mongo"
         dbpath.mkdir()
